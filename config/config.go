@@ -1,0 +1,242 @@
+package config
+
+import (
+	"regexp"
+	"time"
+)
+
+// Config is the whole configuration of the proxy, after defaults, the YAML
+// file, the environment and the flags were applied (in that order of
+// increasing precedence).
+type Config struct {
+	// Listen is the main listener address, host:port (--listen, LISTEN,
+	// YAML listen; default ":3128"). Port 0 picks a free port.
+	Listen string `yaml:"listen"`
+	// CacheDir is the filesystem cache root (--cache-dir, CACHE_DIRECTORY,
+	// YAML cacheDir). It is the filesystem driver's root directory unless
+	// storage.filesystem.rootdirectory says otherwise. Default
+	// <os.UserCacheDir>/container-registry-proxy (<os.TempDir> when there
+	// is no user cache directory); the container image sets
+	// CACHE_DIRECTORY=/registry_proxy_mirror_cache.
+	CacheDir string `yaml:"cacheDir"`
+	// CADir holds ca.crt and ca.key for the shim (--ca-dir, CA_DIRECTORY,
+	// YAML caDir). Default <os.UserConfigDir>/container-registry-proxy/ca
+	// (<os.TempDir> when there is no user config directory).
+	CADir string `yaml:"caDir"`
+	// LogFormat is "text" or "json" (--log-format, LOG_FORMAT, YAML logFormat).
+	LogFormat string `yaml:"logFormat"`
+	// Debug turns on debug logs (--debug, DEBUG, YAML debug).
+	Debug bool `yaml:"debug"`
+	// DockerHub enables Docker Hub as an upstream (default true;
+	// --no-docker-hub, DOCKER_HUB=false, YAML dockerHub).
+	DockerHub bool `yaml:"dockerHub"`
+	// AllowPush lets pushes to intercepted registries pass through to
+	// upstream; otherwise they get 405 (--allow-push, ALLOW_PUSH, YAML
+	// allowPush).
+	AllowPush bool `yaml:"allowPush"`
+	// Registries are the configured upstreams: YAML registries plus the
+	// hosts of REGISTRIES or --registries (which add entries with no
+	// endpoint, skipping hosts already listed). When neither the YAML nor
+	// REGISTRIES/--registries names any, the original project's default
+	// "k8s.gcr.io gcr.io quay.io" applies. After Validate every Host is
+	// canonical (lower case; Docker Hub's aliases are "docker.io") and every
+	// Namespace is set. Docker Hub needs no entry here: see Upstreams.
+	Registries []Registry `yaml:"registries"`
+	// ManifestCache holds the tag TTL tiers.
+	ManifestCache ManifestCache `yaml:"manifestCache"`
+	// Upstream holds settings for every upstream connection.
+	Upstream Upstream `yaml:"upstream"`
+	// Cache holds size bounds (parsed and validated; enforced by eviction).
+	Cache Cache `yaml:"cache"`
+	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
+	// FILL_TIMEOUT; default 30m).
+	FillTimeout Duration `yaml:"fillTimeout"`
+	// Storage is distribution's storage configuration shape: exactly one
+	// driver name mapped to its parameters, e.g.
+	// {"filesystem": {"rootdirectory": "/x"}} or {"s3": {...}}. Default
+	// (and rootdirectory when the filesystem driver has none): CacheDir.
+	// distribution's non-driver keys (cache, maintenance, redirect, delete)
+	// are dropped.
+	Storage map[string]map[string]any `yaml:"storage"`
+
+	// src maps a setting's YAML path ("manifestCache.primaryTime") to the
+	// key the user wrote it under (the YAML path, an environment variable or
+	// a flag), so that Validate names the right one. Nil for a Config built
+	// by hand: then YAML paths are used.
+	src map[string]string
+}
+
+// Registry is one upstream registry.
+type Registry struct {
+	// Host is the name clients use, port included when not 443: a DNS name
+	// or IP (IPv6 in brackets), no scheme, no path. Validate lower-cases it,
+	// drops ":443" and maps Docker Hub's aliases to DockerHubHost.
+	Host string `yaml:"host"`
+	// Namespace is the path alias in mirror URLs (/v2/<namespace>/<repo>/…),
+	// a reference path component without ':' or '/' (default: Host with
+	// ':' → '_', e.g. registry.local_5000).
+	Namespace string `yaml:"namespace"`
+	// Endpoint is the URL to connect to instead of https://Host: http or
+	// https, no path (Validate drops a trailing "/"). Empty: https://Host
+	// (for Docker Hub: https://registry-1.docker.io).
+	Endpoint string `yaml:"endpoint"`
+	// CAFile is an extra CA bundle (PEM certificates, checked by Validate)
+	// trusted for this upstream; a relative path is relative to the working
+	// directory.
+	CAFile string `yaml:"caFile"`
+	// Insecure allows plain HTTP or unverified TLS towards this upstream.
+	Insecure bool `yaml:"insecure"`
+	// Username is the user name used towards upstream (Basic, or towards
+	// the token realm); set together with Password.
+	Username string `yaml:"username"`
+	// Password is Username's password or token.
+	Password string `yaml:"password"`
+	// TokenRealms lists extra hosts (host[:port]) allowed as Bearer token
+	// realms besides the registry's own domain.
+	TokenRealms []string `yaml:"tokenRealms"`
+
+	// from is the key that added this entry when it did not come from the
+	// YAML list ("REGISTRIES", "--registries"), for error messages.
+	from string
+}
+
+// ManifestCache is the original project's tag caching settings: a tag
+// matching PrimaryRegex is trusted for PrimaryTime, else one matching
+// SecondaryRegex for SecondaryTime, else DefaultTime (see TTL). The regexes
+// are the seed's nginx location fragments placed right after /manifests/:
+// anchored at the tag's start, not at its end. An empty regex disables its
+// tier.
+type ManifestCache struct {
+	// Enabled turns tag caching on (ENABLE_MANIFEST_CACHE; default false:
+	// every tag is revalidated).
+	Enabled bool `yaml:"enabled"`
+	// PrimaryRegex is the first tier (MANIFEST_CACHE_PRIMARY_REGEX).
+	PrimaryRegex string `yaml:"primaryRegex"`
+	// PrimaryTime is the first tier's TTL (MANIFEST_CACHE_PRIMARY_TIME).
+	PrimaryTime Duration `yaml:"primaryTime"`
+	// SecondaryRegex is the second tier (MANIFEST_CACHE_SECONDARY_REGEX).
+	SecondaryRegex string `yaml:"secondaryRegex"`
+	// SecondaryTime is the second tier's TTL (MANIFEST_CACHE_SECONDARY_TIME).
+	SecondaryTime Duration `yaml:"secondaryTime"`
+	// DefaultTime is every other tag's TTL (MANIFEST_CACHE_DEFAULT_TIME).
+	DefaultTime Duration `yaml:"defaultTime"`
+
+	// Primary is PrimaryRegex compiled as "^(?:" + PrimaryRegex + ")", set
+	// by Validate; nil when the tier is disabled.
+	Primary *regexp.Regexp `yaml:"-"`
+	// Secondary is SecondaryRegex compiled like Primary, set by Validate.
+	Secondary *regexp.Regexp `yaml:"-"`
+}
+
+// Upstream holds connection settings shared by all upstreams.
+type Upstream struct {
+	// VerifySSL verifies upstream TLS certificates (VERIFY_SSL; default
+	// true). A registry's own insecure setting overrides it for that host.
+	VerifySSL bool `yaml:"verifySSL"`
+	// ForceHTTP11 disables h2 towards upstream (FORCE_UPSTREAM_HTTP_1_1).
+	ForceHTTP11 bool `yaml:"forceHTTP11"`
+	// ConnectTimeout bounds dialling upstream (PROXY_CONNECT_TIMEOUT, 60s).
+	ConnectTimeout Duration `yaml:"connectTimeout"`
+	// ReadTimeout bounds waiting for upstream's response headers and each
+	// read of its body (PROXY_READ_TIMEOUT, 60s).
+	ReadTimeout Duration `yaml:"readTimeout"`
+	// SendTimeout bounds each write of a request body to upstream
+	// (PROXY_SEND_TIMEOUT, 60s).
+	SendTimeout Duration `yaml:"sendTimeout"`
+}
+
+// Cache holds the cache's bounds (nginx sizes and durations).
+type Cache struct {
+	// MaxSize is the cache's upper bound; least recently used blobs go
+	// first (CACHE_MAX_SIZE, 32g).
+	MaxSize Size `yaml:"maxSize"`
+	// MinFree is the disk space to keep free (CACHE_MIN_FREE, 1g; 0 turns
+	// the check off).
+	MinFree Size `yaml:"minFree"`
+	// InactiveTime removes blobs unused this long (CACHE_INACTIVE_TIME, 60d).
+	InactiveTime Duration `yaml:"inactiveTime"`
+}
+
+// Duration is a time.Duration read in nginx syntax (10m, 60d, 1h30m).
+type Duration time.Duration
+
+// Size is a byte count read in nginx syntax (32g, 100m, 512k).
+type Size int64
+
+// DockerHubHost is the canonical host of Docker Hub's entry in Registries;
+// "index.docker.io" and "registry-1.docker.io" are read as this host.
+const DockerHubHost = "docker.io"
+
+// dockerHubAliases are the names that mean Docker Hub.
+var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+// DefaultRegistries is the original project's REGISTRIES default, used when
+// neither the YAML file nor REGISTRIES/--registries lists any registry.
+const DefaultRegistries = "k8s.gcr.io gcr.io quay.io"
+
+// Default returns the built-in defaults, before any file, environment or
+// flag; CacheDir, CADir and Storage are left empty (Load derives them from
+// the user's directories), regexes are not compiled yet (Validate does).
+func Default() *Config {
+	return &Config{
+		Listen:    ":3128",
+		LogFormat: "text",
+		DockerHub: true,
+		ManifestCache: ManifestCache{
+			PrimaryRegex:   `(stable|nightly|production|test)`,
+			PrimaryTime:    Duration(10 * time.Minute),
+			SecondaryRegex: `(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+`,
+			SecondaryTime:  Duration(60 * 24 * time.Hour),
+			DefaultTime:    Duration(time.Hour),
+		},
+		Upstream: Upstream{
+			VerifySSL:      true,
+			ConnectTimeout: Duration(60 * time.Second),
+			ReadTimeout:    Duration(60 * time.Second),
+			SendTimeout:    Duration(60 * time.Second),
+		},
+		Cache: Cache{
+			MaxSize:      Size(32 << 30),
+			MinFree:      Size(1 << 30),
+			InactiveTime: Duration(60 * 24 * time.Hour),
+		},
+		FillTimeout: Duration(30 * time.Minute),
+	}
+}
+
+// Upstreams returns every upstream to serve: Registries, plus a plain Docker
+// Hub entry (Host and Namespace "docker.io") when DockerHub is on and
+// Registries has none. Call it after Validate, which canonicalizes hosts.
+func (c *Config) Upstreams() []Registry {
+	out := make([]Registry, 0, len(c.Registries)+1)
+	hub := false
+	for _, r := range c.Registries {
+		if canonicalHost(r.Host) == DockerHubHost {
+			if !c.DockerHub {
+				continue
+			}
+			hub = true
+		}
+		out = append(out, r)
+	}
+	if c.DockerHub && !hub {
+		out = append(out, Registry{Host: DockerHubHost, Namespace: DockerHubHost})
+	}
+	return out
+}
+
+// keyFor returns the key the user wrote the setting at YAML path p under.
+func (c *Config) keyFor(p string) string {
+	if k, ok := c.src[p]; ok {
+		return k
+	}
+	return p
+}
+
+// setSource records that the setting at YAML path p came from key.
+func (c *Config) setSource(p, key string) {
+	if c.src == nil {
+		c.src = map[string]string{}
+	}
+	c.src[p] = key
+}

@@ -1,0 +1,205 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// appName names the default directories.
+const appName = "container-registry-proxy"
+
+// Load builds the configuration from, in increasing precedence: the
+// defaults, the YAML file (--config or CONFIG_FILE), the environment (the
+// original project's variable names; empty values count as unset) and the
+// flags that were set on the command line. It then derives what nothing
+// set (CacheDir, CADir, Storage) and calls Validate.
+//
+// args are the command-line arguments without the program name (and
+// without any subcommand): positional arguments are an error. env looks up
+// one variable: os.Getenv in production, a map lookup in tests; nil means an
+// empty environment. With --help or -h Load returns pflag.ErrHelp (print
+// Usage and exit 0); any other error is one line naming the key, in general
+// a *KeyError (exit 2).
+func Load(args []string, env func(string) string) (*Config, error) {
+	if env == nil {
+		env = func(string) string { return "" }
+	}
+	var fv flagValues
+	fset := newFlagSet(&fv)
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, pflag.ErrHelp
+		}
+		return nil, err // pflag's errors are one line naming the flag
+	}
+	if fset.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (settings are given as --flags)", fset.Arg(0))
+	}
+
+	c := Default()
+	file, fileKey := fv.config, "--config"
+	if !fset.Changed("config") {
+		file, fileKey = env("CONFIG_FILE"), "CONFIG_FILE"
+	}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, &KeyError{Key: fileKey, Value: file, Err: err}
+		}
+		if err := decodeYAML(c, data, file); err != nil {
+			return nil, err
+		}
+	}
+	yamlRegistries := c.Registries != nil
+
+	if err := applyEnv(c, env); err != nil {
+		return nil, err
+	}
+	applyFlags(c, fset, &fv)
+
+	switch {
+	case fset.Changed("registries"):
+		addRegistries(c, splitHosts(strings.Join(fv.registries, " ")), "--registries")
+	case env("REGISTRIES") != "":
+		addRegistries(c, splitHosts(env("REGISTRIES")), "REGISTRIES")
+	case !yamlRegistries:
+		addRegistries(c, splitHosts(DefaultRegistries), "REGISTRIES")
+	}
+
+	if c.CacheDir == "" {
+		c.CacheDir = defaultDir(os.UserCacheDir, appName)
+	}
+	if c.CADir == "" {
+		c.CADir = defaultDir(os.UserConfigDir, appName, "ca")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// envSetting binds one environment variable to the setting at a YAML path.
+type envSetting struct {
+	name, path string
+	set        func(string) error
+}
+
+// applyEnv applies the environment variables that are set (non-empty).
+func applyEnv(c *Config, env func(string) string) error {
+	str := func(p *string) func(string) error {
+		return func(s string) error { *p = s; return nil }
+	}
+	boolean := func(p *bool) func(string) error {
+		return func(s string) error {
+			v, err := parseBool(s)
+			*p = v
+			return err
+		}
+	}
+	duration := func(p *Duration) func(string) error {
+		return func(s string) error {
+			v, err := ParseDuration(s)
+			*p = Duration(v)
+			return err
+		}
+	}
+	size := func(p *Size) func(string) error {
+		return func(s string) error {
+			v, err := ParseSize(s)
+			*p = Size(v)
+			return err
+		}
+	}
+	m, u := &c.ManifestCache, &c.Upstream
+	settings := []envSetting{
+		{"LISTEN", "listen", str(&c.Listen)},
+		{"CACHE_DIRECTORY", "cacheDir", str(&c.CacheDir)},
+		{"CA_DIRECTORY", "caDir", str(&c.CADir)},
+		{"LOG_FORMAT", "logFormat", str(&c.LogFormat)},
+		{"DEBUG", "debug", boolean(&c.Debug)},
+		{"DOCKER_HUB", "dockerHub", boolean(&c.DockerHub)},
+		{"ALLOW_PUSH", "allowPush", boolean(&c.AllowPush)},
+		{"ENABLE_MANIFEST_CACHE", "manifestCache.enabled", boolean(&m.Enabled)},
+		{"MANIFEST_CACHE_PRIMARY_REGEX", "manifestCache.primaryRegex", str(&m.PrimaryRegex)},
+		{"MANIFEST_CACHE_PRIMARY_TIME", "manifestCache.primaryTime", duration(&m.PrimaryTime)},
+		{"MANIFEST_CACHE_SECONDARY_REGEX", "manifestCache.secondaryRegex", str(&m.SecondaryRegex)},
+		{"MANIFEST_CACHE_SECONDARY_TIME", "manifestCache.secondaryTime", duration(&m.SecondaryTime)},
+		{"MANIFEST_CACHE_DEFAULT_TIME", "manifestCache.defaultTime", duration(&m.DefaultTime)},
+		{"CACHE_MAX_SIZE", "cache.maxSize", size(&c.Cache.MaxSize)},
+		{"CACHE_MIN_FREE", "cache.minFree", size(&c.Cache.MinFree)},
+		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", duration(&c.Cache.InactiveTime)},
+		{"VERIFY_SSL", "upstream.verifySSL", boolean(&u.VerifySSL)},
+		{"FORCE_UPSTREAM_HTTP_1_1", "upstream.forceHTTP11", boolean(&u.ForceHTTP11)},
+		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", duration(&u.ConnectTimeout)},
+		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", duration(&u.ReadTimeout)},
+		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", duration(&u.SendTimeout)},
+		{"FILL_TIMEOUT", "fillTimeout", duration(&c.FillTimeout)},
+	}
+	for _, s := range settings {
+		v := env(s.name)
+		if v == "" {
+			continue
+		}
+		if err := s.set(v); err != nil {
+			return &KeyError{Key: s.name, Value: v, Err: err}
+		}
+		c.setSource(s.path, s.name)
+	}
+	return nil
+}
+
+// applyFlags applies the flags that were set on the command line.
+func applyFlags(c *Config, fset *pflag.FlagSet, fv *flagValues) {
+	apply := func(name, path string, set func()) {
+		if fset.Changed(name) {
+			set()
+			c.setSource(path, "--"+name)
+		}
+	}
+	apply("listen", "listen", func() { c.Listen = fv.listen })
+	apply("cache-dir", "cacheDir", func() { c.CacheDir = fv.cacheDir })
+	apply("ca-dir", "caDir", func() { c.CADir = fv.caDir })
+	apply("log-format", "logFormat", func() { c.LogFormat = fv.logFormat })
+	apply("debug", "debug", func() { c.Debug = fv.debug })
+	apply("no-docker-hub", "dockerHub", func() { c.DockerHub = !fv.noDockerHub })
+	apply("allow-push", "allowPush", func() { c.AllowPush = fv.allowPush })
+}
+
+// addRegistries appends an entry with no endpoint for each host not listed
+// yet (Docker Hub's aliases count as one host); key is the source, for
+// error messages.
+func addRegistries(c *Config, hosts []string, key string) {
+	seen := map[string]bool{}
+	for _, r := range c.Registries {
+		seen[canonicalHost(r.Host)] = true
+	}
+	if c.Registries == nil {
+		c.Registries = []Registry{}
+	}
+	for _, h := range hosts {
+		if canon := canonicalHost(h); !seen[canon] {
+			seen[canon] = true
+			c.Registries = append(c.Registries, Registry{Host: h, from: key})
+		}
+	}
+}
+
+// defaultDir is <base()>/elem..., or <os.TempDir()>/elem... when base fails
+// (no $HOME, for instance).
+func defaultDir(base func() (string, error), elem ...string) string {
+	dir, err := base()
+	if err != nil || dir == "" {
+		dir = os.TempDir()
+	}
+	return filepath.Join(append([]string{dir}, elem...)...)
+}

@@ -1,0 +1,123 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+)
+
+// Validate checks every setting and completes the derived ones: it compiles
+// the tier regexes into ManifestCache.Primary and Secondary, canonicalizes
+// registry hosts and fills in their namespaces, drops distribution's
+// non-driver storage keys and fills Storage (or the filesystem driver's
+// rootdirectory) from CacheDir. Load calls it; call it yourself after
+// changing a Config. The first problem is returned as a *KeyError naming
+// the key as the user wrote it (YAML path for a Config built by hand).
+func (c *Config) Validate() error {
+	for _, check := range []func() error{
+		c.validateBasics,
+		c.validateManifestCache,
+		c.validateLimits,
+		c.validateRegistries,
+		c.validateStorage,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateBasics() error {
+	if err := checkListen(c.Listen); err != nil {
+		return &KeyError{Key: c.keyFor("listen"), Value: c.Listen, Err: err}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return &KeyError{Key: c.keyFor("logFormat"), Value: c.LogFormat, Err: errors.New("want text or json")}
+	}
+	if c.CacheDir == "" {
+		return &KeyError{Key: c.keyFor("cacheDir"), Err: errors.New("must not be empty")}
+	}
+	if c.CADir == "" {
+		return &KeyError{Key: c.keyFor("caDir"), Err: errors.New("must not be empty")}
+	}
+	return nil
+}
+
+// checkListen accepts host:port with an optional host and a numeric port
+// (0 picks a free one).
+func checkListen(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		return fmt.Errorf("%w; want host:port, e.g. :3128", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !isDNSName(host) {
+		return fmt.Errorf("%q is not a host name or IP address", host)
+	}
+	return nil
+}
+
+func (c *Config) validateManifestCache() error {
+	m := &c.ManifestCache
+	var err error
+	if m.Primary, err = c.compileTier("manifestCache.primaryRegex", m.PrimaryRegex); err != nil {
+		return err
+	}
+	m.Secondary, err = c.compileTier("manifestCache.secondaryRegex", m.SecondaryRegex)
+	return err
+}
+
+// compileTier compiles a tier regex anchored at the tag's start, as the
+// seed's nginx location fragment after /manifests/ was; "" disables the
+// tier (nil).
+func (c *Config) compileTier(path, src string) (*regexp.Regexp, error) {
+	if src == "" {
+		return nil, nil
+	}
+	if _, err := regexp.Compile(src); err != nil { // report the user's text, not ours
+		return nil, &KeyError{Key: c.keyFor(path), Value: src, Err: err}
+	}
+	return compileTier(src)
+}
+
+// compileTier anchors src at the start of the tag only.
+func compileTier(src string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + src + `)`)
+}
+
+func (c *Config) validateLimits() error {
+	durations := []struct {
+		path string
+		d    Duration
+	}{
+		{"manifestCache.primaryTime", c.ManifestCache.PrimaryTime},
+		{"manifestCache.secondaryTime", c.ManifestCache.SecondaryTime},
+		{"manifestCache.defaultTime", c.ManifestCache.DefaultTime},
+		{"upstream.connectTimeout", c.Upstream.ConnectTimeout},
+		{"upstream.readTimeout", c.Upstream.ReadTimeout},
+		{"upstream.sendTimeout", c.Upstream.SendTimeout},
+		{"cache.inactiveTime", c.Cache.InactiveTime},
+		{"fillTimeout", c.FillTimeout},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			return &KeyError{Key: c.keyFor(d.path), Value: d.d.String(), Err: errors.New("must be positive")}
+		}
+	}
+	if c.Cache.MaxSize <= 0 {
+		return &KeyError{Key: c.keyFor("cache.maxSize"), Value: c.Cache.MaxSize.String(), Err: errors.New("must be positive")}
+	}
+	if c.Cache.MinFree < 0 {
+		return &KeyError{Key: c.keyFor("cache.minFree"), Value: c.Cache.MinFree.String(), Err: errors.New("must not be negative")}
+	}
+	return nil
+}

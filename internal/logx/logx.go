@@ -1,0 +1,193 @@
+package logx
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+type ctxKey int
+
+const (
+	entryKey ctxKey = iota
+	infoKey
+)
+
+// Fixed field names used by every log line (DESIGN.md §4.10).
+const (
+	FieldUpstream = "upstream"
+	FieldRepo     = "repo"
+	FieldRef      = "ref"
+	FieldDigest   = "digest"
+	FieldCache    = "cache"
+	FieldStatus   = "status"
+	FieldBytes    = "bytes"
+	FieldDuration = "dur_ms"
+)
+
+// Info is what a handler learnt about a request, reported on its access
+// line. Handlers fill it through the setters, which are safe for
+// concurrent use.
+type Info struct {
+	mu       sync.Mutex
+	upstream string
+	repo     string
+	ref      string
+	cache    string
+}
+
+// SetRoute records the upstream, repository and reference (tag or digest).
+func (i *Info) SetRoute(upstream, repo, ref string) {
+	if i == nil {
+		return
+	}
+	i.mu.Lock()
+	i.upstream, i.repo, i.ref = upstream, repo, ref
+	i.mu.Unlock()
+}
+
+// SetCache records the cache status (HIT, MISS, STALE, REVALIDATED, PASS).
+func (i *Info) SetCache(status string) {
+	if i == nil {
+		return
+	}
+	i.mu.Lock()
+	i.cache = status
+	i.mu.Unlock()
+}
+
+// Cache returns the recorded cache status.
+func (i *Info) Cache() string {
+	if i == nil {
+		return ""
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.cache
+}
+
+func (i *Info) fields() logrus.Fields {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	f := logrus.Fields{}
+	if i.upstream != "" {
+		f[FieldUpstream] = i.upstream
+	}
+	if i.repo != "" {
+		f[FieldRepo] = i.repo
+	}
+	if i.ref != "" {
+		f[FieldRef] = i.ref
+	}
+	if i.cache != "" {
+		f[FieldCache] = i.cache
+	}
+	return f
+}
+
+// WithEntry returns ctx carrying e.
+func WithEntry(ctx context.Context, e *logrus.Entry) context.Context {
+	return context.WithValue(ctx, entryKey, e)
+}
+
+// From returns the request's log entry, or one on the standard logger.
+func From(ctx context.Context) *logrus.Entry {
+	if e, ok := ctx.Value(entryKey).(*logrus.Entry); ok {
+		return e
+	}
+	return logrus.NewEntry(logrus.StandardLogger())
+}
+
+// InfoFrom returns the request's Info, or nil (whose setters do nothing).
+func InfoFrom(ctx context.Context) *Info {
+	i, _ := ctx.Value(infoKey).(*Info)
+	return i
+}
+
+// AccessLog wraps next: it puts an entry and an Info in the request's
+// context and writes one access line when the request is done.
+func AccessLog(logger *logrus.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		entry := logrus.NewEntry(logger).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.RequestURI()})
+		info := &Info{}
+		ctx := context.WithValue(WithEntry(r.Context(), entry), infoKey, info)
+		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			fields := info.fields()
+			fields[FieldStatus] = rw.status
+			fields[FieldBytes] = rw.bytes
+			fields[FieldDuration] = time.Since(start).Milliseconds()
+			fields["remote"] = r.RemoteAddr
+			e := entry.WithFields(fields)
+			if p := recover(); p != nil {
+				// http.ErrAbortHandler cuts a response short on purpose.
+				e.WithField("aborted", true).Info("request")
+				panic(p)
+			}
+			e.Info("request")
+		}()
+		next.ServeHTTP(rw, r.WithContext(ctx))
+	})
+}
+
+// responseWriter records status and bytes. It keeps io.ReaderFrom so that
+// a file copied into the response still goes out with sendfile.
+type responseWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	w.wroteHeader = true
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom passes through to the underlying writer (sendfile for files).
+func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	w.wroteHeader = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(src)
+		w.bytes += n
+		return n, err
+	}
+	n, err := io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+	w.bytes += n
+	return n, err
+}
+
+// Flush implements http.Flusher.
+func (w *responseWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack implements http.Hijacker for CONNECT handling.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("logx: hijack not supported")
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
