@@ -1,0 +1,49 @@
+package auth
+
+import (
+	"net/url"
+	"testing"
+)
+
+func TestRealmAllowed(t *testing.T) {
+	tests := []struct {
+		name               string
+		registry, endpoint string
+		extra              []string
+		realm              string
+		want               bool
+	}{
+		{"docker hub auth host", "docker.io", "registry-1.docker.io", nil, "https://auth.docker.io/token", true},
+		{"same host", "quay.io", "quay.io", nil, "https://quay.io/v2/auth", true},
+		{"ghcr same host", "ghcr.io", "ghcr.io", nil, "https://ghcr.io/token", true},
+		{"gitlab parent domain", "registry.gitlab.com", "registry.gitlab.com", nil, "https://gitlab.com/jwt/auth", true},
+		{"port ignored", "registry.test:25443", "registry.test:25443", nil, "https://registry.test:8443/token", true},
+		{"sibling subdomain", "registry.example.com", "registry.example.com", nil, "https://auth.example.com/token", true},
+		{"foreign domain", "quay.io", "quay.io", nil, "https://evil.example/token", false},
+		{"suffix trick", "example.com", "example.com", nil, "https://notexample.com/token", false},
+		{"co.uk not lumped", "reg.foo.co.uk", "reg.foo.co.uk", nil, "https://auth.bar.co.uk/token", false},
+		{"co.uk same", "reg.foo.co.uk", "reg.foo.co.uk", nil, "https://auth.foo.co.uk/token", true},
+		{"extra host", "gitlab.example.com", "registry.example.org", []string{"auth.other.net"}, "https://auth.other.net/jwt", true},
+		{"extra with port and scheme", "a.test", "a.test", []string{"https://Auth.Other.Net:8443"}, "https://auth.other.net/jwt", true},
+		{"endpoint differs from registry", "myreg", "mirror.corp.example:5000", nil, "https://auth.corp.example/token", true},
+		{"ip equal to endpoint", "registry.test:25443", "127.0.0.1:25443", nil, "http://127.0.0.1:9999/token", true},
+		{"ip differs from endpoint", "registry.test:25443", "127.0.0.1:25443", nil, "https://127.0.0.2/token", false},
+		{"ip realm for dns endpoint", "registry.test", "registry.test", nil, "https://10.0.0.1/token", false},
+		{"metadata ip", "registry.test", "registry.test", nil, "http://169.254.169.254/latest", false},
+		{"ipv6 equal", "r.test", "[::1]:5000", nil, "https://[::1]:6000/t", true},
+		{"single label only by equality", "localhost:5000", "localhost:5000", nil, "https://localhost:6000/t", true},
+		{"single label other", "localhost:5000", "localhost:5000", nil, "https://otherhost/t", false},
+		{"bad scheme", "quay.io", "quay.io", nil, "ftp://quay.io/t", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := url.Parse(tt.realm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := RealmAllowed(tt.registry, tt.endpoint, tt.extra)(u); got != tt.want {
+				t.Fatalf("RealmAllowed(%q, %q, %q)(%s) = %v, want %v", tt.registry, tt.endpoint, tt.extra, tt.realm, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,308 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gmarcy/container-registry-proxy/oci"
+)
+
+// fakeClock is a settable clock for TokenOptions.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// tokenServer is a fake token realm that hands out tok-1, tok-2, … and
+// records what it was asked.
+type tokenServer struct {
+	*httptest.Server
+	hits     atomic.Int64
+	mu       sync.Mutex
+	lastAuth string
+	lastQ    url.Values
+	// reply, when set, writes the answer instead of the default JSON.
+	reply func(w http.ResponseWriter, r *http.Request, n int64)
+	// gate, when set, blocks every answer until it is closed.
+	gate chan struct{}
+}
+
+func newTokenServer(t *testing.T) *tokenServer {
+	t.Helper()
+	ts := &tokenServer{}
+	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := ts.hits.Add(1)
+		ts.mu.Lock()
+		ts.lastAuth = r.Header.Get("Authorization")
+		ts.lastQ = r.URL.Query()
+		ts.mu.Unlock()
+		if ts.gate != nil {
+			<-ts.gate
+		}
+		if ts.reply != nil {
+			ts.reply(w, r, n)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"token": fmt.Sprintf("tok-%d", n), "expires_in": 300})
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func (ts *tokenServer) last() (string, url.Values) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.lastAuth, ts.lastQ
+}
+
+func TestTokenCacheSingleflight(t *testing.T) {
+	ts := newTokenServer(t)
+	ts.gate = make(chan struct{})
+	c := NewTokenCache(ts.Client(), TokenOptions{})
+	req := TokenRequest{Realm: ts.URL + "/token", Service: "svc", Scopes: []string{"repository:a:pull"}}
+
+	const n = 100
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	results := make([]string, n)
+	errs := make([]error, n)
+	started.Add(n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Done()
+			results[i], errs[i] = c.Token(context.Background(), req)
+		}()
+	}
+	started.Wait()
+	close(ts.gate)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || results[i] != "tok-1" {
+			t.Fatalf("call %d: %q, %v", i, results[i], errs[i])
+		}
+	}
+	if got := ts.hits.Load(); got != 1 {
+		t.Fatalf("realm requests = %d, want 1", got)
+	}
+	if got := c.Requests(); got != 1 {
+		t.Fatalf("Requests() = %d, want 1", got)
+	}
+}
+
+func TestTokenCacheExpiry(t *testing.T) {
+	tests := []struct {
+		name      string
+		answer    map[string]any
+		stillHit  time.Duration // advance: still cached
+		refetchAt time.Duration // advance (cumulative): fetched again
+	}{
+		{name: "expires_in 300", answer: map[string]any{"expires_in": 300}, stillHit: 260 * time.Second, refetchAt: 271 * time.Second},
+		{name: "default 60s", answer: map[string]any{}, stillHit: 50 * time.Second, refetchAt: 55 * time.Second},
+		{name: "short lifetime keeps half", answer: map[string]any{"expires_in": 6}, stillHit: 2 * time.Second, refetchAt: 3 * time.Second},
+		{name: "issued_at in the past shortens", answer: map[string]any{"expires_in": 300, "issued_at": "2023-12-31T23:58:00Z"}, stillHit: 161 * time.Second, refetchAt: 163 * time.Second},
+		{name: "issued_at in the future ignored", answer: map[string]any{"expires_in": 300, "issued_at": "2024-01-01T01:00:00Z"}, stillHit: 260 * time.Second, refetchAt: 271 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTokenServer(t)
+			ts.reply = func(w http.ResponseWriter, r *http.Request, n int64) {
+				a := map[string]any{"token": fmt.Sprintf("tok-%d", n)}
+				for k, v := range tt.answer {
+					a[k] = v
+				}
+				_ = json.NewEncoder(w).Encode(a)
+			}
+			clock := newFakeClock()
+			c := NewTokenCache(ts.Client(), TokenOptions{Now: clock.Now})
+			req := TokenRequest{Realm: ts.URL, Service: "svc", Scopes: []string{"s"}}
+			ctx := context.Background()
+			if tok, err := c.Token(ctx, req); err != nil || tok != "tok-1" {
+				t.Fatalf("first: %q %v", tok, err)
+			}
+			clock.Advance(tt.stillHit)
+			if tok, err := c.Token(ctx, req); err != nil || tok != "tok-1" {
+				t.Fatalf("after %v: %q %v, want cached tok-1", tt.stillHit, tok, err)
+			}
+			clock.Advance(tt.refetchAt - tt.stillHit)
+			if tok, err := c.Token(ctx, req); err != nil || tok != "tok-2" {
+				t.Fatalf("after %v: %q %v, want tok-2", tt.refetchAt, tok, err)
+			}
+			if got := ts.hits.Load(); got != 2 {
+				t.Fatalf("realm requests = %d", got)
+			}
+		})
+	}
+}
+
+func TestTokenCacheAnswers(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		body       string
+		wantToken  string
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "token", status: 200, body: `{"token":"abc"}`, wantToken: "abc"},
+		{name: "access_token alias", status: 200, body: `{"access_token":"xyz","expires_in":100}`, wantToken: "xyz"},
+		{name: "token preferred", status: 200, body: `{"token":"a","access_token":"b"}`, wantToken: "a"},
+		{name: "no token", status: 200, body: `{"expires_in":100}`, wantStatus: 502, wantCode: oci.CodeUnavailable},
+		{name: "malformed json", status: 200, body: `{"token":`, wantStatus: 502, wantCode: oci.CodeUnavailable},
+		{name: "body over bound", status: 200, body: `{"token":"` + strings.Repeat("a", oci.MaxSmallBody) + `"}`, wantStatus: 502, wantCode: oci.CodeUnavailable},
+		{name: "unauthorized", status: 401, body: `{}`, wantStatus: 401, wantCode: oci.CodeUnauthorized},
+		{name: "forbidden", status: 403, body: `{}`, wantStatus: 403, wantCode: oci.CodeDenied},
+		{name: "rate limited", status: 429, body: `{}`, wantStatus: 429, wantCode: oci.CodeTooManyRequests},
+		{name: "server error", status: 500, body: `{}`, wantStatus: 502, wantCode: oci.CodeUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTokenServer(t)
+			ts.reply = func(w http.ResponseWriter, r *http.Request, n int64) {
+				w.WriteHeader(tt.status)
+				_, _ = w.Write([]byte(tt.body))
+			}
+			c := NewTokenCache(ts.Client(), TokenOptions{})
+			creds := Credentials{Username: "bob", Password: "hunter2"}
+			tok, err := c.Token(context.Background(), TokenRequest{Realm: ts.URL, Credentials: creds})
+			if tt.wantCode == "" {
+				if err != nil || tok != tt.wantToken {
+					t.Fatalf("Token = %q, %v; want %q", tok, err, tt.wantToken)
+				}
+				return
+			}
+			var oe *oci.Error
+			if !errors.As(err, &oe) || oe.Status != tt.wantStatus || oe.Code != tt.wantCode {
+				t.Fatalf("err = %v, want %d %s", err, tt.wantStatus, tt.wantCode)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("password in error: %v", err)
+			}
+			// Errors are not cached.
+			_, _ = c.Token(context.Background(), TokenRequest{Realm: ts.URL, Credentials: creds})
+			if got := ts.hits.Load(); got != 2 {
+				t.Fatalf("realm requests = %d, want 2 (errors not cached)", got)
+			}
+		})
+	}
+}
+
+func TestTokenRequestShape(t *testing.T) {
+	ts := newTokenServer(t)
+	c := NewTokenCache(ts.Client(), TokenOptions{UserAgent: "crp-test"})
+	req := TokenRequest{
+		Realm:       ts.URL + "/token?scope=repository:nv/x:pull&foo=bar",
+		Service:     "registry.test",
+		Scopes:      []string{"repository:a:pull", "repository:b:pull"},
+		Credentials: Credentials{Username: "bob", Password: "pw"},
+	}
+	if _, err := c.Token(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	authz, q := ts.last()
+	if want := "Basic Ym9iOnB3"; authz != want {
+		t.Errorf("Authorization = %q, want %q", authz, want)
+	}
+	if got := q["scope"]; strings.Join(got, " ") != "repository:nv/x:pull repository:a:pull repository:b:pull" {
+		t.Errorf("scope = %q", got)
+	}
+	if q.Get("service") != "registry.test" || q.Get("foo") != "bar" {
+		t.Errorf("query = %v", q)
+	}
+
+	// Anonymous requests carry no Authorization and use another cache key.
+	anon := req
+	anon.Credentials = Credentials{}
+	if tok, err := c.Token(context.Background(), anon); err != nil || tok != "tok-2" {
+		t.Fatalf("anonymous token = %q, %v; want a separate tok-2", tok, err)
+	}
+	if authz, _ := ts.last(); authz != "" {
+		t.Errorf("anonymous Authorization = %q", authz)
+	}
+}
+
+func TestTokenCacheInvalidate(t *testing.T) {
+	ts := newTokenServer(t)
+	c := NewTokenCache(ts.Client(), TokenOptions{})
+	req := TokenRequest{Realm: ts.URL, Scopes: []string{"s"}}
+	ctx := context.Background()
+	_, _ = c.Token(ctx, req)
+	if v, ok := c.Cached(req.Key()); !ok || v != "tok-1" {
+		t.Fatalf("Cached = %q %v", v, ok)
+	}
+	c.Invalidate(req.Key())
+	if _, ok := c.Cached(req.Key()); ok {
+		t.Fatal("still cached after Invalidate")
+	}
+	if tok, _ := c.Token(ctx, req); tok != "tok-2" {
+		t.Fatalf("after Invalidate got %q", tok)
+	}
+}
+
+func TestTokenCacheNetworkErrors(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close()
+
+	hang := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(hang) })
+
+	tests := []struct {
+		name       string
+		realm      string
+		opts       TokenOptions
+		ctxTimeout time.Duration
+		wantStatus int
+	}{
+		{name: "connection refused", realm: closedURL + "/token", wantStatus: 502},
+		{name: "invalid realm", realm: "::nope", wantStatus: 502},
+		{name: "realm timeout", realm: slow.URL, opts: TokenOptions{Timeout: 50 * time.Millisecond}, wantStatus: 504},
+		{name: "caller gives up", realm: slow.URL + "/other", ctxTimeout: 50 * time.Millisecond, wantStatus: 504},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewTokenCache(nil, tt.opts)
+			ctx := context.Background()
+			if tt.ctxTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
+				defer cancel()
+			}
+			_, err := c.Token(ctx, TokenRequest{Realm: tt.realm, Credentials: Credentials{Username: "u", Password: "secretpw"}})
+			if got := oci.StatusOf(err); got != tt.wantStatus || oci.CodeOf(err) != oci.CodeUnavailable {
+				t.Fatalf("err = %v (status %d), want %d UNAVAILABLE", err, got, tt.wantStatus)
+			}
+			if strings.Contains(err.Error(), "secretpw") || strings.Contains(err.Error(), "?") {
+				t.Fatalf("error leaks details: %v", err)
+			}
+		})
+	}
+}

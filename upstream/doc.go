@@ -1,0 +1,8 @@
+// Package upstream talks to upstream registries. A Registry holds the
+// endpoint, TLS settings and credentials of one upstream and a stack of
+// small http.RoundTrippers — auth (challenges, tokens) → retry (GET/HEAD on
+// connection errors and 502/503/504) → logging → an http.Transport with
+// connect, header and idle-read timeouts — and fetches manifests and blobs
+// through it. Every error it returns is, or wraps, an *oci.Error carrying
+// the status and code a client should see.
+package upstream

@@ -1,0 +1,236 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+
+	"github.com/gmarcy/container-registry-proxy/oci"
+)
+
+// Sentinel errors of this package, found with errors.Is.
+var (
+	// ErrInvalidOptions is wrapped by every validation error of New.
+	ErrInvalidOptions = errors.New("invalid upstream options")
+	// ErrNoCertificates means a CA file held no PEM certificate.
+	ErrNoCertificates = errors.New("no PEM certificates found")
+	// ErrForbiddenAddress refuses a connection to a link-local, multicast
+	// or unspecified address other than the configured endpoint's.
+	ErrForbiddenAddress = errors.New("address not allowed")
+	// ErrTooManyRedirects stops a redirect chain longer than maxRedirects.
+	ErrTooManyRedirects = errors.New("too many redirects")
+)
+
+// StatusError is the cause inside the *oci.Error returned for an upstream
+// answer that was not a success: what was asked and what upstream said.
+// It names the path but never the query or any header.
+type StatusError struct {
+	Upstream string
+	Method   string
+	Path     string
+	Status   int
+	// Code and Message come from upstream's OCI error body, if any.
+	Code    string
+	Message string
+	// Err is oci.ErrManifestUnknown or oci.ErrBlobUnknown for 404s.
+	Err error
+}
+
+// Error implements error.
+func (e *StatusError) Error() string {
+	s := fmt.Sprintf("upstream %s: %s %s: %d", e.Upstream, e.Method, e.Path, e.Status)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Unwrap returns the sentinel behind a 404.
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// kind says what a request fetched, to pick the code for a 404.
+type kind int
+
+const (
+	kindOther kind = iota
+	kindManifest
+	kindBlob
+)
+
+// standardCodes are the error codes of the OCI distribution spec.
+var standardCodes = map[string]bool{
+	"BLOB_UNKNOWN": true, "BLOB_UPLOAD_INVALID": true, "BLOB_UPLOAD_UNKNOWN": true,
+	"DIGEST_INVALID": true, "MANIFEST_BLOB_UNKNOWN": true, "MANIFEST_INVALID": true,
+	"MANIFEST_UNKNOWN": true, "NAME_INVALID": true, "NAME_UNKNOWN": true,
+	"SIZE_INVALID": true, "UNAUTHORIZED": true, "DENIED": true,
+	"UNSUPPORTED": true, "TOOMANYREQUESTS": true,
+}
+
+// maxMessage bounds the upstream message copied into our errors.
+const maxMessage = 256
+
+// responseError turns a non-success upstream answer into an *oci.Error and
+// closes its body. It reads at most oci.MaxSmallBody bytes of the body.
+func (r *Registry) responseError(resp *http.Response, k kind) *oci.Error {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, oci.MaxSmallBody))
+	se := &StatusError{Upstream: r.host, Method: resp.Request.Method, Path: resp.Request.URL.Path, Status: resp.StatusCode}
+	var env oci.Envelope
+	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
+		se.Code = strings.ToUpper(env.Errors[0].Code)
+		se.Message = sanitize(env.Errors[0].Message)
+	}
+	upCode := ""
+	if standardCodes[se.Code] {
+		upCode = se.Code
+	}
+	msg := func(def string) string {
+		if se.Message != "" {
+			return "upstream " + r.host + ": " + se.Message
+		}
+		return "upstream " + r.host + ": " + def
+	}
+	e := &oci.Error{Err: se}
+	switch s := resp.StatusCode; {
+	case s == http.StatusNotFound:
+		e.Status = http.StatusNotFound
+		switch {
+		case upCode == oci.CodeNameUnknown:
+			e.Code = oci.CodeNameUnknown
+		case k == kindManifest:
+			e.Code, se.Err = oci.CodeManifestUnknown, oci.ErrManifestUnknown
+		case k == kindBlob:
+			e.Code, se.Err = oci.CodeBlobUnknown, oci.ErrBlobUnknown
+		case upCode != "":
+			e.Code = upCode
+		default:
+			e.Code = oci.CodeNameUnknown
+		}
+		e.Message = msg("not found")
+	case s == http.StatusUnauthorized:
+		e.Status, e.Code, e.Message = s, oci.CodeUnauthorized, msg("authentication required")
+	case s == http.StatusForbidden:
+		e.Status, e.Code, e.Message = s, oci.CodeDenied, msg("access denied")
+	case s == http.StatusTooManyRequests:
+		e.Status, e.Code, e.Message = s, oci.CodeTooManyRequests, msg("too many requests")
+		e.RetryAfter = retryAfter(resp, "60")
+	case s >= 500:
+		e.Status, e.Code = http.StatusBadGateway, oci.CodeUnavailable
+		e.Message = fmt.Sprintf("upstream %s answered %d", r.host, s)
+		e.RetryAfter = retryAfter(resp, "")
+	case s >= 400:
+		e.Status, e.Code, e.Message = s, upCode, msg(http.StatusText(s))
+		if e.Code == "" {
+			e.Code = oci.CodeUnsupported
+		}
+	default:
+		e.Status, e.Code = http.StatusBadGateway, oci.CodeUnavailable
+		e.Message = fmt.Sprintf("upstream %s answered unexpected status %d", r.host, s)
+	}
+	return e
+}
+
+// retryAfter returns a sane Retry-After value of resp, or def.
+func retryAfter(resp *http.Response, def string) string {
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" || len(v) > 64 || strings.ContainsAny(v, "\r\n") {
+		return def
+	}
+	return v
+}
+
+// sanitize bounds an upstream message and drops control characters.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxMessage {
+		s = s[:maxMessage] + "…"
+	}
+	return strings.TrimSpace(s)
+}
+
+// transportError maps a failure to get (or read) an upstream answer to an
+// *oci.Error: timeouts 504, everything else 502 UNAVAILABLE. Messages name
+// hosts, never URLs (a redirect URL's query is a secret). An *oci.Error
+// already in the chain (auth: realm refused, token denied) is returned
+// as is.
+func (r *Registry) transportError(err error) error {
+	var oe *oci.Error
+	if errors.As(err, &oe) {
+		return oe
+	}
+	cause, host := err, r.endpoint.Host
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		cause = ue.Err // its text holds the full URL
+		if u, perr := url.Parse(ue.URL); perr == nil && u.Host != "" {
+			host = u.Host
+		}
+	}
+	where := "upstream " + r.host
+	if host != r.endpoint.Host {
+		where += " (" + host + ")"
+	}
+	var (
+		ne       net.Error
+		dnsErr   *net.DNSError
+		x509Err  x509.UnknownAuthorityError
+		hostErr  x509.HostnameError
+		certErr  x509.CertificateInvalidError
+		verifErr *tls.CertificateVerificationError
+		recErr   tls.RecordHeaderError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: request canceled", where)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, cause, "%s timed out", where)
+	case errors.As(err, &dnsErr):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: DNS lookup of %s failed", where, dnsErr.Name)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: connection refused", where)
+	case errors.As(err, &x509Err), errors.As(err, &hostErr), errors.As(err, &certErr), errors.As(err, &verifErr):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: TLS certificate not trusted (set caFile, or insecure)", where)
+	case errors.As(err, &recErr):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: TLS handshake failed (plain HTTP server?)", where)
+	case errors.Is(err, ErrForbiddenAddress):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: redirected or resolved to a forbidden address", where)
+	case errors.Is(err, ErrTooManyRedirects):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: too many redirects", where)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: connection closed early", where)
+	}
+	return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s unreachable", where)
+}
+
+// body maps read errors of an upstream response body (idle timeout,
+// connection reset, truncation) to *oci.Error like transportError does.
+type body struct {
+	io.ReadCloser
+	r *Registry
+}
+
+// Read implements io.Reader.
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = b.r.transportError(err)
+	}
+	return n, err
+}

@@ -1,0 +1,365 @@
+package upstream
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+const testDigest = digest.Digest("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+// newTestRegistry starts a fake upstream with handler and a Registry for
+// it with short retry backoffs.
+func newTestRegistry(t *testing.T, handler http.HandlerFunc, opts Options) (*Registry, *httptest.Server) {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	return newRegistryFor(t, srv.URL, opts), srv
+}
+
+func newRegistryFor(t *testing.T, endpoint string, opts Options) *Registry {
+	t.Helper()
+	if opts.Host == "" {
+		opts.Host = "registry.test:25443"
+	}
+	opts.Endpoint = endpoint
+	opts.VerifySSL = true
+	r, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.retry.backoff = []time.Duration{time.Millisecond, time.Millisecond}
+	t.Cleanup(r.CloseIdleConnections)
+	return r
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNew(t *testing.T) {
+	badCA := writeFile(t, "bad-ca.pem", "not a certificate")
+	tests := []struct {
+		name         string
+		opts         Options
+		wantEndpoint string
+		wantErr      string
+	}{
+		{name: "docker hub default", opts: Options{Host: "docker.io"}, wantEndpoint: "https://registry-1.docker.io"},
+		{name: "default https", opts: Options{Host: "registry.test:25443"}, wantEndpoint: "https://registry.test:25443"},
+		{name: "explicit with prefix", opts: Options{Host: "r.test", Endpoint: "http://127.0.0.1:5000/mirror/"}, wantEndpoint: "http://127.0.0.1:5000/mirror"},
+		{name: "bad host", opts: Options{Host: "bad host"}, wantErr: "invalid host"},
+		{name: "bad endpoint", opts: Options{Host: "r.test", Endpoint: "http://[::1"}, wantErr: "endpoint"},
+		{name: "bad scheme", opts: Options{Host: "r.test", Endpoint: "ftp://r.test"}, wantErr: "scheme"},
+		{name: "no host", opts: Options{Host: "r.test", Endpoint: "https:///v2"}, wantErr: "no host"},
+		{name: "credentials in endpoint", opts: Options{Host: "r.test", Endpoint: "https://u:secretpw@r.test"}, wantErr: "credentials"},
+		{name: "query in endpoint", opts: Options{Host: "r.test", Endpoint: "https://r.test/?a=b"}, wantErr: "query"},
+		{name: "missing CA file", opts: Options{Host: "r.test", CAFile: "/nonexistent/ca.pem"}, wantErr: "/nonexistent/ca.pem"},
+		{name: "unparsable CA file", opts: Options{Host: "r.test", CAFile: badCA}, wantErr: badCA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := New(tt.opts)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want mention of %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "secretpw") {
+					t.Fatalf("password in error: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Endpoint() != tt.wantEndpoint || r.Host() != tt.opts.Host {
+				t.Fatalf("Endpoint() = %q Host() = %q", r.Endpoint(), r.Host())
+			}
+		})
+	}
+	if _, err := New(Options{Host: "r.test", CAFile: badCA}); !errors.Is(err, ErrNoCertificates) {
+		t.Fatalf("errors.Is(ErrNoCertificates) failed: %v", err)
+	}
+}
+
+func TestManifestDescriptor(t *testing.T) {
+	tests := []struct {
+		name    string
+		head    bool
+		headers map[string]string
+		body    string
+		chunked bool
+		want    oci.Descriptor
+	}{
+		{
+			name:    "get with params",
+			headers: map[string]string{"Content-Type": "application/vnd.oci.image.index.v1+json; charset=utf-8", "Docker-Content-Digest": testDigest.String()},
+			body:    `{"manifests":[]}`,
+			want:    oci.Descriptor{MediaType: oci.MediaTypeOCIIndex, Digest: testDigest.String(), Size: 16},
+		},
+		{
+			name:    "head",
+			head:    true,
+			headers: map[string]string{"Content-Type": oci.MediaTypeDockerManifest, "Docker-Content-Digest": testDigest.String(), "Content-Length": "1234"},
+			want:    oci.Descriptor{MediaType: oci.MediaTypeDockerManifest, Digest: testDigest.String(), Size: 1234},
+		},
+		{
+			name:    "no digest, unknown length",
+			headers: map[string]string{"Content-Type": oci.MediaTypeOCIManifest},
+			body:    `{"config":{}}`,
+			chunked: true,
+			want:    oci.Descriptor{MediaType: oci.MediaTypeOCIManifest, Size: -1},
+		},
+		{
+			name:    "head without length",
+			head:    true,
+			headers: map[string]string{"Content-Type": oci.MediaTypeOCIManifest},
+			want:    oci.Descriptor{MediaType: oci.MediaTypeOCIManifest, Size: -1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var gotAccept, gotPath, gotMethod, gotUA string
+			r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+				gotAccept, gotPath, gotMethod, gotUA = req.Header.Get("Accept"), req.URL.Path, req.Method, req.UserAgent()
+				for k, v := range tt.headers {
+					w.Header().Set(k, v)
+				}
+				if tt.chunked {
+					w.(http.Flusher).Flush()
+				}
+				if req.Method == http.MethodHead && tt.headers["Content-Length"] == "" {
+					// Let net/http send no Content-Length.
+					w.(http.Flusher).Flush()
+				}
+				_, _ = io.WriteString(w, tt.body)
+			}, Options{})
+			desc, rc, err := r.Manifest(context.Background(), "team/app", "latest", tt.head)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if desc != tt.want {
+				t.Errorf("descriptor = %+v, want %+v", desc, tt.want)
+			}
+			if tt.head != (rc == nil) {
+				t.Errorf("body nil = %v for head=%v", rc == nil, tt.head)
+			}
+			if rc != nil {
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				if string(b) != tt.body {
+					t.Errorf("body = %q", b)
+				}
+			}
+			wantMethod := map[bool]string{true: "HEAD", false: "GET"}[tt.head]
+			if gotAccept != oci.ManifestAccept || gotPath != "/v2/team/app/manifests/latest" || gotMethod != wantMethod || gotUA != DefaultUserAgent {
+				t.Errorf("request: %s %s Accept=%q UA=%q", gotMethod, gotPath, gotAccept, gotUA)
+			}
+		})
+	}
+}
+
+// tlsCAFile writes srv's certificate as a PEM CA file.
+func tlsCAFile(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
+	return writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+}
+
+func TestTLS(t *testing.T) {
+	var proto atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		proto.Store(req.Proto)
+		w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
+		_, _ = io.WriteString(w, "{}")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := tlsCAFile(t, srv)
+
+	tests := []struct {
+		name      string
+		opts      Options
+		noVerify  bool
+		wantErr   string
+		wantProto string
+	}{
+		{name: "CA file, HTTP/2", opts: Options{CAFile: ca}, wantProto: "HTTP/2.0"},
+		{name: "CA file, forced HTTP/1.1", opts: Options{CAFile: ca, ForceHTTP11: true}, wantProto: "HTTP/1.1"},
+		{name: "untrusted", opts: Options{}, wantErr: "not trusted"},
+		{name: "insecure", opts: Options{Insecure: true}, wantProto: "HTTP/2.0"},
+		{name: "VerifySSL off", opts: Options{}, noVerify: true, wantProto: "HTTP/2.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			o.Host, o.Endpoint, o.VerifySSL = "registry.test", srv.URL, !tt.noVerify
+			r, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(r.CloseIdleConnections)
+			proto.Store("")
+			_, rc, err := r.Manifest(context.Background(), "a", "latest", false)
+			if tt.wantErr != "" {
+				if oci.StatusOf(err) != 502 || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want 502 %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+			if got := proto.Load(); got != tt.wantProto {
+				t.Fatalf("proto = %v, want %s", got, tt.wantProto)
+			}
+		})
+	}
+}
+
+func TestRedirectedBlob(t *testing.T) {
+	var cdnAuth atomic.Value
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		cdnAuth.Store(req.Header.Get("Authorization"))
+		w.Header().Set("Content-Length", "4")
+		if req.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "blob")
+		}
+	}))
+	t.Cleanup(cdn.Close)
+	cdnURL := strings.Replace(cdn.URL, "127.0.0.1", "localhost", 1) + "/data?X-Amz-Signature=topsecret"
+	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+		if u, p, ok := req.BasicAuth(); !ok || u != "bob" || p != "pw" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="r"`)
+			w.WriteHeader(401)
+			return
+		}
+		if strings.HasSuffix(req.URL.Path, "/metadata") {
+			http.Redirect(w, req, "http://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
+			return
+		}
+		if strings.HasSuffix(req.URL.Path, "/loop") {
+			http.Redirect(w, req, req.URL.Path, http.StatusTemporaryRedirect)
+			return
+		}
+		http.Redirect(w, req, cdnURL, http.StatusTemporaryRedirect)
+	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}})
+
+	t.Run("get", func(t *testing.T) {
+		rc, size, err := r.Blob(context.Background(), "team/app", testDigest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(b) != "blob" || size != 4 || cdnAuth.Load().(string) != "" {
+			t.Fatalf("body %q size %d cdn Authorization %q", b, size, cdnAuth.Load())
+		}
+	})
+	t.Run("head", func(t *testing.T) {
+		size, err := r.StatBlob(context.Background(), "team/app", testDigest)
+		if err != nil || size != 4 || cdnAuth.Load().(string) != "" {
+			t.Fatalf("size %d err %v cdn Authorization %q", size, err, cdnAuth.Load())
+		}
+	})
+	t.Run("redirect to link-local refused", func(t *testing.T) {
+		_, err := r.Get(context.Background(), "team/app", "tags/metadata", nil)
+		if oci.StatusOf(err) != 502 || !errors.Is(err, ErrForbiddenAddress) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("redirect loop", func(t *testing.T) {
+		_, err := r.Get(context.Background(), "team/app", "tags/loop", nil)
+		if oci.StatusOf(err) != 502 || !errors.Is(err, ErrTooManyRedirects) || strings.Contains(err.Error(), "topsecret") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestGet(t *testing.T) {
+	var gotQuery url.Values
+	var gotAccept string
+	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+		gotQuery, gotAccept = req.URL.Query(), req.Header.Get("Accept")
+		w.Header().Set("Ratelimit-Limit", "100;w=21600")
+		w.Header().Set("Ratelimit-Remaining", "42;w=21600")
+		_, _ = io.WriteString(w, `{"name":"team/app","tags":["a"]}`)
+	}, Options{})
+	tests := []struct {
+		name, suffix string
+		query        url.Values
+		wantAccept   string
+	}{
+		{name: "tags list", suffix: "tags/list", query: url.Values{"n": {"10"}, "last": {"a"}}},
+		{name: "referrers", suffix: "referrers/" + testDigest.String(), wantAccept: oci.MediaTypeOCIIndex},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := r.Get(context.Background(), "team/app", tt.suffix, tt.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), "team/app") || gotAccept != tt.wantAccept {
+				t.Fatalf("status %d body %q accept %q", resp.StatusCode, b, gotAccept)
+			}
+			if tt.query != nil && gotQuery.Encode() != tt.query.Encode() {
+				t.Fatalf("query %v", gotQuery)
+			}
+		})
+	}
+	if l, rem := r.RateLimit(); l != "100;w=21600" || rem != "42;w=21600" {
+		t.Fatalf("RateLimit() = %q %q", l, rem)
+	}
+}
+
+func TestBearerThroughRegistry(t *testing.T) {
+	var tokenHits atomic.Int64
+	realm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		tokenHits.Add(1)
+		_, _ = io.WriteString(w, `{"access_token":"t0ken","expires_in":300}`)
+	}))
+	t.Cleanup(realm.Close)
+	var hits atomic.Int64
+	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+		hits.Add(1)
+		if req.Header.Get("Authorization") != "Bearer t0ken" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.URL+`/token",service="registry.test"`)
+			w.WriteHeader(401)
+			return
+		}
+		w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
+		_, _ = io.WriteString(w, "{}")
+	}, Options{})
+	for i := range 3 {
+		_, rc, err := r.Manifest(context.Background(), "team/app", "latest", false)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		rc.Close()
+	}
+	if hits.Load() != 4 || tokenHits.Load() != 1 {
+		t.Fatalf("registry %d token %d, want 4 and 1", hits.Load(), tokenHits.Load())
+	}
+}
