@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the real clients the end-to-end tests drive: skopeo, podman,
+# containerd (with ctr) from Debian, and crane via `go install`.
+# Idempotent; meant for root on Debian 12. apt-get update runs only when a
+# package is missing.
+set -euo pipefail
+
+CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+
+missing=()
+for pkg in skopeo podman containerd; do
+	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$pkg")
+	fi
+done
+
+if ((${#missing[@]} > 0)); then
+	echo "installing: ${missing[*]}"
+	sudo_cmd=()
+	if [[ $(id -u) -ne 0 ]]; then
+		sudo_cmd=(sudo)
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo_cmd[@]}" apt-get update -qq
+	"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+gobin="$(go env GOPATH)/bin"
+have="$("$gobin/crane" version 2>/dev/null || true)"
+if [[ "v${have#v}" != "$CRANE_VERSION" ]]; then
+	echo "installing crane ${CRANE_VERSION}"
+	GOBIN="$gobin" go install "github.com/google/go-containerregistry/cmd/crane@${CRANE_VERSION}"
+fi
+
+echo "skopeo:     $(skopeo --version)"
+echo "podman:     $(podman --version)"
+echo "containerd: $(containerd --version)"
+echo "ctr:        $(ctr --version)"
+echo "crane:      $("$gobin/crane" version) ($gobin/crane)"
