@@ -1,0 +1,189 @@
+package mirror_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/mirror"
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/gmarcy/container-registry-proxy/upstream"
+	"github.com/sirupsen/logrus"
+)
+
+// upstreamSpec names one real test registry and the host it is served as.
+type upstreamSpec struct {
+	host string
+	reg  *testreg.Registry
+}
+
+// env is a mirror in front of real registries, served over HTTP.
+type env struct {
+	t      *testing.T
+	srv    *httptest.Server
+	mirror *mirror.Mirror
+	store  *storage.Store
+	root   string // filesystem root, "" for inmemory
+	logs   *syncBuffer
+	clock  *fakeClock
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type envOptions struct {
+	backend string // "inmemory" (default) or "filesystem"
+	tagTTL  time.Duration
+}
+
+func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
+	t.Helper()
+	e := &env{t: t, logs: &syncBuffer{}, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	var err error
+	switch opts.backend {
+	case "filesystem":
+		e.root = t.TempDir()
+		e.store, err = storage.New(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100}), storage.Options{LocalRoot: e.root})
+	default:
+		e.store, err = storage.New(inmemory.New(), storage.Options{SpoolDir: t.TempDir()})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{})
+	var regs []mirror.Registry
+	for _, u := range ups {
+		client, err := upstream.New(upstream.Options{
+			Host:           u.host,
+			Endpoint:       u.reg.URL,
+			CAFile:         u.reg.CAFile,
+			VerifySSL:      true,
+			ConnectTimeout: 5 * time.Second,
+			ReadTimeout:    20 * time.Second,
+			SendTimeout:    20 * time.Second,
+			Tokens:         tokens,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
+	}
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute}
+	if opts.tagTTL > 0 {
+		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
+	}
+	e.mirror, err = mirror.New(e.store, regs, mopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(e.logs)
+	log.SetLevel(logrus.DebugLevel)
+	e.srv = httptest.NewServer(logx.AccessLog(log, e.mirror))
+	t.Cleanup(func() {
+		e.srv.Close()
+		if t.Failed() {
+			t.Logf("mirror log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// do sends a request to the mirror and returns the response with its body.
+func (e *env) do(method, path string, hdr ...string) (*http.Response, []byte) {
+	e.t.Helper()
+	resp, body, err := e.try(method, path, hdr...)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp, body
+}
+
+// try is do that returns body read errors (cut responses) instead of failing.
+func (e *env) try(method, path string, hdr ...string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(context.Background(), method, e.srv.URL+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func wantStatus(t *testing.T, resp *http.Response, body []byte, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	if code != "" && !strings.Contains(string(body), `"code":"`+code+`"`) {
+		t.Fatalf("body %s does not carry code %s", body, code)
+	}
+}
+
+// served counts the upstream requests of method and kind that were
+// answered (not 401 challenges of the token flow).
+func served(reg *testreg.Registry, method, kind string) int {
+	n := 0
+	for _, r := range reg.Requests() {
+		if r.Method == method && r.Kind == kind && r.Status != http.StatusUnauthorized {
+			n++
+		}
+	}
+	return n
+}

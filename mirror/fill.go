@@ -1,0 +1,264 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/opencontainers/go-digest"
+)
+
+// A fill downloads one blob from upstream once, however many clients ask
+// for it at the same time. The bytes go to a storage.Upload whose spool
+// every waiting client reads as it grows; at EOF size and digest are
+// verified and only then is the blob committed. Fills live in the
+// Mirror's map from digest to fill until they end.
+type fill struct {
+	digest digest.Digest
+	// ns and repo are the repository the fill was started for: the one
+	// the blob is linked to when it commits.
+	ns, repo string
+
+	ready chan struct{} // closed when size and upload are known, or on failure
+
+	mu      sync.Mutex
+	size    int64 // -1 when upstream did not say
+	written int64
+	done    bool
+	err     error
+	// verified is set once the spooled bytes matched the digest: only then
+	// do readers get the last byte, so no client ever receives a
+	// complete-looking body that does not match.
+	verified bool
+	changed  chan struct{} // closed and replaced on every change
+	upload   *storage.Upload
+
+	refs int // guarded by Mirror.mu: the fill goroutine and each reader
+}
+
+// errStored tells waiting clients that the blob was committed by someone
+// else before this fill started: they serve it from storage instead.
+var errStored = errors.New("blob already stored")
+
+// copyBufPool holds the buffers of fills and fill readers.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// joinFill returns the fill in flight for d, or starts one for t. The
+// caller holds a reference and must call release.
+func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest) (f *fill, started bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f := m.fills[d.String()]; f != nil {
+		f.refs++
+		return f, false
+	}
+	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1,
+		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2}
+	m.fills[d.String()] = f
+	go m.runFill(ctx, t, f)
+	return f, true
+}
+
+// peekFill returns the fill in flight for d with a reference, or nil.
+func (m *Mirror) peekFill(d digest.Digest) *fill {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.fills[d.String()]
+	if f != nil {
+		f.refs++
+	}
+	return f
+}
+
+// release drops a reference; the last one closes the spool.
+func (m *Mirror) release(f *fill) {
+	m.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	m.mu.Unlock()
+	if last {
+		f.mu.Lock()
+		up := f.upload
+		f.mu.Unlock()
+		if up != nil {
+			_ = up.Close()
+		}
+	}
+}
+
+// runFill is the fill's goroutine. It runs on a context detached from the
+// client that started it, bounded by FillTimeout, so a client hanging up
+// does not waste the download.
+func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
+	ctx, cancel := detached(reqCtx, m.opts.FillTimeout)
+	defer cancel()
+	defer m.release(f)
+	log := logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo, logx.FieldDigest: f.digest})
+
+	if _, err := m.store.StatBlob(ctx, f.digest); err == nil {
+		m.endFill(f, errStored)
+		return
+	}
+	body, size, err := t.reg.Client.Blob(ctx, t.repo, f.digest)
+	if err != nil {
+		log.WithError(err).Info("blob fill: upstream refused")
+		m.endFill(f, err)
+		return
+	}
+	defer body.Close()
+	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
+	if err != nil {
+		log.WithError(err).Error("blob fill: cannot start upload")
+		m.endFill(f, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cache storage unavailable"))
+		return
+	}
+	f.mu.Lock()
+	f.size, f.upload = size, up
+	f.mu.Unlock()
+	close(f.ready)
+
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	fail := func(err error) {
+		_ = up.Cancel(ctx)
+		log.WithError(err).Warn("blob fill failed; nothing committed")
+		m.endFill(f, err)
+	}
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				fail(oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, werr, "cache write failed"))
+				return
+			}
+			f.progress(int64(n))
+			if size >= 0 && up.Size() > size {
+				fail(oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream %s sent more than the %d bytes it announced for %s", t.reg.Host, size, f.digest))
+				return
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			fail(oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, rerr, "upstream %s cut the download of %s", t.reg.Host, f.digest))
+			return
+		}
+	}
+	if err := up.Verify(f.digest, size); err != nil {
+		_ = up.Cancel(ctx)
+		log.WithError(err).Error("blob fill: upstream content does not match its digest; nothing committed")
+		m.endFill(f, oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, err, "upstream %s sent content that does not match %s", t.reg.Host, f.digest))
+		return
+	}
+	f.mu.Lock()
+	f.verified = true
+	f.mu.Unlock()
+	if err := up.Commit(ctx, f.digest, size); err != nil {
+		// The clients still get the verified bytes; the cache keeps nothing.
+		log.WithError(err).Error("blob fill: commit failed; the blob was served but not cached")
+		m.endFill(f, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cache commit failed"))
+		return
+	}
+	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, f.digest, storage.LinkInfo{Size: up.Size(), LinkedAt: m.opts.Now().UTC()}); err != nil {
+		log.WithError(err).Warn("blob fill: linking repository")
+	}
+	log.WithField("bytes", up.Size()).Debug("blob fill committed")
+	m.endFill(f, nil)
+}
+
+// progress records n more bytes in the spool and wakes the readers.
+func (f *fill) progress(n int64) {
+	f.mu.Lock()
+	f.written += n
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// endFill removes f from the map (a later request starts afresh) and marks
+// it done with err (nil on success).
+func (m *Mirror) endFill(f *fill, err error) {
+	m.mu.Lock()
+	if m.fills[f.digest.String()] == f {
+		delete(m.fills, f.digest.String())
+	}
+	m.mu.Unlock()
+	f.mu.Lock()
+	f.done, f.err = true, err
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	select {
+	case <-f.ready:
+	default:
+		close(f.ready)
+	}
+}
+
+// fillReader reads a fill's spool from off up to end (exclusive; -1 for
+// the whole blob), waiting for bytes as they arrive. A failed fill makes
+// it return the fill's error, so the response is cut short.
+type fillReader struct {
+	ctx      context.Context
+	f        *fill
+	off, end int64
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	for {
+		if r.end >= 0 && r.off >= r.end {
+			return 0, io.EOF
+		}
+		r.f.mu.Lock()
+		written, done, err, changed, up, verified := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.upload, r.f.verified
+		size := r.f.size
+		r.f.mu.Unlock()
+		if err != nil && !verified {
+			return 0, err
+		}
+		avail := written
+		if !done {
+			// Hold the last byte back until the fill has verified the
+			// digest and committed: a failed fill then always cuts the
+			// response short, and a client that has the whole body finds
+			// the blob in the cache on its next request.
+			if size >= 0 {
+				avail = min(written, size-1)
+			} else {
+				avail = written - 1
+			}
+		}
+		if r.off < avail {
+			n := min(int64(len(p)), avail-r.off)
+			if r.end >= 0 {
+				n = min(n, r.end-r.off)
+			}
+			k, rerr := up.ReadAt(p[:n], r.off)
+			r.off += int64(k)
+			if k > 0 {
+				return k, nil
+			}
+			if rerr != nil {
+				return 0, rerr
+			}
+		}
+		if done {
+			if r.end >= 0 && r.off < r.end {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}

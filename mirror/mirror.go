@@ -1,0 +1,182 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/gorilla/mux"
+	"golang.org/x/sync/singleflight"
+)
+
+// Cache statuses reported in X-Cache and on the access line.
+const (
+	CacheHit         = "HIT"
+	CacheMiss        = "MISS"
+	CacheStale       = "STALE"
+	CacheRevalidated = "REVALIDATED"
+	CachePass        = "PASS"
+)
+
+// Registry is one upstream the mirror serves.
+type Registry struct {
+	// Host is the upstream's canonical host ("docker.io", "quay.io",
+	// "registry.local:5000").
+	Host string
+	// Namespace is its path alias and storage key ("registry.local_5000").
+	Namespace string
+	// Client talks to the upstream.
+	Client Upstream
+}
+
+// Options tunes a Mirror. Zero values take the defaults noted.
+type Options struct {
+	// TagTTL returns how long a tag record is used without asking
+	// upstream; 0 means revalidate on every request. Default: always 0.
+	TagTTL func(tag string) time.Duration
+	// FillTimeout bounds one blob download from upstream. Default 30m.
+	FillTimeout time.Duration
+	// ManifestTimeout bounds manifest, tag and link requests to upstream
+	// made on behalf of possibly many clients. Default 2m.
+	ManifestTimeout time.Duration
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+// Mirror is the pull-through registry. It is an http.Handler.
+type Mirror struct {
+	store  *storage.Store
+	opts   Options
+	router *mux.Router
+
+	byName    map[string]*Registry // canonical host and namespace → registry
+	registers []*Registry
+
+	flight singleflight.Group // manifests, tags, links
+
+	mu    sync.Mutex
+	fills map[string]*fill // digest → fill in flight
+}
+
+// New returns a Mirror serving registries from store.
+func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, error) {
+	if store == nil {
+		return nil, errors.New("mirror: nil store")
+	}
+	if opts.TagTTL == nil {
+		opts.TagTTL = func(string) time.Duration { return 0 }
+	}
+	if opts.FillTimeout <= 0 {
+		opts.FillTimeout = 30 * time.Minute
+	}
+	if opts.ManifestTimeout <= 0 {
+		opts.ManifestTimeout = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{}}
+	for i := range registries {
+		r := registries[i]
+		if r.Client == nil {
+			return nil, fmt.Errorf("mirror: registry %q has no client", r.Host)
+		}
+		r.Host = oci.CanonicalHost(r.Host)
+		if r.Namespace == "" {
+			r.Namespace = oci.NamespaceFor(r.Host)
+		}
+		if strings.ContainsAny(r.Namespace, ":/") {
+			return nil, fmt.Errorf("mirror: registry %q: namespace %q may not contain ':' or '/'", r.Host, r.Namespace)
+		}
+		for _, name := range []string{r.Host, r.Namespace} {
+			if prev, dup := m.byName[name]; dup && prev.Host != r.Host {
+				return nil, fmt.Errorf("mirror: registries %q and %q share the name %q", prev.Host, r.Host, name)
+			}
+			m.byName[name] = &r
+		}
+		m.registers = append(m.registers, &r)
+	}
+	m.router = m.routes()
+	return m, nil
+}
+
+// Registries returns the served upstreams with their path prefixes.
+func (m *Mirror) Registries() []Registry {
+	out := make([]Registry, 0, len(m.registers))
+	for _, r := range m.registers {
+		out = append(out, *r)
+	}
+	return out
+}
+
+// lookup implements oci.Lookup over the configured registries.
+func (m *Mirror) lookup(name string) (string, bool) {
+	if r, ok := m.byName[name]; ok {
+		return r.Host, true
+	}
+	if r, ok := m.byName[oci.CanonicalHost(name)]; ok {
+		return r.Host, true
+	}
+	return "", false
+}
+
+// ServeHTTP implements http.Handler.
+func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	m.router.ServeHTTP(w, r)
+}
+
+// handlerFunc is a handler that returns its error; serve turns it into an
+// OCI error response.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (m *Mirror) serve(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, err)
+		}
+	})
+}
+
+// writeError sends err as an OCI error envelope and logs it.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := oci.EnvelopeFor(err)
+	log := logx.From(r.Context()).WithError(err).WithField(logx.FieldStatus, status)
+	switch {
+	case status >= 500:
+		log.Warn("request failed")
+	default:
+		log.Debug("request refused")
+	}
+	var oe *oci.Error
+	if errors.As(err, &oe) && oe.RetryAfter != "" {
+		w.Header().Set("Retry-After", oe.RetryAfter)
+	}
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Docker-Content-Digest")
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// detached returns a context for work shared by several clients: it keeps
+// the values of ctx (logging) but not its cancellation, bounded by d.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// setCache records the cache status on the response and the access line.
+func setCache(w http.ResponseWriter, r *http.Request, status string) {
+	w.Header().Set("X-Cache", status)
+	logx.InfoFrom(r.Context()).SetCache(status)
+}

@@ -1,0 +1,92 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/gmarcy/container-registry-proxy/storage"
+)
+
+// manifestByTag answers a tag: from the tag record inside its TTL tier
+// (no upstream request), else after one upstream HEAD (GET only when the
+// digest moved), else stale when upstream fails.
+func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*manifest, error) {
+	rec, err := m.store.GetTag(ctx, t.reg.Namespace, t.repo, tag)
+	var cached *manifest
+	if err == nil {
+		cached, err = m.cachedManifest(ctx, t, rec.Digest)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			logx.From(ctx).WithError(err).Warn("cached manifest unreadable; fetching it again")
+		}
+	}
+	if cached != nil {
+		if ttl := m.opts.TagTTL(tag); ttl > 0 && m.opts.Now().Sub(rec.FetchedAt) < ttl {
+			return cached, nil
+		}
+	}
+	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
+	v, err, _ := m.flight.Do(key, func() (any, error) {
+		fctx, cancel := detached(ctx, m.opts.ManifestTimeout)
+		defer cancel()
+		return m.refreshTag(fctx, t, tag, rec, cached)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*manifest), nil
+}
+
+func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec storage.TagRecord, cached *manifest) (*manifest, error) {
+	log := logx.From(ctx).WithField(logx.FieldRef, tag)
+	if cached != nil {
+		desc, _, err := t.reg.Client.Manifest(ctx, t.repo, tag, true)
+		switch {
+		case err != nil && oci.IsTemporary(err):
+			return stale(ctx, cached, err), nil
+		case err != nil && oci.StatusOf(err) == http.StatusNotFound:
+			// The tag is gone upstream: forget it rather than serve it later.
+			if derr := m.store.DeleteTag(ctx, t.reg.Namespace, t.repo, tag); derr != nil {
+				log.WithError(derr).Warn("dropping tag record")
+			}
+			return nil, err
+		case err != nil:
+			return nil, err
+		case desc.Digest == rec.Digest.String():
+			rec.FetchedAt = m.opts.Now().UTC()
+			if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, rec); err != nil {
+				log.WithError(err).Warn("updating tag record")
+			}
+			out := *cached
+			out.cache = CacheRevalidated
+			return &out, nil
+		}
+		if desc.Digest != "" {
+			log.WithField(logx.FieldDigest, desc.Digest).Infof("tag moved from %s", rec.Digest)
+		}
+	}
+	mf, err := m.fetchManifest(ctx, t, tag, "")
+	if err != nil {
+		if cached != nil && oci.IsTemporary(err) {
+			return stale(ctx, cached, err), nil
+		}
+		return nil, err
+	}
+	nrec := storage.TagRecord{Digest: mf.digest, MediaType: mf.mediaType, Size: int64(len(mf.body)), FetchedAt: m.opts.Now().UTC()}
+	if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, nrec); err != nil {
+		log.WithError(err).Warn("storing tag record")
+	}
+	return mf, nil
+}
+
+// stale returns cached marked as a stale answer, and logs why.
+func stale(ctx context.Context, cached *manifest, cause error) *manifest {
+	logx.From(ctx).WithError(cause).WithField(logx.FieldDigest, cached.digest).
+		Warn("upstream unavailable; serving a cached manifest that may be stale")
+	out := *cached
+	out.cache = CacheStale
+	out.warning = staleWarning
+	return &out
+}

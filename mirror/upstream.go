@@ -1,0 +1,33 @@
+package mirror
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/opencontainers/go-digest"
+)
+
+// Upstream is what the mirror needs from one upstream registry. Errors are
+// (or wrap) *oci.Error so they map to the right client status:
+// 404 → MANIFEST_UNKNOWN/BLOB_UNKNOWN/NAME_UNKNOWN, 401 → UNAUTHORIZED,
+// 403 → DENIED, 429 → TOOMANYREQUESTS (RetryAfter set), upstream 5xx →
+// 502 UNAVAILABLE, connection failures → 502, timeouts → 504.
+type Upstream interface {
+	// Manifest fetches /v2/<repo>/manifests/<ref> with the full Accept set.
+	// With head=true it sends HEAD and returns a nil body. The descriptor
+	// carries Content-Type, Docker-Content-Digest ("" when absent) and
+	// Content-Length (-1 when absent). The body is bounded by the caller.
+	Manifest(ctx context.Context, repo, ref string, head bool) (oci.Descriptor, io.ReadCloser, error)
+	// Blob opens /v2/<repo>/blobs/<dgst>, following redirects without the
+	// registry's credentials. size is -1 when upstream did not send it.
+	Blob(ctx context.Context, repo string, dgst digest.Digest) (body io.ReadCloser, size int64, err error)
+	// StatBlob sends HEAD /v2/<repo>/blobs/<dgst> and returns the size.
+	StatBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error)
+	// Get sends GET /v2/<repo>/<suffix>?<query> (tags/list, referrers/…)
+	// and returns a 2xx response whose body the caller closes; any other
+	// status is returned as an error.
+	Get(ctx context.Context, repo, suffix string, query url.Values) (*http.Response, error)
+}
