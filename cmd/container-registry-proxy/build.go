@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/mirror"
+	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/gmarcy/container-registry-proxy/upstream"
+	"github.com/sirupsen/logrus"
+
+	// Storage drivers selectable with the storage: configuration.
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/azure"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/gcs"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
+)
+
+// app is the assembled proxy.
+type app struct {
+	handler http.Handler
+	mirror  *mirror.Mirror
+	store   *storage.Store
+}
+
+// build assembles storage, upstream clients and the mirror from cfg.
+func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, error) {
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	tokens := auth.NewTokenCache(&http.Client{Timeout: time.Duration(cfg.Upstream.ReadTimeout)}, auth.TokenOptions{})
+	var regs []mirror.Registry
+	for _, rc := range cfg.Upstreams() {
+		client, err := upstream.New(upstream.Options{
+			Host:           rc.Host,
+			Endpoint:       rc.Endpoint,
+			CAFile:         rc.CAFile,
+			Insecure:       rc.Insecure,
+			Credentials:    auth.Credentials{Username: rc.Username, Password: rc.Password},
+			TokenRealms:    rc.TokenRealms,
+			VerifySSL:      cfg.Upstream.VerifySSL,
+			ForceHTTP11:    cfg.Upstream.ForceHTTP11,
+			ConnectTimeout: time.Duration(cfg.Upstream.ConnectTimeout),
+			ReadTimeout:    time.Duration(cfg.Upstream.ReadTimeout),
+			SendTimeout:    time.Duration(cfg.Upstream.SendTimeout),
+			UserAgent:      "container-registry-proxy/" + Version,
+			Tokens:         tokens,
+		})
+		if err != nil {
+			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
+		}
+		regs = append(regs, mirror.Registry{Host: rc.Host, Namespace: rc.Namespace, Client: client})
+		log.WithFields(logrus.Fields{
+			"upstream": rc.Host,
+			"endpoint": client.Endpoint(),
+			"paths":    fmt.Sprintf("/v2/%s/<repo>/… or /v2/<repo>/…?ns=%s", rc.Namespace, url.QueryEscape(rc.Host)),
+			"auth":     authMode(rc),
+		}).Info("serving registry")
+	}
+	if cfg.DockerHub {
+		log.Info("Docker Hub is the default upstream: /v2/<repo>/… without a registry prefix (dockerd registry-mirrors)")
+	}
+	tagTTL := func(string) time.Duration { return 0 }
+	if cfg.ManifestCache.Enabled {
+		tagTTL = cfg.ManifestCache.TTL
+	}
+	m, err := mirror.New(store, regs, mirror.Options{
+		TagTTL:      tagTTL,
+		FillTimeout: time.Duration(cfg.FillTimeout),
+	})
+	if err != nil {
+		return nil, &configError{err}
+	}
+	if cfg.AllowPush {
+		log.Warn("ALLOW_PUSH=true: pushes pass through the HTTPS_PROXY shim only; the mirror port still refuses them")
+	}
+	log.WithField("maxSize", cfg.Cache.MaxSize.String()).Warn("CACHE_MAX_SIZE, CACHE_MIN_FREE and CACHE_INACTIVE_TIME are read but not enforced yet: the cache grows without bound")
+	return &app{handler: rootHandler(m), mirror: m, store: store}, nil
+}
+
+func authMode(rc config.Registry) string {
+	if rc.Username != "" {
+		return "basic/bearer as " + rc.Username
+	}
+	return "anonymous"
+}
+
+// openStore creates the storage driver from cfg.Storage and clears uploads
+// that fills abandoned (a crash) longer ago than the fill timeout.
+func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*storage.Store, error) {
+	name, params := cfg.StorageDriver()
+	if params == nil {
+		params = map[string]any{}
+	}
+	d, err := factory.Create(ctx, name, params)
+	if err != nil {
+		return nil, &configError{fmt.Errorf("storage.%s: %w", name, err)}
+	}
+	opts := storage.Options{SpoolDir: cfg.CacheDir + "/spool"}
+	if name == "filesystem" {
+		root, _ := params["rootdirectory"].(string)
+		opts = storage.Options{LocalRoot: root}
+	}
+	store, err := storage.New(d, opts)
+	if err != nil {
+		return nil, &configError{fmt.Errorf("storage.%s: %w", name, err)}
+	}
+	n, err := store.PurgeUploads(ctx, time.Duration(cfg.FillTimeout))
+	if err != nil {
+		log.WithError(err).Warn("clearing abandoned uploads")
+	} else if n > 0 {
+		log.WithField("count", n).Info("cleared uploads abandoned by an earlier run")
+	}
+	log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
+	return store, nil
+}
+
+// rootHandler serves the mirror under /v2/ and the banner and health
+// endpoints beside it.
+func rootHandler(m *mirror.Mirror) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", m)
+	mux.Handle("/v2", m)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			status, body := oci.EnvelopeFor(oci.Errorf(http.StatusNotFound, oci.CodeUnsupported, "not found: %s", r.URL.Path))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write(body)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("container-registry-proxy " + Version + ": caching proxy for container images; pull through /v2/\n"))
+	})
+	return mux
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real clients it needs (skopeo, podman,
+# containerd, crane), checks formatting and vet, runs the unit and
+# integration tests with the race detector, then the end-to-end tests with
+# real clients. Run as root on Debian 12 (CI) or with sudo rights for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+echo "== gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
+if [ -n "$unformatted" ]; then
+	echo "gofmt: these files need formatting:"; echo "$unformatted"; exit 1
+fi
+echo "== go vet"
+go vet ./...
+go vet -tags e2e ./...
+echo "== unit and integration tests (race detector)"
+go test -race -count=1 -timeout 15m ./...
+echo "== end-to-end tests with real clients"
+go test -tags e2e -count=1 -timeout 20m ./test/e2e/...
