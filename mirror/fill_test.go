@@ -225,3 +225,104 @@ func TestSharedBlobTwoUpstreams(t *testing.T) {
 	wantStatus(t, resp, body, http.StatusNotFound, "BLOB_UNKNOWN")
 	_ = digest.Digest("")
 }
+
+func TestClientHangUpDoesNotStopFill(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	layer := testreg.RandomLayer(t, 1<<20)
+	b := reg.PushBlob(t, "app", layer)
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	reg.SetFault(testreg.FaultBlobDelay)
+	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+path, nil)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := e.srv.Client().Do(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	reg.WaitBlobsParked(t, 1)
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the cancelled client got a whole body")
+	}
+	reg.ReleaseBlobs()
+	status, sum, _, err := hashGET(e, path)
+	if err != nil || status != 200 || sum != b.Digest.String() {
+		t.Fatalf("after hang-up: %d %s %v", status, sum, err)
+	}
+	if n := served(reg, "GET", "blob"); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1: the fill must survive its client", n)
+	}
+}
+
+func TestMultiArchIndex(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	idx := reg.PushIndex(t, "multi", "v2")
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	base := "/v2/registry.test/multi"
+	resp, body := e.do("GET", base+"/manifests/v2", "Accept", accept)
+	if resp.StatusCode != 200 || !bytes.Equal(body, idx.Manifest) || resp.Header.Get("Content-Type") != idx.MediaType {
+		t.Fatalf("index: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, img := range idx.Images {
+		resp, body := e.do("GET", base+"/manifests/"+img.ManifestDigest.String(), "Accept", accept)
+		if resp.StatusCode != 200 || !bytes.Equal(body, img.Manifest) {
+			t.Fatalf("child %s: %d", img.Platform.Architecture, resp.StatusCode)
+		}
+		for _, l := range append(img.Layers, img.Config) {
+			if _, sum, _, err := hashGET(e, base+"/blobs/"+l.Digest.String()); err != nil || sum != l.Digest.String() {
+				t.Fatalf("blob %s: %v", l.Digest, err)
+			}
+		}
+	}
+	reg.Stop()
+	// Offline, both platforms are still complete.
+	resp, _ = e.do("GET", base+"/manifests/v2", "Accept", accept)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "STALE" {
+		t.Fatalf("offline index: %d %q", resp.StatusCode, resp.Header.Get("X-Cache"))
+	}
+	for _, img := range idx.Images {
+		resp, _ := e.do("GET", base+"/manifests/"+img.ManifestDigest.String(), "Accept", accept)
+		if resp.StatusCode != 200 {
+			t.Fatalf("offline child %s: %d", img.Platform.Architecture, resp.StatusCode)
+		}
+		for _, l := range img.Layers {
+			if status, sum, _, err := hashGET(e, base+"/blobs/"+l.Digest.String()); err != nil || status != 200 || sum != l.Digest.String() {
+				t.Fatalf("offline blob %s: %d %v", l.Digest, status, err)
+			}
+		}
+	}
+}
+
+func TestHeadDuringFillAndMiss(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	layer := testreg.RandomLayer(t, 1<<20)
+	b := reg.PushBlob(t, "app", layer)
+	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
+	// HEAD of an uncached blob asks upstream once and downloads nothing.
+	resp, _ := e.do("HEAD", path)
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(layer)) || resp.Header.Get("Docker-Content-Digest") != b.Digest.String() {
+		t.Fatalf("HEAD miss: %d len %d", resp.StatusCode, resp.ContentLength)
+	}
+	if served(reg, "GET", "blob") != 0 {
+		t.Fatal("HEAD started a download")
+	}
+	reg.SetFault(testreg.FaultBlobDelay)
+	done := make(chan struct{})
+	go func() { defer close(done); hashGET(e, path) }()
+	reg.WaitBlobsParked(t, 1)
+	resp, _ = e.do("HEAD", path)
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(layer)) {
+		t.Fatalf("HEAD during fill: %d len %d", resp.StatusCode, resp.ContentLength)
+	}
+	reg.ReleaseBlobs()
+	<-done
+	if n := served(reg, "GET", "blob"); n != 1 {
+		t.Fatalf("upstream blob GETs = %d", n)
+	}
+}

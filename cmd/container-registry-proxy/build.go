@@ -10,6 +10,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
@@ -54,6 +55,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 			SendTimeout:    time.Duration(cfg.Upstream.SendTimeout),
 			UserAgent:      "container-registry-proxy/" + Version,
 			Tokens:         tokens,
+			Log:            logx.From,
 		})
 		if err != nil {
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
