@@ -9,7 +9,7 @@ import (
 )
 
 // TestRealClients pulls pushed images with the real clients installed by
-// scripts/install-test-deps.sh (skipped when missing): the images must be
+// scripts/install-test-deps.sh (a missing client fails the test): the images must be
 // complete enough for them, layers unpackable with matching diff_ids.
 func TestRealClients(t *testing.T) {
 	if testing.Short() {
@@ -45,7 +45,7 @@ func TestRealClients(t *testing.T) {
 			bin, err := exec.LookPath(tc.bin)
 			if err != nil {
 				if bin, err = exec.LookPath(filepath.Join(gopathBin, tc.bin)); err != nil {
-					t.Skipf("%s not installed (scripts/install-test-deps.sh)", tc.bin)
+					t.Fatalf("%s not installed: run scripts/install-test-deps.sh", tc.bin)
 				}
 			}
 			reg := Start(t, tc.opts)
