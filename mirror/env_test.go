@@ -78,6 +78,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 type envOptions struct {
 	backend string // "inmemory" (default) or "filesystem"
 	tagTTL  time.Duration
+	creds   auth.Credentials
+}
+
+// newEnvWithCreds is a mirror of one upstream that needs credentials.
+func newEnvWithCreds(t *testing.T, host string, reg *testreg.Registry, user, pass string) *env {
+	return newEnv(t, envOptions{creds: auth.Credentials{Username: user, Password: pass}}, upstreamSpec{host, reg})
 }
 
 func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
@@ -106,6 +112,8 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			ReadTimeout:    20 * time.Second,
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
+			Credentials:    opts.creds,
+			Log:            logx.From,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -169,3 +169,24 @@ func TestOfflineServesStale(t *testing.T) {
 		t.Fatalf("after restart: %q", resp.Header.Get("X-Cache"))
 	}
 }
+
+func TestBlobRedirectWithoutCredentials(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "alice", Password: "s3cret", BlobRedirect: true})
+	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 200_000))
+	e := newEnvWithCreds(t, "registry.test", reg, "alice", "s3cret")
+	resp, body := e.do("GET", "/v2/registry.test/team/app/manifests/v1", "Accept", accept)
+	wantStatus(t, resp, body, 200, "")
+	_, sum, _, err := hashGET(e, "/v2/registry.test/team/app/blobs/"+img.Layers[0].Digest.String())
+	if err != nil || sum != img.Layers[0].Digest.String() {
+		t.Fatalf("redirected blob: %s %v", sum, err)
+	}
+	if reg.Count("GET", "cdn") == 0 {
+		t.Fatal("the blob did not come from the CDN")
+	}
+	if reg.CDNSawAuthorization() {
+		t.Fatal("the registry's Authorization header was sent to the CDN")
+	}
+	if strings.Contains(e.logs.String(), "s3cret") {
+		t.Fatal("the password appears in the logs")
+	}
+}
