@@ -98,6 +98,12 @@ func serve(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
 	if err != nil {
 		return &configError{fmt.Errorf("--listen %s: %w", cfg.Listen, err)}
 	}
+	return serveOn(ctx, ln, app, log)
+}
+
+// serveOn runs the HTTP server on ln until ctx ends, then shuts down
+// gracefully.
+func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger) error {
 	srv := &http.Server{
 		Handler:           logx.AccessLog(log, app.handler),
 		ReadHeaderTimeout: 60 * time.Second,
