@@ -51,6 +51,14 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// Client holds the client-side timeouts of the listener.
+	Client Client `yaml:"client"`
+	// Connect holds the CONNECT shim's tunnel settings.
+	Connect Connect `yaml:"connect"`
+	// ProxyRequestBuffering buffers a pushed body (on disk) before it is
+	// forwarded upstream; false streams it (PROXY_REQUEST_BUFFERING, YAML
+	// proxyRequestBuffering; default true).
+	ProxyRequestBuffering bool `yaml:"proxyRequestBuffering"`
 	// Storage is distribution's storage configuration shape: exactly one
 	// driver name mapped to its parameters, e.g.
 	// {"filesystem": {"rootdirectory": "/x"}} or {"s3": {...}}. Default
@@ -157,6 +165,26 @@ type Cache struct {
 	InactiveTime Duration `yaml:"inactiveTime"`
 }
 
+// Client holds the nginx-style client-side timeouts.
+type Client struct {
+	SendTimeout      Duration `yaml:"sendTimeout"`      // SEND_TIMEOUT: silence allowed between two writes to a client
+	BodyTimeout      Duration `yaml:"bodyTimeout"`      // CLIENT_BODY_TIMEOUT: silence allowed between two reads of a request body
+	HeaderTimeout    Duration `yaml:"headerTimeout"`    // CLIENT_HEADER_TIMEOUT: time to read request headers
+	KeepaliveTimeout Duration `yaml:"keepaliveTimeout"` // KEEPALIVE_TIMEOUT: idle keep-alive connections
+}
+
+// Connect holds the CONNECT tunnel settings of the shim.
+type Connect struct {
+	ConnectTimeout Duration `yaml:"connectTimeout"` // PROXY_CONNECT_CONNECT_TIMEOUT
+	ReadTimeout    Duration `yaml:"readTimeout"`    // PROXY_CONNECT_READ_TIMEOUT
+	SendTimeout    Duration `yaml:"sendTimeout"`    // PROXY_CONNECT_SEND_TIMEOUT
+	// AllowPorts are the ports tunnels may reach (default [443]).
+	AllowPorts []int `yaml:"allowPorts"`
+	// AllowNetworks are CIDRs that tunnels may reach although they are
+	// denied by default (loopback, link-local, unspecified, metadata).
+	AllowNetworks []string `yaml:"allowNetworks"`
+}
+
 // Duration is a time.Duration read in nginx syntax (10m, 60d, 1h30m).
 type Duration time.Duration
 
@@ -201,6 +229,19 @@ func Default() *Config {
 			InactiveTime: Duration(60 * 24 * time.Hour),
 		},
 		FillTimeout: Duration(30 * time.Minute),
+		Client: Client{
+			SendTimeout:      Duration(60 * time.Second),
+			BodyTimeout:      Duration(60 * time.Second),
+			HeaderTimeout:    Duration(60 * time.Second),
+			KeepaliveTimeout: Duration(300 * time.Second),
+		},
+		Connect: Connect{
+			ConnectTimeout: Duration(60 * time.Second),
+			ReadTimeout:    Duration(60 * time.Second),
+			SendTimeout:    Duration(60 * time.Second),
+			AllowPorts:     []int{443},
+		},
+		ProxyRequestBuffering: true,
 	}
 }
 

@@ -144,6 +144,14 @@ func applyEnv(c *Config, env func(string) string) error {
 		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", duration(&u.ReadTimeout)},
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", duration(&u.SendTimeout)},
 		{"FILL_TIMEOUT", "fillTimeout", duration(&c.FillTimeout)},
+		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", boolean(&c.ProxyRequestBuffering)},
+		{"SEND_TIMEOUT", "client.sendTimeout", duration(&c.Client.SendTimeout)},
+		{"CLIENT_BODY_TIMEOUT", "client.bodyTimeout", duration(&c.Client.BodyTimeout)},
+		{"CLIENT_HEADER_TIMEOUT", "client.headerTimeout", duration(&c.Client.HeaderTimeout)},
+		{"KEEPALIVE_TIMEOUT", "client.keepaliveTimeout", duration(&c.Client.KeepaliveTimeout)},
+		{"PROXY_CONNECT_CONNECT_TIMEOUT", "connect.connectTimeout", duration(&c.Connect.ConnectTimeout)},
+		{"PROXY_CONNECT_READ_TIMEOUT", "connect.readTimeout", duration(&c.Connect.ReadTimeout)},
+		{"PROXY_CONNECT_SEND_TIMEOUT", "connect.sendTimeout", duration(&c.Connect.SendTimeout)},
 	}
 	for _, s := range settings {
 		v := env(s.name)

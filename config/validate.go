@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 )
@@ -107,6 +108,13 @@ func (c *Config) validateLimits() error {
 		{"upstream.sendTimeout", c.Upstream.SendTimeout},
 		{"cache.inactiveTime", c.Cache.InactiveTime},
 		{"fillTimeout", c.FillTimeout},
+		{"client.sendTimeout", c.Client.SendTimeout},
+		{"client.bodyTimeout", c.Client.BodyTimeout},
+		{"client.headerTimeout", c.Client.HeaderTimeout},
+		{"client.keepaliveTimeout", c.Client.KeepaliveTimeout},
+		{"connect.connectTimeout", c.Connect.ConnectTimeout},
+		{"connect.readTimeout", c.Connect.ReadTimeout},
+		{"connect.sendTimeout", c.Connect.SendTimeout},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
@@ -118,6 +126,18 @@ func (c *Config) validateLimits() error {
 	}
 	if c.Cache.MinFree < 0 {
 		return &KeyError{Key: c.keyFor("cache.minFree"), Value: c.Cache.MinFree.String(), Err: errors.New("must not be negative")}
+	}
+	for i, p := range c.Connect.AllowPorts {
+		if p < 1 || p > 65535 {
+			return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowPorts"), i), Value: strconv.Itoa(p), Err: errors.New("not a TCP port")}
+		}
+	}
+	for i, n := range c.Connect.AllowNetworks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			if _, err2 := netip.ParseAddr(n); err2 != nil {
+				return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowNetworks"), i), Value: n, Err: errors.New("want a CIDR such as 127.0.0.1/32 or an IP address")}
+			}
+		}
 	}
 	return nil
 }
