@@ -165,10 +165,22 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, ctx.Err(), "client went away")
 	}
 	f.mu.Lock()
-	size, up, ferr := f.size, f.upload, f.err
+	size, up, ferr, verified := f.size, f.upload, f.err, f.verified
 	f.mu.Unlock()
 	if up == nil {
 		return ferr
+	}
+	if verified {
+		// Every byte is here and the blob is being committed: wait for
+		// the commit and answer from the cache, as a hit.
+		for v := f.view(); !v.done; v = f.view() {
+			if err := wait(ctx, v.changed); err != nil {
+				return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+			}
+		}
+		if ferrAfter(f) == nil {
+			return errStored
+		}
 	}
 	start, end, partial := int64(0), size, false
 	if size >= 0 {
@@ -188,10 +200,7 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	rd := &fillReader{ctx: ctx, f: f, off: start, end: end}
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
-	if _, err := io.CopyBuffer(writerOnly{w}, rd, *bufp); err != nil {
+	if err := copyFill(ctx, w, f, start, end); err != nil {
 		// Never let a client take a short body for a complete one.
 		logx.From(ctx).WithError(err).Info("blob response cut short")
 		panic(http.ErrAbortHandler)
@@ -199,8 +208,12 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	return nil
 }
 
-// writerOnly hides io.ReaderFrom so that io.CopyBuffer uses our buffer.
-type writerOnly struct{ io.Writer }
+// ferrAfter returns the fill's final error (nil when it committed).
+func ferrAfter(f *fill) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
 
 // writeRangeHeaders sets Content-Length (and Content-Range) and returns
 // the status for the byte range [start, end) of a blob of size bytes.

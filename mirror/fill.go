@@ -159,6 +159,8 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	}
 	f.mu.Lock()
 	f.verified = true
+	close(f.changed)
+	f.changed = make(chan struct{})
 	f.mu.Unlock()
 	if err := up.Commit(ctx, f.digest, size); err != nil {
 		// The clients still get the verified bytes; the cache keeps nothing.
@@ -202,63 +204,98 @@ func (m *Mirror) endFill(f *fill, err error) {
 	}
 }
 
-// fillReader reads a fill's spool from off up to end (exclusive; -1 for
-// the whole blob), waiting for bytes as they arrive. A failed fill makes
-// it return the fill's error, so the response is cut short.
-type fillReader struct {
-	ctx      context.Context
-	f        *fill
-	off, end int64
+// view is what a reader may do with a fill right now.
+type view struct {
+	// avail is how many bytes may be sent: all that was written once the
+	// fill is verified, else all but the last byte, so that a failed fill
+	// always cuts a response short.
+	avail   int64
+	done    bool
+	err     error // the fill failed before its bytes were verified
+	changed <-chan struct{}
 }
 
-func (r *fillReader) Read(p []byte) (int, error) {
+func (f *fill) view() view {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := view{avail: f.written, done: f.done, changed: f.changed}
+	if f.err != nil && !f.verified {
+		v.err = f.err
+	}
+	if !f.verified {
+		if f.size >= 0 {
+			v.avail = min(f.written, f.size-1)
+		} else {
+			v.avail = f.written - 1
+		}
+	}
+	return v
+}
+
+// wait blocks until the fill changes or ctx ends.
+func wait(ctx context.Context, changed <-chan struct{}) error {
+	select {
+	case <-changed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// copyFill sends the fill's bytes [off, end) to w as they arrive (end -1:
+// up to the end of the blob). With a file of its own on the spool it lets
+// the kernel copy (sendfile); otherwise it reads the spool with ReadAt.
+func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) error {
+	spool, err := f.upload.OpenSpool()
+	var bufp *[]byte
+	if err != nil {
+		bufp = copyBufPool.Get().(*[]byte)
+		defer copyBufPool.Put(bufp)
+	} else {
+		defer spool.Close()
+		if _, err := spool.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
+	}
 	for {
-		if r.end >= 0 && r.off >= r.end {
-			return 0, io.EOF
+		if end >= 0 && off >= end {
+			return nil
 		}
-		r.f.mu.Lock()
-		written, done, err, changed, up, verified := r.f.written, r.f.done, r.f.err, r.f.changed, r.f.upload, r.f.verified
-		size := r.f.size
-		r.f.mu.Unlock()
-		if err != nil && !verified {
-			return 0, err
+		v := f.view()
+		if v.err != nil {
+			return v.err
 		}
-		avail := written
-		if !done {
-			// Hold the last byte back until the fill has verified the
-			// digest and committed: a failed fill then always cuts the
-			// response short, and a client that has the whole body finds
-			// the blob in the cache on its next request.
-			if size >= 0 {
-				avail = min(written, size-1)
+		limit := v.avail
+		if end >= 0 {
+			limit = min(limit, end)
+		}
+		if off < limit {
+			var n int64
+			if spool != nil {
+				n, err = io.CopyN(w, spool, limit-off)
 			} else {
-				avail = written - 1
+				var k int
+				buf := (*bufp)[:min(int64(len(*bufp)), limit-off)]
+				k, err = f.upload.ReadAt(buf, off)
+				if k > 0 {
+					k, err = w.Write(buf[:k])
+				}
+				n = int64(k)
 			}
+			off += n
+			if err != nil {
+				return err
+			}
+			continue
 		}
-		if r.off < avail {
-			n := min(int64(len(p)), avail-r.off)
-			if r.end >= 0 {
-				n = min(n, r.end-r.off)
+		if v.done {
+			if end >= 0 && off < end {
+				return io.ErrUnexpectedEOF
 			}
-			k, rerr := up.ReadAt(p[:n], r.off)
-			r.off += int64(k)
-			if k > 0 {
-				return k, nil
-			}
-			if rerr != nil {
-				return 0, rerr
-			}
+			return nil
 		}
-		if done {
-			if r.end >= 0 && r.off < r.end {
-				return 0, io.ErrUnexpectedEOF
-			}
-			return 0, io.EOF
-		}
-		select {
-		case <-changed:
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
+		if err := wait(ctx, v.changed); err != nil {
+			return err
 		}
 	}
 }

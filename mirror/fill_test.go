@@ -177,6 +177,11 @@ func TestFaultyUpstreamCommitsNothing(t *testing.T) {
 				if err != nil || status != 200 || sum != b.Digest.String() {
 					t.Fatalf("healthy retry: status %d sum %s err %v", status, sum, err)
 				}
+				// The next request is a hit: it waits for a commit in flight.
+				resp, body := e.do("GET", path)
+				if resp.Header.Get("X-Cache") != "HIT" || sha(body) != b.Digest.String() {
+					t.Fatalf("after a healthy fill: X-Cache %q", resp.Header.Get("X-Cache"))
+				}
 				if _, err := e.store.StatBlob(context.Background(), b.Digest); err != nil {
 					t.Fatalf("blob not committed after a healthy fill: %v", err)
 				}

@@ -104,6 +104,14 @@ func (u *Upload) ReadAt(p []byte, off int64) (int, error) {
 	return u.spool.ReadAt(p, off)
 }
 
+// OpenSpool opens another read-only descriptor on the spool, with an
+// offset of its own, so that a reader can hand it to the kernel (sendfile)
+// while the upload grows. It needs Linux's /proc; callers fall back to
+// ReadAt when it fails.
+func (u *Upload) OpenSpool() (*os.File, error) {
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", u.spool.Fd()))
+}
+
 // Size returns the number of bytes written so far.
 func (u *Upload) Size() int64 { return u.size }
 
@@ -111,14 +119,23 @@ func (u *Upload) Size() int64 { return u.size }
 // bytes were received (the spool still holds them).
 var ErrStorageWrite = errors.New("storage write failed")
 
+// Verify checks the bytes written so far against want (and wantSize when
+// >= 0) without committing anything; it returns a *VerifyError on mismatch.
+func (u *Upload) Verify(want digest.Digest, wantSize int64) error {
+	got := u.digest.Digest()
+	if got != want || (wantSize >= 0 && u.size != wantSize) {
+		return &VerifyError{Digest: want, Got: got, Size: u.size, WantSize: wantSize}
+	}
+	return nil
+}
+
 // Commit verifies that the content matches want (and wantSize when >= 0),
 // then moves it into place. On any mismatch nothing is committed and the
 // upload is removed; the error is a *VerifyError.
 func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64) error {
-	got := u.digest.Digest()
-	if got != want || (wantSize >= 0 && u.size != wantSize) {
+	if err := u.Verify(want, wantSize); err != nil {
 		_ = u.Cancel(ctx)
-		return &VerifyError{Digest: want, Got: got, Size: u.size, WantSize: wantSize}
+		return err
 	}
 	if u.inPlace {
 		if err := u.spool.Sync(); err != nil {
