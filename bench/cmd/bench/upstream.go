@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// Media types of the pushed image.
+const (
+	mediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
+	mediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
+	mediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar"
+)
+
+// image is what was pushed to the upstream.
+type image struct {
+	repo, tag      string
+	blobDigest     string
+	blobSize       int64
+	manifestDigest string
+}
+
+// registryConfig is distribution 2.8's configuration: plain HTTP on
+// loopback, filesystem storage, no auth, quiet logs.
+const registryConfig = `version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:%d
+health:
+  storagedriver:
+    enabled: false
+`
+
+// startRegistry starts Debian's docker-registry and returns its base URL.
+func startRegistry(ctx context.Context, e *env, bin string) (*proc, string, error) {
+	dir := filepath.Join(e.root, "upstream")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		return nil, "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, registryConfig, filepath.Join(dir, "data"), port), 0o644); err != nil {
+		return nil, "", err
+	}
+	p, err := e.start("docker-registry", filepath.Join(dir, "registry.log"), bin, "serve", cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	if err := waitHTTP(ctx, p, base+"/v2/", http.StatusOK); err != nil {
+		return nil, "", err
+	}
+	return p, base, nil
+}
+
+// pusher talks the registry's push API.
+type pusher struct {
+	base string
+	c    *http.Client
+}
+
+// pushImage pushes a random (incompressible) layer of size bytes, streamed
+// in PATCH chunks and hashed on the way, a config and an OCI manifest
+// tagged tag.
+func pushImage(ctx context.Context, base, repo, tag string, size int64) (image, error) {
+	p := &pusher{base: base, c: &http.Client{Transport: &http.Transport{Proxy: nil}}}
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return image{}, err
+	}
+	h := sha256.New()
+	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8(seed), size), h)
+	blobDigest, err := p.pushStream(ctx, repo, src, size, h)
+	if err != nil {
+		return image{}, fmt.Errorf("pushing layer: %w", err)
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{blobDigest}},
+	})
+	cfgDigest := digestOf(cfg)
+	if err := p.pushSmall(ctx, repo, cfg, cfgDigest); err != nil {
+		return image{}, fmt.Errorf("pushing config: %w", err)
+	}
+	man, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     mediaTypeManifest,
+		"config":        map[string]any{"mediaType": mediaTypeConfig, "digest": cfgDigest, "size": len(cfg)},
+		"layers":        []any{map[string]any{"mediaType": mediaTypeLayer, "digest": blobDigest, "size": size}},
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(man))
+	req.Header.Set("Content-Type", mediaTypeManifest)
+	if _, err := p.do(req, http.StatusCreated); err != nil {
+		return image{}, fmt.Errorf("pushing manifest: %w", err)
+	}
+	return image{repo: repo, tag: tag, blobDigest: blobDigest, blobSize: size, manifestDigest: digestOf(man)}, nil
+}
+
+// chunkSize is the size of one PATCH of a streamed upload.
+const chunkSize = 32 << 20
+
+// pushStream uploads size bytes from src: POST, PATCH per chunk (each
+// request body streamed from src), PUT ?digest=. h hashes what src gave.
+func (p *pusher) pushStream(ctx context.Context, repo string, src io.Reader, size int64, h interface{ Sum([]byte) []byte }) (string, error) {
+	loc, err := p.startUpload(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	for off := int64(0); off < size; {
+		n := min(int64(chunkSize), size-off)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, loc, io.NopCloser(io.LimitReader(src, n)))
+		req.ContentLength = n
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", off, off+n-1))
+		resp, err := p.do(req, http.StatusAccepted)
+		if err != nil {
+			return "", fmt.Errorf("PATCH at %d: %w", off, err)
+		}
+		if loc, err = p.location(resp); err != nil {
+			return "", err
+		}
+		off += n
+	}
+	d := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, withDigest(loc, d), http.NoBody)
+	if _, err := p.do(req, http.StatusCreated); err != nil {
+		return "", fmt.Errorf("PUT ?digest=: %w", err)
+	}
+	return d, nil
+}
+
+// pushSmall uploads data: POST then monolithic PUT ?digest=.
+func (p *pusher) pushSmall(ctx context.Context, repo string, data []byte, d string) error {
+	loc, err := p.startUpload(ctx, repo)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, withDigest(loc, d), bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	_, err = p.do(req, http.StatusCreated)
+	return err
+}
+
+func (p *pusher) startUpload(ctx context.Context, repo string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.base+"/v2/"+repo+"/blobs/uploads/", http.NoBody)
+	resp, err := p.do(req, http.StatusAccepted)
+	if err != nil {
+		return "", fmt.Errorf("POST upload: %w", err)
+	}
+	return p.location(resp)
+}
+
+func (p *pusher) location(resp *http.Response) (string, error) {
+	u, err := resp.Location()
+	if err != nil {
+		return "", fmt.Errorf("upload response without Location: %w", err)
+	}
+	return u.String(), nil
+}
+
+// do sends req and checks the status; the body is drained and closed.
+func (p *pusher) do(req *http.Request, want int) (*http.Response, error) {
+	resp, err := p.c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s: status %d, want %d: %s", req.Method, req.URL.Path, resp.StatusCode, want, bytes.TrimSpace(body))
+	}
+	return resp, nil
+}
+
+func withDigest(loc, d string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return loc
+	}
+	q := u.Query()
+	q.Set("digest", d)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
