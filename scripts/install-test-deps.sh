@@ -8,7 +8,7 @@ set -euo pipefail
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
 
 missing=()
-for pkg in skopeo podman containerd; do
+for pkg in skopeo podman containerd shellcheck; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		missing+=("$pkg")
 	fi
