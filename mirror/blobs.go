@@ -41,14 +41,15 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 			logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
 		}
 		var f *fill
+		started := false
 		if r.Method == http.MethodHead {
 			if f = m.peekFill(d); f == nil {
 				return m.headUpstream(w, r, t, d)
 			}
 		} else {
-			f, _ = m.joinFill(ctx, t, d)
+			f, started = m.joinFill(ctx, t, d)
 		}
-		err = m.serveFill(w, r, t, f)
+		err = m.serveFill(w, r, t, f, started)
 		if !errors.Is(err, errStored) {
 			return err
 		}
@@ -150,8 +151,10 @@ func (m *Mirror) headUpstream(w http.ResponseWriter, r *http.Request, t target, 
 }
 
 // serveFill streams a blob from a fill in flight, waiting for bytes as
-// they arrive. It releases the caller's reference on f.
-func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *fill) error {
+// they arrive; started says this request started the fill (its answer is
+// a MISS even when the fill is already complete). It releases the
+// caller's reference on f.
+func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *fill, started bool) error {
 	defer m.release(f)
 	ctx := r.Context()
 	if f.ns != t.reg.Namespace || f.repo != t.repo {
@@ -170,9 +173,9 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	if up == nil {
 		return ferr
 	}
-	if verified {
-		// Every byte is here and the blob is being committed: wait for
-		// the commit and answer from the cache, as a hit.
+	if verified && !started {
+		// A late joiner: every byte is here and the blob is being
+		// committed. Wait for the commit and answer from the cache.
 		for v := f.view(); !v.done; v = f.view() {
 			if err := wait(ctx, v.changed); err != nil {
 				return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
