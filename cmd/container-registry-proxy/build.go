@@ -13,6 +13,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/gmarcy/container-registry-proxy/upstream"
 	"github.com/sirupsen/logrus"
@@ -30,6 +31,7 @@ type app struct {
 	handler http.Handler
 	mirror  *mirror.Mirror
 	store   *storage.Store
+	shim    *shim.Shim
 }
 
 // build assembles storage, upstream clients and the mirror from cfg.
@@ -40,6 +42,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	}
 	tokens := auth.NewTokenCache(&http.Client{Timeout: time.Duration(cfg.Upstream.ReadTimeout)}, auth.TokenOptions{})
 	var regs []mirror.Registry
+	forwards := map[string]forwardRoute{}
 	for _, rc := range cfg.Upstreams() {
 		client, err := upstream.New(upstream.Options{
 			Host:           rc.Host,
@@ -61,6 +64,11 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
 		}
 		regs = append(regs, mirror.Registry{Host: rc.Host, Namespace: rc.Namespace, Client: client})
+		fr, err := newForwardRoute(client.Endpoint(), rc.CAFile, rc.Insecure || !cfg.Upstream.VerifySSL)
+		if err != nil {
+			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
+		}
+		forwards[oci.CanonicalHost(rc.Host)] = fr
 		log.WithFields(logrus.Fields{
 			"upstream": rc.Host,
 			"endpoint": client.Endpoint(),
@@ -83,10 +91,14 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 		return nil, &configError{err}
 	}
 	if cfg.AllowPush {
-		log.Warn("ALLOW_PUSH=true: pushes pass through the HTTPS_PROXY shim only; the mirror port still refuses them")
+		log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
 	}
 	log.WithField("maxSize", cfg.Cache.MaxSize.String()).Warn("CACHE_MAX_SIZE, CACHE_MIN_FREE and CACHE_INACTIVE_TIME are read but not enforced yet: the cache grows without bound")
-	return &app{handler: rootHandler(m), mirror: m, store: store}, nil
+	sh, err := buildShim(cfg, log, m, forwards)
+	if err != nil {
+		return nil, err
+	}
+	return &app{handler: sh, mirror: m, store: store, shim: sh}, nil
 }
 
 func authMode(rc config.Registry) string {
@@ -126,10 +138,12 @@ func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*st
 	return store, nil
 }
 
-// rootHandler serves the mirror under /v2/ and the banner and health
-// endpoints beside it.
-func rootHandler(m *mirror.Mirror) http.Handler {
+// rootHandler serves the mirror under /v2/, the CA and setup endpoints,
+// and the banner and health endpoints beside them.
+func rootHandler(m *mirror.Mirror, setup http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/ca.crt", setup)
+	mux.Handle("/setup/", setup)
 	mux.Handle("/v2/", m)
 	mux.Handle("/v2", m)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

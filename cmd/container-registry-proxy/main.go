@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 )
@@ -98,17 +100,17 @@ func serve(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
 	if err != nil {
 		return &configError{fmt.Errorf("--listen %s: %w", cfg.Listen, err)}
 	}
-	return serveOn(ctx, ln, app, log)
+	return serveOn(ctx, shim.SendTimeoutListener(ln, time.Duration(cfg.Client.SendTimeout)), app, log, cfg)
 }
 
 // serveOn runs the HTTP server on ln until ctx ends, then shuts down
 // gracefully.
-func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger) error {
+func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger, cfg *config.Config) error {
 	srv := &http.Server{
 		Handler:           logx.AccessLog(log, app.handler),
-		ReadHeaderTimeout: 60 * time.Second,
-		IdleTimeout:       300 * time.Second,
-		ErrorLog:          nil,
+		ReadHeaderTimeout: time.Duration(cfg.Client.HeaderTimeout),
+		IdleTimeout:       time.Duration(cfg.Client.KeepaliveTimeout),
+		ErrorLog:          stdlog.New(log.WriterLevel(logrus.DebugLevel), "http: ", 0),
 	}
 	log.WithField("listen", ln.Addr().String()).WithField("version", Version).Info("container-registry-proxy listening")
 	errc := make(chan error, 1)
@@ -123,6 +125,11 @@ func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if app.shim != nil {
+		if err := app.shim.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown of intercepted connections: %w", err)
+		}
 	}
 	return nil
 }

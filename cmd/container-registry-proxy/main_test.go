@@ -58,7 +58,7 @@ func TestRunExitCodes(t *testing.T) {
 
 func TestServeEndpoints(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := config.Load([]string{"--cache-dir", dir}, envMap(map[string]string{"REGISTRIES": "quay.io"}))
+	cfg, err := config.Load([]string{"--cache-dir", dir, "--ca-dir", t.TempDir() + "/ca"}, envMap(map[string]string{"REGISTRIES": "quay.io"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestServeEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- serveOn(ctx, ln, a, log) }()
+	go func() { done <- serveOn(ctx, ln, a, log, cfg) }()
 	base := "http://" + ln.Addr().String()
 	cases := []struct {
 		path   string

@@ -41,6 +41,21 @@ type Info struct {
 	repo     string
 	ref      string
 	cache    string
+	extra    logrus.Fields
+}
+
+// Set records an extra field for the access line (CONNECT decisions and
+// byte counts, for instance).
+func (i *Info) Set(key string, value any) {
+	if i == nil {
+		return
+	}
+	i.mu.Lock()
+	if i.extra == nil {
+		i.extra = logrus.Fields{}
+	}
+	i.extra[key] = value
+	i.mu.Unlock()
 }
 
 // SetRoute records the upstream, repository and reference (tag or digest).
@@ -77,6 +92,9 @@ func (i *Info) fields() logrus.Fields {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	f := logrus.Fields{}
+	for k, v := range i.extra {
+		f[k] = v
+	}
 	if i.upstream != "" {
 		f[FieldUpstream] = i.upstream
 	}
@@ -114,9 +132,18 @@ func InfoFrom(ctx context.Context) *Info {
 // AccessLog wraps next: it puts an entry and an Info in the request's
 // context and writes one access line when the request is done.
 func AccessLog(logger *logrus.Logger, next http.Handler) http.Handler {
+	return AccessLogWith(logger, nil, next)
+}
+
+// AccessLogWith is AccessLog with fields of its own on every line (e.g.
+// the CONNECT target of intercepted requests).
+func AccessLogWith(logger *logrus.Logger, fields func(*http.Request) logrus.Fields, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		entry := logrus.NewEntry(logger).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.RequestURI()})
+		if fields != nil {
+			entry = entry.WithFields(fields(r))
+		}
 		info := &Info{}
 		ctx := context.WithValue(WithEntry(r.Context(), entry), infoKey, info)
 		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}

@@ -1,0 +1,174 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/gmarcy/container-registry-proxy/oci"
+)
+
+// Decision is what the shim does with a CONNECT request.
+type Decision int
+
+// The decisions, in the order they are considered.
+const (
+	// Tunnel splices bytes to the target untouched.
+	Tunnel Decision = iota
+	// Intercept terminates TLS with a minted certificate and serves the
+	// requests from the mirror (or forwards them to the real host).
+	Intercept
+	// Deny answers 403.
+	Deny
+)
+
+// String names the decision for logs.
+func (d Decision) String() string {
+	switch d {
+	case Intercept:
+		return "intercept"
+	case Deny:
+		return "deny"
+	}
+	return "tunnel"
+}
+
+// Policy is what Decide needs to know about the configuration.
+type Policy struct {
+	// Intercepted reports whether a canonical host (lower case, ":443"
+	// stripped, Docker Hub's names folded into "docker.io") is a registry
+	// or token host the shim terminates.
+	Intercepted func(host string) bool
+	// AllowPorts are the ports tunnels may reach (default 443 only).
+	AllowPorts []int
+	// AllowNetworks are prefixes tunnels may reach although they are
+	// denied by default.
+	AllowNetworks []netip.Prefix
+}
+
+// ErrBadTarget reports a CONNECT target that is not host:port.
+var ErrBadTarget = errors.New("bad CONNECT target")
+
+// metadataAddrs are the cloud instance metadata services.
+var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, OpenStack…
+	netip.MustParseAddr("169.254.170.2"),   // AWS ECS task metadata
+	netip.MustParseAddr("fd00:ec2::254"),   // AWS IPv6
+	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
+}
+
+// metadataNames are host names of metadata services.
+var metadataNames = []string{"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+
+// Decide chooses what to do with CONNECT target ("host:port"). It is pure:
+// it resolves nothing (the tunnel's dialer checks resolved addresses with
+// Allowed). The reason is for the access log and the 403 body.
+func Decide(target string, p Policy) (Decision, string, error) {
+	host, portStr, err := net.SplitHostPort(target)
+	if err != nil {
+		return Deny, "", fmt.Errorf("%w %q: want host:port", ErrBadTarget, target)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return Deny, "", fmt.Errorf("%w %q: bad port %q", ErrBadTarget, target, portStr)
+	}
+	if host == "" || (!oci.ValidHost(host) && !validIPv6(host)) {
+		return Deny, "", fmt.Errorf("%w %q: bad host %q", ErrBadTarget, target, host)
+	}
+	if p.Intercepted != nil && p.Intercepted(CanonicalTarget(target)) {
+		return Intercept, "cached registry", nil
+	}
+	if addr, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		if !Allowed(addr, p.AllowNetworks) {
+			return Deny, fmt.Sprintf("address %s is loopback, link-local, unspecified or a metadata service", addr), nil
+		}
+	} else if deniedName(host) && !p.allowsAll() {
+		return Deny, fmt.Sprintf("host %s is local or a metadata service", host), nil
+	}
+	ports := p.AllowPorts
+	if len(ports) == 0 {
+		ports = []int{443}
+	}
+	for _, ap := range ports {
+		if ap == port {
+			return Tunnel, "", nil
+		}
+	}
+	return Deny, fmt.Sprintf("port %d is not open for tunnels (connect.allowPorts)", port), nil
+}
+
+// allowsAll reports whether the policy opens loopback, so local names may
+// be tunnelled too.
+func (p Policy) allowsAll() bool {
+	return Allowed(netip.MustParseAddr("127.0.0.1"), p.AllowNetworks)
+}
+
+func validIPv6(h string) bool {
+	_, err := netip.ParseAddr(strings.Trim(h, "[]"))
+	return err == nil
+}
+
+// CanonicalTarget lower-cases a CONNECT target, strips ":443" and folds
+// Docker Hub's API names into "docker.io" (auth.docker.io stays itself).
+func CanonicalTarget(target string) string {
+	t := strings.ToLower(strings.TrimSuffix(target, ":443"))
+	if oci.IsDockerHub(t) {
+		return oci.DockerHub
+	}
+	return t
+}
+
+func deniedName(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	for _, n := range metadataNames {
+		if h == n {
+			return true
+		}
+	}
+	return false
+}
+
+// Allowed reports whether a tunnel may reach addr: never loopback,
+// link-local, unspecified, multicast or metadata addresses, unless one of
+// allow contains it.
+func Allowed(addr netip.Addr, allow []netip.Prefix) bool {
+	addr = addr.Unmap()
+	for _, p := range allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	if addr.IsLoopback() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
+		addr.IsUnspecified() || addr.IsMulticast() || addr.IsInterfaceLocalMulticast() {
+		return false
+	}
+	for _, m := range metadataAddrs {
+		if addr == m {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseNetworks parses CIDRs or single addresses.
+func ParseNetworks(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("network %q: want a CIDR or an IP address", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
