@@ -170,6 +170,13 @@ func (c *containerd) pull(ns, ref string, img testreg.Image) {
 func (c *containerd) pullTop(ns, ref string, img testreg.Image, top string) {
 	c.t.Helper()
 	c.ctr(ns, "images", "pull", "--hosts-dir", c.HostsDir, "--snapshotter", "native", "--platform", "linux/amd64", ref)
+	c.checkPulled(ns, ref, img, top)
+}
+
+// checkPulled checks that ref names top in namespace ns and that every
+// blob of img is in the content store, unpacked.
+func (c *containerd) checkPulled(ns, ref string, img testreg.Image, top string) {
+	c.t.Helper()
 	got := c.imageDigest(ns, ref)
 	if got != top {
 		c.t.Errorf("ctr images ls: %s has digest %q, want the pushed %s", ref, got, top)

@@ -19,6 +19,9 @@ type podman struct {
 	dir    string
 	conf   string
 	policy string
+
+	env      []string // added to every command's environment (HTTPS_PROXY)
+	pullArgs []string // added to every pull (--cert-dir DIR)
 }
 
 func newPodman(t *testing.T, conf, policy string) *podman {
@@ -45,6 +48,7 @@ func (p *podman) run(args ...string) string {
 		"CONTAINERS_STORAGE_CONF=" + storageConf,
 		"XDG_RUNTIME_DIR=" + filepath.Join(p.dir, "xdg"),
 	}
+	env = append(env, p.env...)
 	return run(p.t, env, "podman", append(global, args...)...)
 }
 
@@ -58,7 +62,7 @@ func (p *podman) pull(ref string, img testreg.Image) {
 // holding it), and checks what podman stored against img.
 func (p *podman) pullTop(ref string, img testreg.Image, top string) {
 	p.t.Helper()
-	p.run("pull", "--signature-policy", p.policy, ref)
+	p.run(append(append([]string{"pull", "--signature-policy", p.policy}, p.pullArgs...), ref)...)
 	out := p.run("image", "inspect", ref)
 	var inspect []struct {
 		Digest      string

@@ -70,11 +70,18 @@ type proxy struct {
 // which also prints its log when the test failed.
 func startProxy(t *testing.T, u *upstreams) *proxy {
 	t.Helper()
+	return startProxyWith(t, u, "")
+}
+
+// startProxyWith is startProxy with extra top-level YAML appended to the
+// configuration (e.g. "allowPush: true\n" or a connect: section).
+func startProxyWith(t *testing.T, u *upstreams, extra string) *proxy {
+	t.Helper()
 	requireProxy(t)
 	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		p, err := tryStartProxy(t, dir, attempt, u)
+		p, err := tryStartProxy(t, dir, attempt, u, extra)
 		if err == nil {
 			return p
 		}
@@ -89,7 +96,7 @@ func startProxy(t *testing.T, u *upstreams) *proxy {
 
 var errAddrInUse = errors.New("address already in use")
 
-func tryStartProxy(t *testing.T, dir string, attempt int, u *upstreams) (*proxy, error) {
+func tryStartProxy(t *testing.T, dir string, attempt int, u *upstreams, extra string) (*proxy, error) {
 	addr := freeAddr(t)
 	cfg := fmt.Sprintf(`listen: %q
 cacheDir: %q
@@ -104,7 +111,7 @@ registries:
     endpoint: %q
     caFile: %q
 `, addr, filepath.Join(dir, "cache"), filepath.Join(dir, "ca"),
-		u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile)
+		u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + extra
 	cfgPath := filepath.Join(dir, fmt.Sprintf("config-%d.yml", attempt))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
