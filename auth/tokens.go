@@ -145,6 +145,18 @@ func (c *TokenCache) Invalidate(key TokenKey) {
 	c.mu.Unlock()
 }
 
+// Reject drops the token cached for key if it is still token: upstream
+// refused it. Unlike Invalidate it leaves a newer token alone, so many
+// requests that were refused the same stale token cause one refresh, not
+// one each.
+func (c *TokenCache) Reject(key TokenKey, token string) {
+	c.mu.Lock()
+	if t, ok := c.tokens[key]; ok && t.value == token {
+		delete(c.tokens, key)
+	}
+	c.mu.Unlock()
+}
+
 // Token returns a Bearer token for req: from the cache when fresh,
 // otherwise from the realm, sharing one realm request among concurrent
 // callers for the same key. Errors are *oci.Error: 401 UNAUTHORIZED or 403
@@ -216,13 +228,22 @@ type tokenResponse struct {
 }
 
 // request sends one token request and returns the token and how long it
-// stays valid from the start of the request.
+// stays valid from the start of the request. Credentials holding an
+// identity token (IdentityTokenUsername) are first presented with the
+// OAuth2 refresh_token grant (POST), as Docker does; a realm that answers
+// 404 or 405 to the POST is asked again with GET and Basic auth.
 func (c *TokenCache) request(ctx context.Context, req TokenRequest) (string, time.Duration, error) {
 	u, err := url.Parse(req.Realm)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return "", 0, oci.Errorf(http.StatusBadGateway, oci.CodeUnavailable, "invalid token realm from upstream")
 	}
-	host := u.Host
+	if req.Credentials.Username == IdentityTokenUsername {
+		hreq, err := oauthRequest(ctx, *u, req)
+		token, lifetime, status, err := c.send(req, hreq, err)
+		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
+			return token, lifetime, err
+		}
+	}
 	q := u.Query()
 	if req.Service != "" {
 		q.Set("service", req.Service)
@@ -231,13 +252,41 @@ func (c *TokenCache) request(ctx context.Context, req TokenRequest) (string, tim
 		q.Add("scope", s)
 	}
 	u.RawQuery = q.Encode()
-
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", 0, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, err, "invalid token realm %s", host)
-	}
-	if !req.Credentials.IsZero() {
+	if err == nil && !req.Credentials.IsZero() {
 		hreq.SetBasicAuth(req.Credentials.Username, req.Credentials.Password)
+	}
+	token, lifetime, _, err := c.send(req, hreq, err)
+	return token, lifetime, err
+}
+
+// oauthRequest builds the OAuth2 refresh_token grant for an identity token.
+func oauthRequest(ctx context.Context, u url.URL, req TokenRequest) (*http.Request, error) {
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {req.Credentials.Password},
+		"client_id":     {"container-registry-proxy"},
+	}
+	if req.Service != "" {
+		form.Set("service", req.Service)
+	}
+	if len(req.Scopes) > 0 {
+		form.Set("scope", strings.Join(req.Scopes, " "))
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+	if err == nil {
+		hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	return hreq, err
+}
+
+// send sends one built token request (hreq, or the error building it) and
+// reads the answer; status is the realm's HTTP status (0 when none).
+func (c *TokenCache) send(req TokenRequest, hreq *http.Request, buildErr error) (string, time.Duration, int, error) {
+	u, _ := url.Parse(req.Realm)
+	host := u.Host
+	if buildErr != nil {
+		return "", 0, 0, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, buildErr, "invalid token realm %s", host)
 	}
 	if c.ua != "" {
 		hreq.Header.Set("User-Agent", c.ua)
@@ -251,10 +300,15 @@ func (c *TokenCache) request(ctx context.Context, req TokenRequest) (string, tim
 	c.requests.Add(1)
 	resp, err := client.Do(hreq)
 	if err != nil {
-		return "", 0, realmNetError(host, err)
+		return "", 0, 0, realmNetError(host, err)
 	}
 	defer resp.Body.Close()
+	token, lifetime, err := c.readAnswer(resp, req, host, start)
+	return token, lifetime, resp.StatusCode, err
+}
 
+// readAnswer reads a token realm's answer, bounded by oci.MaxSmallBody.
+func (c *TokenCache) readAnswer(resp *http.Response, req TokenRequest, host string, start time.Time) (string, time.Duration, error) {
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, oci.MaxSmallBody+1))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
@@ -308,7 +362,7 @@ func identityWord(c Credentials) string {
 	if c.IsZero() {
 		return "anonymous"
 	}
-	return "with the configured credentials"
+	return "with credentials"
 }
 
 // realmNetError maps a transport error towards a realm to an *oci.Error

@@ -1,9 +1,11 @@
 package auth
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 
@@ -18,6 +20,15 @@ import (
 // requests retried. It remembers the scheme the host demanded and
 // authenticates later requests up front, without a 401 round-trip.
 //
+// The credentials of a request are, in order: those in its context
+// (WithAuthorization: the header is sent as is and a 401 goes back to the
+// caller; WithCredentials: used instead of anything configured), else
+// Keychain's for the token realm's host (Bearer only), for Registry and
+// for Host, else Credentials. So an AUTH_REGISTRIES entry may name the
+// registry or its realm host (gitlab.com for registry.gitlab.com). When
+// upstream rejects keychain credentials the keychain is told
+// (Source.Invalidate), so a credential helper runs again.
+//
 // A request that already carries an Authorization header (a client's own
 // credentials passed through) is sent unchanged.
 //
@@ -28,7 +39,14 @@ type Transport struct {
 	// Host is the registry endpoint's host[:port] the credentials belong
 	// to, exactly as it appears in request URLs.
 	Host string
-	// Credentials are used for Basic auth and at the token realm.
+	// Registry is the registry's configured (canonical) name, looked up
+	// in Keychain ("docker.io" while Host is registry-1.docker.io).
+	// Default Host.
+	Registry string
+	// Keychain supplies credentials by host (optional).
+	Keychain Source
+	// Credentials are the static fallback when Keychain has nothing:
+	// used for Basic auth and at the token realm.
 	Credentials Credentials
 	// Tokens caches Bearer tokens; one is created on first use when nil.
 	Tokens *TokenCache
@@ -57,6 +75,15 @@ type hostState struct {
 type sent struct {
 	scheme string
 	key    TokenKey
+	token  string
+	from   string // keychain host the credentials came from, "" otherwise
+}
+
+// creds are the credentials chosen for one request and where they came
+// from: the keychain host that answered, or "" (context, static).
+type creds struct {
+	c    Credentials
+	from string
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -68,6 +95,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !strings.EqualFold(req.URL.Host, t.Host) || req.Header.Get("Authorization") != "" {
 		return base.RoundTrip(req)
 	}
+	if h := authorizationFrom(req.Context()); h != "" {
+		r := req.Clone(req.Context())
+		r.Header.Set("Authorization", h)
+		return base.RoundTrip(r)
+	}
 	t.once.Do(func() {
 		if t.Tokens == nil {
 			t.Tokens = NewTokenCache(t.TokenClient, TokenOptions{})
@@ -75,9 +107,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if t.AllowRealm == nil {
 			t.AllowRealm = RealmAllowed(t.Host, t.Host, nil)
 		}
+		if t.Registry == "" {
+			t.Registry = t.Host
+		}
 	})
 
-	first, did := t.authorize(req)
+	first, did, err := t.authorize(req)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := base.RoundTrip(first)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
@@ -91,17 +129,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	switch ch.Scheme {
 	case SchemeBasic:
-		if t.Credentials.IsZero() {
+		cr, err := t.credentials(req.Context(), "")
+		if err != nil {
+			drain(resp)
+			return nil, err
+		}
+		if cr.c.IsZero() {
 			return resp, nil
 		}
 		t.setState(hostState{scheme: SchemeBasic})
+		if did.scheme == SchemeBasic {
+			t.rejected(did.from)
+		}
 		if !retriable || did.scheme == SchemeBasic {
 			return resp, nil
 		}
 		drain(resp)
 		retry := req.Clone(req.Context())
-		retry.SetBasicAuth(t.Credentials.Username, t.Credentials.Password)
-		return base.RoundTrip(retry)
+		retry.SetBasicAuth(cr.c.Username, cr.c.Password)
+		resp, err := base.RoundTrip(retry)
+		if err == nil && resp.StatusCode == http.StatusUnauthorized {
+			t.rejected(cr.from)
+		}
+		return resp, err
 
 	case SchemeBearer:
 		realm, err := t.checkRealm(req, ch.Realm())
@@ -113,60 +163,127 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retriable {
 			return resp, nil
 		}
-		treq := t.tokenRequest(req, realm, ch.Service(), ch.Scopes())
-		if did.scheme == SchemeBearer && did.key == treq.Key() {
-			// The cached token was rejected: get exactly one fresh one.
-			t.Tokens.Invalidate(did.key)
-		}
-		token, err := t.Tokens.Token(req.Context(), treq)
+		cr, err := t.credentials(req.Context(), realm)
 		if err != nil {
 			drain(resp)
 			return nil, err
 		}
+		treq := t.tokenRequest(req, realm, ch.Service(), ch.Scopes(), cr.c)
+		if did.scheme == SchemeBearer && did.key == treq.Key() {
+			// The cached token was rejected: get exactly one fresh one
+			// (concurrent requests refused the same token share it).
+			t.Tokens.Reject(did.key, did.token)
+		}
+		token, err := t.Tokens.Token(req.Context(), treq)
 		drain(resp)
+		if err != nil {
+			if oci.StatusOf(err) == http.StatusUnauthorized {
+				t.rejected(cr.from)
+			}
+			return nil, err
+		}
 		retry := req.Clone(req.Context())
 		retry.Header.Set("Authorization", "Bearer "+token)
-		return base.RoundTrip(retry)
+		resp, err := base.RoundTrip(retry)
+		if err == nil && resp.StatusCode == http.StatusUnauthorized {
+			// Refused with a fresh token: the credentials behind it may
+			// be stale (a helper's expired token).
+			t.rejected(cr.from)
+		}
+		return resp, err
 	}
 	return resp, nil
 }
 
+// credentials chooses the credentials of a request: the context's, else
+// the keychain's for the realm host (when realm is set), Registry and
+// Host, else the static ones.
+func (t *Transport) credentials(ctx context.Context, realm string) (creds, error) {
+	if c, ok := credentialsFrom(ctx); ok {
+		return creds{c: c}, nil
+	}
+	if t.Keychain != nil {
+		hosts := make([]string, 0, 3)
+		if realm != "" {
+			if u, err := url.Parse(realm); err == nil && u.Host != "" {
+				hosts = append(hosts, u.Host)
+			}
+		}
+		hosts = append(hosts, t.Registry, t.Host)
+		for i, h := range hosts {
+			if slices.Contains(hosts[:i], h) {
+				continue
+			}
+			c, ok, err := t.Keychain.Lookup(ctx, h)
+			if err != nil {
+				return creds{}, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, err, "upstream %s: no usable credentials", t.Registry)
+			}
+			if ok {
+				return creds{c: c, from: h}, nil
+			}
+		}
+	}
+	return creds{c: t.Credentials}, nil
+}
+
+// rejected tells the keychain that upstream refused the credentials it
+// gave for host ("" when they did not come from the keychain).
+func (t *Transport) rejected(host string) {
+	if host != "" && t.Keychain != nil {
+		t.Keychain.Invalidate(host)
+	}
+}
+
 // authorize returns the request to send first: with credentials or a
 // token attached when the host is known to demand them.
-func (t *Transport) authorize(req *http.Request) (*http.Request, sent) {
+func (t *Transport) authorize(req *http.Request) (*http.Request, sent, error) {
 	st := t.state()
 	switch st.scheme {
 	case SchemeBasic:
-		if t.Credentials.IsZero() {
-			return req, sent{}
+		cr, err := t.credentials(req.Context(), "")
+		if err != nil || cr.c.IsZero() {
+			return req, sent{}, err
 		}
 		r := req.Clone(req.Context())
-		r.SetBasicAuth(t.Credentials.Username, t.Credentials.Password)
-		return r, sent{scheme: SchemeBasic}
+		r.SetBasicAuth(cr.c.Username, cr.c.Password)
+		return r, sent{scheme: SchemeBasic, from: cr.from}, nil
 	case SchemeBearer:
-		treq := t.tokenRequest(req, st.realm, st.service, nil)
+		cr, err := t.credentials(req.Context(), st.realm)
+		if err != nil {
+			return req, sent{}, err
+		}
+		treq := t.tokenRequest(req, st.realm, st.service, nil, cr.c)
 		token, ok := t.Tokens.Cached(treq.Key())
 		if !ok {
 			var err error
 			if token, err = t.Tokens.Token(req.Context(), treq); err != nil {
+				switch oci.StatusOf(err) {
+				case http.StatusUnauthorized, http.StatusForbidden:
+					// The realm refused these credentials: asking again
+					// after a 401 from the registry would be refused too.
+					if oci.StatusOf(err) == http.StatusUnauthorized {
+						t.rejected(cr.from)
+					}
+					return nil, sent{}, err
+				}
 				// Send without a token; the challenge path decides.
-				return req, sent{}
+				return req, sent{}, nil
 			}
 		}
 		r := req.Clone(req.Context())
 		r.Header.Set("Authorization", "Bearer "+token)
-		return r, sent{scheme: SchemeBearer, key: treq.Key()}
+		return r, sent{scheme: SchemeBearer, key: treq.Key(), token: token, from: cr.from}, nil
 	}
-	return req, sent{}
+	return req, sent{}, nil
 }
 
 // tokenRequest builds the token request for req; without scopes from a
 // challenge the scope is derived from the request path.
-func (t *Transport) tokenRequest(req *http.Request, realm, service string, scopes []string) TokenRequest {
+func (t *Transport) tokenRequest(req *http.Request, realm, service string, scopes []string, c Credentials) TokenRequest {
 	if len(scopes) == 0 {
 		scopes = ScopesFor(req.Method, req.URL.Path)
 	}
-	return TokenRequest{Realm: realm, Service: service, Scopes: scopes, Credentials: t.Credentials, Client: t.TokenClient}
+	return TokenRequest{Realm: realm, Service: service, Scopes: scopes, Credentials: c, Client: t.TokenClient}
 }
 
 // checkRealm validates a Bearer realm: a parsable absolute URL, https

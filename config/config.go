@@ -59,6 +59,27 @@ type Config struct {
 	// forwarded upstream; false streams it (PROXY_REQUEST_BUFFERING, YAML
 	// proxyRequestBuffering; default true).
 	ProxyRequestBuffering bool `yaml:"proxyRequestBuffering"`
+	// AuthRegistries are the original project's AUTH_REGISTRIES entries
+	// (env only): credentials per registry or token realm host.
+	AuthRegistries []AuthEntry `yaml:"-"`
+	// DockerConfig is a Docker config.json whose auths, credHelpers and
+	// credsStore supply upstream credentials (--docker-config,
+	// DOCKER_CONFIG_FILE, YAML dockerConfig).
+	DockerConfig string `yaml:"dockerConfig"`
+	// AllowOwnAuth sends a client's own Authorization upstream instead of
+	// the injected credentials (ALLOW_OWN_AUTH, YAML allowOwnAuth).
+	AllowOwnAuth bool `yaml:"allowOwnAuth"`
+	// AllowPushWithOwnAuth is ALLOW_PUSH_WITH_OWN_AUTH: pushes through
+	// the shim with the client's own credentials even when ALLOW_PUSH is
+	// false (YAML allowPushWithOwnAuth).
+	AllowPushWithOwnAuth bool `yaml:"allowPushWithOwnAuth"`
+	// ClientAuth is how clients authenticate to the proxy.
+	ClientAuth ClientAuth `yaml:"clientAuth"`
+	// DefaultAccessMode is the access mode of registries with injected
+	// credentials that do not set access.mode (DEFAULT_ACCESS_MODE, YAML
+	// defaultAccessMode; default authenticated). Registries without
+	// credentials are public unless they say otherwise.
+	DefaultAccessMode string `yaml:"defaultAccessMode"`
 	// Storage is distribution's storage configuration shape: exactly one
 	// driver name mapped to its parameters, e.g.
 	// {"filesystem": {"rootdirectory": "/x"}} or {"s3": {...}}. Default
@@ -99,6 +120,12 @@ type Registry struct {
 	Username string `yaml:"username"`
 	// Password is Username's password or token.
 	Password string `yaml:"password"`
+	// PasswordFile is a file holding Username's password (one trailing
+	// newline dropped), e.g. a mounted Kubernetes secret; read again when
+	// it changes. Exclusive with Password; must be readable at start.
+	PasswordFile string `yaml:"passwordFile"`
+	// Access is who may read this registry's cached content.
+	Access Access `yaml:"access"`
 	// TokenRealms lists extra hosts (host[:port]) allowed as Bearer token
 	// realms besides the registry's own domain.
 	TokenRealms []string `yaml:"tokenRealms"`
@@ -163,6 +190,38 @@ type Cache struct {
 	MinFree Size `yaml:"minFree"`
 	// InactiveTime removes blobs unused this long (CACHE_INACTIVE_TIME, 60d).
 	InactiveTime Duration `yaml:"inactiveTime"`
+}
+
+// AuthEntry is one AUTH_REGISTRIES entry: credentials used towards Host,
+// a registry host or its token realm's host (auth.docker.io, gitlab.com).
+type AuthEntry struct {
+	Host, Username, Password string
+}
+
+// Access is a registry's access mode for cached content.
+type Access struct {
+	// Mode is public (anyone who reaches the proxy), authenticated (any
+	// proxy user), users (the listed proxy users) or upstream (the client's
+	// own credentials must be accepted by the registry). Default: public
+	// for registries without injected credentials, authenticated for
+	// registries with them.
+	Mode string `yaml:"mode"`
+	// Users are the proxy users allowed in mode users.
+	Users []string `yaml:"users"`
+}
+
+// ClientAuth is how clients authenticate to the proxy itself.
+type ClientAuth struct {
+	// Htpasswd is a file of user:bcrypt-hash lines (--htpasswd, HTPASSWD,
+	// YAML clientAuth.htpasswd).
+	Htpasswd string `yaml:"htpasswd"`
+	// RequireForConnect answers 407 to CONNECT requests without valid
+	// Proxy-Authorization (YAML clientAuth.requireForConnect).
+	RequireForConnect bool `yaml:"requireForConnect"`
+	// UpstreamCheckTTL is how long a positive upstream access check is
+	// remembered per client and repository (YAML clientAuth.upstreamCheckTTL;
+	// default 5m).
+	UpstreamCheckTTL Duration `yaml:"upstreamCheckTTL"`
 }
 
 // Client holds the nginx-style client-side timeouts.
@@ -242,6 +301,7 @@ func Default() *Config {
 			AllowPorts:     []int{443},
 		},
 		ProxyRequestBuffering: true,
+		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
 	}
 }
 

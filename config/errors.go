@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrUnknownKey marks a YAML key that the Config struct does not have. It is
@@ -26,6 +27,10 @@ type KeyError struct {
 // list where a mapping belongs, an unparsable file) read `<key>: <err>`,
 // e.g. `manifestCache.primaryTme: unknown key (config.yml:7)`.
 func (e *KeyError) Error() string {
+	if isSecretKey(e.Key) {
+		// Never echo what was written under a secret's key.
+		return e.Key + ": " + e.Err.Error()
+	}
 	var ve *ValueError
 	if errors.As(e.Err, &ve) && ve.Value == e.Value {
 		return e.Key + ": " + e.Err.Error()
@@ -35,6 +40,13 @@ func (e *KeyError) Error() string {
 		return e.Key + ": " + e.Err.Error()
 	}
 	return fmt.Sprintf("%s: invalid value %q: %v", e.Key, e.Value, e.Err)
+}
+
+// isSecretKey reports whether key holds a secret (a password, or
+// AUTH_REGISTRIES with its passwords), whose value is never printed.
+func isSecretKey(key string) bool {
+	k := strings.ToLower(key)
+	return strings.HasSuffix(k, "password") || strings.HasPrefix(k, "auth_registries")
 }
 
 // Unwrap returns the underlying error, for errors.Is and errors.As.

@@ -11,6 +11,7 @@ import (
 // it was set (FlagSet.Changed).
 type flagValues struct {
 	config, listen, cacheDir, caDir, logFormat string
+	dockerConfig, htpasswd                     string
 	debug, noDockerHub, allowPush              bool
 	registries                                 []string
 }
@@ -30,6 +31,8 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	boolFlag(fs, &v.debug, "debug", "verbose logs (env DEBUG)")
 	boolFlag(fs, &v.noDockerHub, "no-docker-hub", "do not serve Docker Hub (env DOCKER_HUB=false)")
 	boolFlag(fs, &v.allowPush, "allow-push", "pass pushes to intercepted registries through to upstream (env ALLOW_PUSH)")
+	fs.StringVar(&v.dockerConfig, "docker-config", "", "Docker config.json `file` whose auths, credHelpers and credsStore supply upstream credentials (env DOCKER_CONFIG_FILE)")
+	fs.StringVar(&v.htpasswd, "htpasswd", "", "htpasswd `file` (bcrypt) of the proxy's users (env HTPASSWD)")
 	fs.StringArrayVar(&v.registries, "registries", nil, "registry `hosts` to intercept and cache, space or comma separated, repeatable; replaces env REGISTRIES (default \""+DefaultRegistries+"\")")
 	return fs
 }

@@ -152,6 +152,11 @@ func applyEnv(c *Config, env func(string) string) error {
 		{"PROXY_CONNECT_CONNECT_TIMEOUT", "connect.connectTimeout", duration(&c.Connect.ConnectTimeout)},
 		{"PROXY_CONNECT_READ_TIMEOUT", "connect.readTimeout", duration(&c.Connect.ReadTimeout)},
 		{"PROXY_CONNECT_SEND_TIMEOUT", "connect.sendTimeout", duration(&c.Connect.SendTimeout)},
+		{"DOCKER_CONFIG_FILE", "dockerConfig", str(&c.DockerConfig)},
+		{"DEFAULT_ACCESS_MODE", "defaultAccessMode", str(&c.DefaultAccessMode)},
+		{"ALLOW_OWN_AUTH", "allowOwnAuth", boolean(&c.AllowOwnAuth)},
+		{"ALLOW_PUSH_WITH_OWN_AUTH", "allowPushWithOwnAuth", boolean(&c.AllowPushWithOwnAuth)},
+		{"HTPASSWD", "clientAuth.htpasswd", str(&c.ClientAuth.Htpasswd)},
 	}
 	for _, s := range settings {
 		v := env(s.name)
@@ -163,6 +168,31 @@ func applyEnv(c *Config, env func(string) string) error {
 		}
 		c.setSource(s.path, s.name)
 	}
+	return applyAuthRegistries(c, env)
+}
+
+// applyAuthRegistries reads AUTH_REGISTRIES with its two delimiter
+// variables (defaults: space between entries, ":" between fields).
+func applyAuthRegistries(c *Config, env func(string) string) error {
+	v := env("AUTH_REGISTRIES")
+	if v == "" {
+		return nil
+	}
+	entryDelim, fieldDelim := env("AUTH_REGISTRIES_DELIMITER"), env("AUTH_REGISTRY_DELIMITER")
+	if entryDelim == "" {
+		entryDelim = DefaultAuthRegistriesDelimiter
+	}
+	if fieldDelim == "" {
+		fieldDelim = DefaultAuthRegistryDelimiter
+	}
+	if strings.Contains(entryDelim, fieldDelim) || strings.Contains(fieldDelim, entryDelim) {
+		return &KeyError{Key: "AUTH_REGISTRY_DELIMITER", Value: fieldDelim, Err: fmt.Errorf("must differ from AUTH_REGISTRIES_DELIMITER %q and not contain it", entryDelim)}
+	}
+	entries, err := parseAuthRegistries(v, entryDelim, fieldDelim)
+	if err != nil {
+		return err
+	}
+	c.AuthRegistries = entries
 	return nil
 }
 
@@ -181,6 +211,8 @@ func applyFlags(c *Config, fset *pflag.FlagSet, fv *flagValues) {
 	apply("debug", "debug", func() { c.Debug = fv.debug })
 	apply("no-docker-hub", "dockerHub", func() { c.DockerHub = !fv.noDockerHub })
 	apply("allow-push", "allowPush", func() { c.AllowPush = fv.allowPush })
+	apply("docker-config", "dockerConfig", func() { c.DockerConfig = fv.dockerConfig })
+	apply("htpasswd", "clientAuth.htpasswd", func() { c.ClientAuth.Htpasswd = fv.htpasswd })
 }
 
 // addRegistries appends an entry with no endpoint for each host not listed

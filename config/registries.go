@@ -81,11 +81,8 @@ func (c *Config) validateRegistries() error {
 				return &KeyError{Key: key("caFile"), Value: r.CAFile, Err: err}
 			}
 		}
-		switch {
-		case r.Username != "" && r.Password == "":
-			return &KeyError{Key: key("password"), Err: noValue(errors.New("missing; username and password go together"))}
-		case r.Username == "" && r.Password != "":
-			return &KeyError{Key: key("username"), Err: noValue(errors.New("missing; username and password go together"))}
+		if err := c.validateRegistryAuth(r, key); err != nil {
+			return err
 		}
 		for j, h := range r.TokenRealms {
 			if err := checkHost(h); err != nil {

@@ -21,6 +21,7 @@ func (c *Config) Validate() error {
 		c.validateBasics,
 		c.validateManifestCache,
 		c.validateLimits,
+		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
 	} {
@@ -126,6 +127,11 @@ func (c *Config) validateLimits() error {
 	}
 	if c.Cache.MinFree < 0 {
 		return &KeyError{Key: c.keyFor("cache.minFree"), Value: c.Cache.MinFree.String(), Err: errors.New("must not be negative")}
+	}
+	switch c.DefaultAccessMode {
+	case "", AccessPublic, AccessAuthenticated, AccessUpstream:
+	default:
+		return &KeyError{Key: c.keyFor("defaultAccessMode"), Value: c.DefaultAccessMode, Err: errors.New("want public, authenticated or upstream")}
 	}
 	for i, p := range c.Connect.AllowPorts {
 		if p < 1 || p > 65535 {

@@ -40,8 +40,13 @@ type Options struct {
 	CAFile string
 	// Insecure skips TLS verification for this upstream.
 	Insecure bool
-	// Credentials are used towards the registry and its token realm.
+	// Credentials are the static credentials used towards the registry
+	// and its token realm when Keychain has none for them.
 	Credentials auth.Credentials
+	// Keychain supplies credentials by host: the token realm's host first
+	// (Bearer), then Host, then the endpoint's host (see auth.Transport).
+	// Optional; typically one *auth.Keychain shared by every registry.
+	Keychain auth.Source
 	// TokenRealms lists extra hosts allowed as Bearer token realms
 	// besides the registry's own domain.
 	TokenRealms []string
@@ -134,6 +139,8 @@ func New(opts Options) (*Registry, error) {
 	at := &auth.Transport{
 		Base:        retry,
 		Host:        ep.Host,
+		Registry:    opts.Host,
+		Keychain:    opts.Keychain,
 		Credentials: opts.Credentials,
 		Tokens:      opts.Tokens,
 		TokenClient: tokenClient,
