@@ -26,6 +26,9 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, d.String())
+	if r, err = m.authorize(r, t, "blob", d.String()); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	// Two rounds at most: a fill may find the blob committed by someone
 	// else and send us back to storage.

@@ -134,6 +134,11 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	e.srv = httptest.NewServer(logx.AccessLog(log, e.mirror))
 	t.Cleanup(func() {
 		e.srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := e.mirror.Drain(ctx); err != nil {
+			t.Errorf("drain: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("mirror log:\n%s", e.logs.String())
 		}

@@ -60,7 +60,11 @@ func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest) (f *fi
 	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1,
 		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2}
 	m.fills[d.String()] = f
-	go m.runFill(ctx, t, f)
+	m.running.Add(1)
+	go func() {
+		defer m.running.Done()
+		m.runFill(ctx, t, f)
+	}()
 	return f, true
 }
 

@@ -29,6 +29,9 @@ func (m *Mirror) handleTags(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, "")
+	if r, err = m.authorize(r, t, "tags", ""); err != nil {
+		return err
+	}
 	q := r.URL.Query()
 	n := -1
 	if s := q.Get("n"); s != "" {
@@ -156,6 +159,9 @@ func (m *Mirror) handleReferrers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, d.String())
+	if r, err = m.authorize(r, t, "referrers", d.String()); err != nil {
+		return err
+	}
 	artifactType := r.URL.Query().Get("artifactType")
 	q := url.Values{}
 	if artifactType != "" {

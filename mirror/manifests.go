@@ -44,6 +44,9 @@ func (m *Mirror) handleManifest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, ref.String())
+	if r, err = m.authorize(r, t, "manifest", ref.String()); err != nil {
+		return err
+	}
 	var mf *manifest
 	if ref.Digest != "" {
 		mf, err = m.manifestByDigest(r.Context(), t, ref.Digest)

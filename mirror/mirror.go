@@ -48,6 +48,15 @@ type Options struct {
 	ManifestTimeout time.Duration
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
+	// Access decides whether the client of r may read repo of the
+	// registry host (kind "manifest", "blob", "tags" or "referrers"; ref a
+	// tag or digest). It returns the context for upstream requests made
+	// for this client, the client's identity for logs, and nil or an OCI
+	// error (401 with a challenge, 403). Nil lets everyone read.
+	Access func(r *http.Request, host, repo, kind, ref string) (context.Context, string, error)
+	// Base decides the registry base endpoint (/v2/) for r; nil answers
+	// 200 to everyone.
+	Base func(r *http.Request) error
 }
 
 // Mirror is the pull-through registry. It is an http.Handler.
@@ -63,6 +72,22 @@ type Mirror struct {
 
 	mu    sync.Mutex
 	fills map[string]*fill // digest → fill in flight
+	// running counts fill goroutines, so that a shutdown can let them end.
+	running sync.WaitGroup
+}
+
+// Drain waits until every fill in flight has ended (committed or
+// abandoned), or ctx is done: a graceful shutdown does not throw away a
+// download that clients already received.
+func (m *Mirror) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { m.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fills still running: %w", ctx.Err())
+	}
 }
 
 // New returns a Mirror serving registries from store.
@@ -159,6 +184,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &oe) && oe.RetryAfter != "" {
 		w.Header().Set("Retry-After", oe.RetryAfter)
 	}
+	if oe != nil && oe.Challenge != "" && status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", oe.Challenge)
+	}
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Del("Docker-Content-Digest")
@@ -173,6 +201,22 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // the values of ctx (logging) but not its cancellation, bounded by d.
 func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// authorize applies Options.Access to r and returns r with the context to
+// use, or the denial (logged with the client's identity and repository).
+func (m *Mirror) authorize(r *http.Request, t target, kind, ref string) (*http.Request, error) {
+	if m.opts.Access == nil {
+		return r, nil
+	}
+	ctx, identity, err := m.opts.Access(r, t.reg.Host, t.repo, kind, ref)
+	logx.InfoFrom(r.Context()).Set("client", identity)
+	if err != nil {
+		logx.From(r.Context()).WithFields(map[string]any{"client": identity, logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo}).
+			WithError(err).Info("access denied")
+		return r, err
+	}
+	return r.WithContext(ctx), nil
 }
 
 // setCache records the cache status on the response and the access line.

@@ -33,6 +33,11 @@ func (m *Mirror) routes() *mux.Router {
 }
 
 func (m *Mirror) handleBase(w http.ResponseWriter, r *http.Request) error {
+	if m.opts.Base != nil {
+		if err := m.opts.Base(r); err != nil {
+			return err
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
 	w.WriteHeader(http.StatusOK)

@@ -37,6 +37,9 @@ type Error struct {
 	Message string
 	// RetryAfter is copied into a Retry-After header when set (429, 503).
 	RetryAfter string
+	// Challenge is sent as WWW-Authenticate with a 401, so clients know
+	// to send credentials.
+	Challenge string
 	// Err is the underlying cause, logged but never sent to clients.
 	Err error
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
@@ -222,6 +223,13 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // are forwarded under the same address rules as tunnels.
 func (s *Shim) handleAbsolute(w http.ResponseWriter, r *http.Request) {
 	info := logx.InfoFrom(r.Context())
+	user, ok := s.proxyUser(w, r)
+	if !ok {
+		return
+	}
+	if user != "" {
+		r = r.WithContext(auth.WithClient(r.Context(), auth.Client{User: user}))
+	}
 	if r.URL.Scheme != "http" {
 		plainError(w, http.StatusBadRequest, "only http:// URLs can be proxied in absolute form; use CONNECT for https")
 		return

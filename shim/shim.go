@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/sirupsen/logrus"
 )
@@ -47,6 +48,12 @@ type Options struct {
 	HeaderTimeout, IdleTimeout, SendTimeout, BodyTimeout time.Duration
 	// Logger receives the access lines of intercepted requests.
 	Logger *logrus.Logger
+	// ProxyAuth verifies a Proxy-Authorization header and returns the
+	// proxy user (nil: proxy authentication is not configured).
+	ProxyAuth func(header string) (user string, ok bool)
+	// RequireProxyAuth answers 407 to CONNECT and absolute-form requests
+	// without valid Proxy-Authorization.
+	RequireProxyAuth bool
 }
 
 // Shim is the HTTPS_PROXY front door: an http.Handler that takes CONNECT
@@ -72,6 +79,7 @@ type Shim struct {
 // closed when the inner server is done with it.
 type interceptedConn struct {
 	target string
+	user   string // proxy user from Proxy-Authorization, "" if none
 	done   chan struct{}
 	once   sync.Once
 }
@@ -101,8 +109,13 @@ func New(mirror, next http.Handler, minter *Minter, opts Options) (*Shim, error)
 		IdleTimeout:       opts.IdleTimeout,
 		ErrorLog:          log.New(opts.Logger.WriterLevel(logrus.DebugLevel), "intercept: ", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ic, ok := s.conns.Load(c); ok {
-				return context.WithValue(ctx, ctxKey{}, ic.(*interceptedConn).target)
+			if v, ok := s.conns.Load(c); ok {
+				ic := v.(*interceptedConn)
+				ctx = context.WithValue(ctx, ctxKey{}, ic.target)
+				if ic.user != "" {
+					ctx = auth.WithClient(ctx, auth.Client{User: ic.user})
+				}
+				return ctx
 			}
 			return ctx
 		},
@@ -183,10 +196,37 @@ func plainError(w http.ResponseWriter, status int, msg string) {
 	_, _ = io.WriteString(w, msg+"\n")
 }
 
+// proxyUser checks Proxy-Authorization; ok is false when the request must
+// be answered 407.
+func (s *Shim) proxyUser(w http.ResponseWriter, r *http.Request) (user string, ok bool) {
+	h := r.Header.Get("Proxy-Authorization")
+	if h == "" || s.opts.ProxyAuth == nil {
+		if s.opts.RequireProxyAuth {
+			w.Header().Set("Proxy-Authenticate", auth.ProxyChallenge)
+			plainError(w, http.StatusProxyAuthRequired, "proxy authentication required")
+			return "", false
+		}
+		return "", true
+	}
+	user, valid := s.opts.ProxyAuth(h)
+	if !valid {
+		logx.InfoFrom(r.Context()).Set("decision", "proxy-auth-failed")
+		w.Header().Set("Proxy-Authenticate", auth.ProxyChallenge)
+		plainError(w, http.StatusProxyAuthRequired, "proxy authentication failed")
+		return "", false
+	}
+	logx.InfoFrom(r.Context()).Set("client", "user:"+user)
+	return user, true
+}
+
 func (s *Shim) handleConnect(w http.ResponseWriter, r *http.Request) {
 	target := r.Host
 	info := logx.InfoFrom(r.Context())
 	info.Set("connect", target)
+	user, ok := s.proxyUser(w, r)
+	if !ok {
+		return
+	}
 	dec, reason, err := Decide(target, s.opts.Policy)
 	if err != nil {
 		info.Set("decision", "bad-request")
@@ -247,17 +287,17 @@ func (s *Shim) handleConnect(w http.ResponseWriter, r *http.Request) {
 		info.Set("bytes_down", down)
 		return
 	}
-	s.intercept(client, target, info)
+	s.intercept(client, target, user, info)
 }
 
 // intercept terminates TLS on client with a certificate for target and
 // hands the connection to the inner server; it returns when the inner
 // server is done with it.
-func (s *Shim) intercept(client *bufConn, target string, info *logx.Info) {
+func (s *Shim) intercept(client *bufConn, target, user string, info *logx.Info) {
 	host, _, _ := net.SplitHostPort(target)
 	counted := &countConn{Conn: client}
 	tc := tls.Server(&SendTimeoutConn{Conn: counted, Timeout: s.opts.SendTimeout}, s.minter.TLSConfig(host))
-	ic := &interceptedConn{target: CanonicalTarget(target), done: make(chan struct{})}
+	ic := &interceptedConn{target: CanonicalTarget(target), user: user, done: make(chan struct{})}
 	s.conns.Store(tc, ic)
 	if s.closing.Load() || !s.ln.push(tc) {
 		s.conns.Delete(tc)

@@ -41,7 +41,12 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 		return nil, err
 	}
 	tokens := auth.NewTokenCache(&http.Client{Timeout: time.Duration(cfg.Upstream.ReadTimeout)}, auth.TokenOptions{})
+	kc, err := newKeychain(cfg)
+	if err != nil {
+		return nil, &configError{err}
+	}
 	var regs []mirror.Registry
+	clients := map[string]*upstream.Registry{}
 	forwards := map[string]forwardRoute{}
 	for _, rc := range cfg.Upstreams() {
 		client, err := upstream.New(upstream.Options{
@@ -58,22 +63,32 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 			SendTimeout:    time.Duration(cfg.Upstream.SendTimeout),
 			UserAgent:      "container-registry-proxy/" + Version,
 			Tokens:         tokens,
+			Keychain:       kc,
 			Log:            logx.From,
 		})
 		if err != nil {
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
 		}
 		regs = append(regs, mirror.Registry{Host: rc.Host, Namespace: rc.Namespace, Client: client})
+		clients[oci.CanonicalHost(rc.Host)] = client
 		fr, err := newForwardRoute(client.Endpoint(), rc.CAFile, rc.Insecure || !cfg.Upstream.VerifySSL)
 		if err != nil {
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
 		}
 		forwards[oci.CanonicalHost(rc.Host)] = fr
+	}
+	policy, err := buildPolicy(cfg, kc, clients)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	for _, rc := range cfg.Upstreams() {
+		host := oci.CanonicalHost(rc.Host)
 		log.WithFields(logrus.Fields{
-			"upstream": rc.Host,
-			"endpoint": client.Endpoint(),
-			"paths":    fmt.Sprintf("/v2/%s/<repo>/… or /v2/<repo>/…?ns=%s", rc.Namespace, url.QueryEscape(rc.Host)),
-			"auth":     authMode(rc),
+			"upstream":    rc.Host,
+			"endpoint":    clients[host].Endpoint(),
+			"paths":       fmt.Sprintf("/v2/%s/<repo>/… or /v2/<repo>/…?ns=%s", rc.Namespace, url.QueryEscape(rc.Host)),
+			"credentials": hasCredentials(cfg, kc, rc),
+			"access":      policy.Mode(host).String(),
 		}).Info("serving registry")
 	}
 	if cfg.DockerHub {
@@ -86,6 +101,10 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	m, err := mirror.New(store, regs, mirror.Options{
 		TagTTL:      tagTTL,
 		FillTimeout: time.Duration(cfg.FillTimeout),
+		Access: func(r *http.Request, host, repo, kind, ref string) (context.Context, string, error) {
+			return policy.Check(r, host, repo, kind, ref, cfg.AllowOwnAuth)
+		},
+		Base: policy.CheckBase,
 	})
 	if err != nil {
 		return nil, &configError{err}
@@ -94,18 +113,11 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 		log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
 	}
 	log.WithField("maxSize", cfg.Cache.MaxSize.String()).Warn("CACHE_MAX_SIZE, CACHE_MIN_FREE and CACHE_INACTIVE_TIME are read but not enforced yet: the cache grows without bound")
-	sh, err := buildShim(cfg, log, m, forwards)
+	sh, err := buildShim(cfg, log, m, forwards, policy)
 	if err != nil {
 		return nil, err
 	}
 	return &app{handler: sh, mirror: m, store: store, shim: sh}, nil
-}
-
-func authMode(rc config.Registry) string {
-	if rc.Username != "" {
-		return "basic/bearer as " + rc.Username
-	}
-	return "anonymous"
 }
 
 // openStore creates the storage driver from cfg.Storage and clears uploads

@@ -131,5 +131,8 @@ func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger,
 			return fmt.Errorf("shutdown of intercepted connections: %w", err)
 		}
 	}
+	if err := app.mirror.Drain(sctx); err != nil {
+		log.WithError(err).Warn("shutdown: abandoning fills that did not finish in time; nothing partial is kept")
+	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/mirror"
@@ -58,7 +59,7 @@ func newForwardRoute(endpoint, caFile string, insecure bool) (forwardRoute, erro
 
 // buildShim loads or creates the CA and assembles the CONNECT shim in
 // front of the mirror and the origin-form endpoints.
-func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forwards map[string]forwardRoute) (*shim.Shim, error) {
+func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forwards map[string]forwardRoute, policy *auth.Policy) (*shim.Shim, error) {
 	ca, err := shim.LoadOrCreateCA(cfg.CADir)
 	if err != nil {
 		return nil, &configError{fmt.Errorf("CA (--ca-dir %s): %w", cfg.CADir, err)}
@@ -126,5 +127,12 @@ func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forward
 		SendTimeout:   time.Duration(cfg.Client.SendTimeout),
 		BodyTimeout:   time.Duration(cfg.Client.BodyTimeout),
 		Logger:        log,
+		ProxyAuth: func(h string) (string, bool) {
+			if !policy.HasUsers() {
+				return "", false
+			}
+			return policy.VerifyProxyAuthorization(h)
+		},
+		RequireProxyAuth: cfg.ClientAuth.RequireForConnect,
 	})
 }

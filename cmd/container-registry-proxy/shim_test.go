@@ -102,6 +102,16 @@ func proxyClient(addr string, pool *x509.CertPool) *http.Client {
 	}, Timeout: 30 * time.Second}
 }
 
+func proxyClientAuth(addr string, pool *x509.CertPool, user, pass string) *http.Client {
+	pu, _ := url.Parse("http://" + addr)
+	pu.User = url.UserPassword(user, pass)
+	return &http.Client{Transport: &http.Transport{
+		Proxy:             http.ProxyURL(pu),
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+	}, Timeout: 30 * time.Second}
+}
+
 func TestShimInterceptsIntoTheMirror(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 100_000))

@@ -1,0 +1,98 @@
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Htpasswd holds the proxy's users: user:bcrypt-hash lines, as written by
+// `htpasswd -B`. bcrypt is slow on purpose, so successful checks are
+// remembered for a short time (by a hash of user and password, never the
+// password itself) to keep every request of a pull from paying for it.
+type Htpasswd struct {
+	users map[string][]byte
+
+	mu   sync.Mutex
+	ok   map[[32]byte]time.Time
+	ttl  time.Duration
+	now  func() time.Time
+	path string
+}
+
+// LoadHtpasswd reads an htpasswd file. Only bcrypt entries ($2a$, $2b$,
+// $2y$) are accepted; an error names the file and line.
+func LoadHtpasswd(path string) (*Htpasswd, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
+	}
+	h := &Htpasswd{users: map[string][]byte{}, ok: map[[32]byte]time.Time{}, ttl: 5 * time.Minute, now: time.Now, path: path}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for line := 1; sc.Scan(); line++ {
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		user, hash, ok := strings.Cut(t, ":")
+		if !ok || user == "" {
+			return nil, fmt.Errorf("htpasswd %s:%d: want user:bcrypt-hash", path, line)
+		}
+		if !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") && !strings.HasPrefix(hash, "$2y$") {
+			return nil, fmt.Errorf("htpasswd %s:%d: user %q: only bcrypt hashes are accepted (htpasswd -B)", path, line, user)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("htpasswd %s:%d: user %q: %v", path, line, user, err)
+		}
+		h.users[user] = []byte(hash)
+	}
+	if len(h.users) == 0 {
+		return nil, fmt.Errorf("htpasswd %s: no users", path)
+	}
+	return h, nil
+}
+
+// Has reports whether user exists.
+func (h *Htpasswd) Has(user string) bool {
+	if h == nil {
+		return false
+	}
+	_, ok := h.users[user]
+	return ok
+}
+
+// Verify reports whether password is user's.
+func (h *Htpasswd) Verify(user, password string) bool {
+	if h == nil {
+		return false
+	}
+	hash, ok := h.users[user]
+	if !ok {
+		return false
+	}
+	key := sha256.Sum256([]byte(user + "\x00" + password + "\x00" + string(hash)))
+	now := h.now()
+	h.mu.Lock()
+	if exp, ok := h.ok[key]; ok && now.Before(exp) {
+		h.mu.Unlock()
+		return true
+	}
+	h.mu.Unlock()
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+		return false
+	}
+	h.mu.Lock()
+	if len(h.ok) > 10000 {
+		clear(h.ok)
+	}
+	h.ok[key] = now.Add(h.ttl)
+	h.mu.Unlock()
+	return true
+}
