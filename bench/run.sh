@@ -2,13 +2,18 @@
 # Benchmarks container-registry-proxy against a real upstream (Debian's
 # docker-registry, distribution 2.8) and writes docs/benchmarks.md.
 #
-#   bench/run.sh [--size-mib 256] [--clients 8] [--repeat 3] [--only cold|warm|all]
-#                [--warm-rounds 5] [--keep]
+#   bench/run.sh [--size-mib 256] [--clients 8] [--repeat 3] [--only cold|warm|shim|all]
+#                [--warm-rounds 5] [--tls-http1] [--keep]
+#
+# --only shim runs just the TLS rows: direct downloads from a second
+# docker-registry serving TLS, and warm downloads through the proxy's
+# CONNECT shim. --tls-http1 makes their clients speak HTTP/1.1 (default h2).
 #
 # Installs docker-registry with apt-get when missing (needs root or sudo),
 # builds the proxy and the benchmark program into a temp dir, runs it, and
 # removes everything it started or created on exit, also on error or ^C.
-# Takes about 3-5 minutes on 2 cores with the defaults.
+# Takes about 2 minutes on 2 cores with the defaults (the TLS rows about 1 of them),
+# plus the builds.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

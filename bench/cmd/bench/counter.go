@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -80,26 +81,41 @@ func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 
 // startCounter serves a counting reverse proxy to target on a loopback
 // port. It returns the counter, its base URL and a function that stops it.
-func startCounter(target string) (*counter, string, func(), error) {
+// With pki it serves TLS with pki's server certificate and trusts pki's CA
+// towards target (the TLS upstream).
+func startCounter(target string, pki *testPKI) (*counter, string, func(), error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, "", nil, err
 	}
 	c := &counter{rp: httputil.NewSingleHostReverseProxy(u)}
-	c.rp.Transport = &http.Transport{
+	tr := &http.Transport{
 		Proxy:               nil,
 		MaxIdleConnsPerHost: 64,
 		DisableCompression:  true,
 		IdleConnTimeout:     30 * time.Second,
 	}
+	if pki != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: pki.roots, MinVersion: tls.VersionTLS12}
+	}
+	c.rp.Transport = tr
 	c.rp.BufferPool = bufPool{ch: make(chan []byte, 64)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, err
 	}
 	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if pki != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pki.server}, MinVersion: tls.VersionTLS12}
+	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := srv.Serve
+		if pki != nil {
+			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			panic(err)
 		}
 	}()
@@ -108,8 +124,9 @@ func startCounter(target string) (*counter, string, func(), error) {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		_ = srv.Close()
+		tr.CloseIdleConnections()
 	}
-	return c, "http://" + ln.Addr().String(), stop, nil
+	return c, scheme + "://" + ln.Addr().String(), stop, nil
 }
 
 // bufPool gives the reverse proxy 256 KiB copy buffers (fewer syscalls

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -135,8 +136,18 @@ func freePort() (int, error) {
 
 // waitHTTP polls url until it answers want, p exits, or 30 s pass.
 func waitHTTP(ctx context.Context, p *proc, url string, want int) error {
+	return waitHTTPS(ctx, p, url, want, nil)
+}
+
+// waitHTTPS is waitHTTP trusting pki's CA for https URLs (pki may be nil).
+func waitHTTPS(ctx context.Context, p *proc, url string, want int, pki *testPKI) error {
 	deadline := time.Now().Add(30 * time.Second)
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	tr := &http.Transport{Proxy: nil}
+	if pki != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: pki.roots, MinVersion: tls.VersionTLS12}
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: tr}
 	var last error
 	for time.Now().Before(deadline) {
 		if err := p.exited(); err != nil {

@@ -1,8 +1,9 @@
 // Command bench measures container-registry-proxy against a real upstream
 // (Debian's docker-registry, distribution 2.8): cold pulls of one large
-// blob by one and by many clients, warm throughput, bytes fetched from
-// upstream (counted by a reverse proxy in front of it, not assumed) and the
-// proxy's peak RSS. It prints a Markdown report and writes it to --out.
+// blob by one and by many clients, warm throughput (plain HTTP, and TLS
+// through the CONNECT shim next to a direct TLS download from the
+// upstream), bytes fetched from upstream (counted by a reverse proxy in
+// front of it, not assumed) and the proxy's peak RSS. It prints a Markdown report and writes it to --out.
 //
 // It is run by bench/run.sh, which installs docker-registry and builds the
 // proxy; see docs/benchmarks.md.
@@ -31,6 +32,7 @@ type options struct {
 	command     string
 	notes       string
 	keep        bool
+	tlsHTTP1    bool
 }
 
 func main() {
@@ -39,7 +41,8 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 8, "concurrent clients for the multi-client scenarios")
 	flag.IntVar(&o.repeat, "repeat", 3, "repetitions of each cold scenario (fresh cache each)")
 	flag.IntVar(&o.warmRounds, "warm-rounds", 5, "timed rounds of the warm scenario (after one verifying round)")
-	flag.StringVar(&o.only, "only", "all", "scenarios to run: cold, warm or all")
+	flag.StringVar(&o.only, "only", "all", "scenarios to run: cold, warm, shim (TLS: direct from the upstream and warm through the CONNECT shim) or all")
+	flag.BoolVar(&o.tlsHTTP1, "tls-http1", false, "TLS scenarios: clients speak HTTP/1.1 only (default: h2 by ALPN)")
 	flag.StringVar(&o.proxyBin, "proxy-bin", "", "container-registry-proxy binary (required)")
 	flag.StringVar(&o.registryBin, "registry-bin", "/usr/bin/docker-registry", "distribution 2.8 registry binary (upstream)")
 	flag.StringVar(&o.out, "out", "", "write the Markdown report to this file too")
@@ -86,9 +89,9 @@ func (o *options) validate() error {
 		return errors.New("--warm-rounds must be at least 1")
 	}
 	switch o.only {
-	case "cold", "warm", "all":
+	case "cold", "warm", "shim", "all":
 	default:
-		return fmt.Errorf("--only %q: want cold, warm or all", o.only)
+		return fmt.Errorf("--only %q: want cold, warm, shim or all", o.only)
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ type report struct {
 	scenarios          []*scenario
 	cold1, coldN, warm *scenario
 	warmHashed         *scenario // the floor for coldN on this machine
+	tls                *shimRows // the TLS rows, when they ran
 	machine            machine
 	took               time.Duration
 }
@@ -149,6 +150,19 @@ func (r report) targetList() []target {
 			goal:     fmt.Sprintf("%d-client cold time ≤ 1.2× 1-client cold time", n),
 			measured: measured,
 			pass:     cn <= 1.2*c1, ran: true,
+		})
+	}
+	if r.tls != nil {
+		v := r.tls.via.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }).med
+		d := r.tls.direct.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }).med
+		ratio := v / d
+		ts = append(ts, target{
+			goal: "warm throughput through the shim ≥ 1.0× the direct TLS download from the upstream",
+			measured: fmt.Sprintf("%.0f vs %.0f MB/s = %.2f× (medians of the length-only rows, %d clients); per interleaved round pair %s; serving CPU per round: proxy %.2f s, docker-registry %.2f s (medians)",
+				v, d, ratio, n, statOf(r.tls.ratios).format("%.2f×"),
+				r.tls.via.series(func(s sample) float64 { return s.cpu.Seconds() }).med,
+				r.tls.direct.series(func(s sample) float64 { return s.peerCPU.Seconds() }).med),
+			pass: ratio >= 1.0, ran: true,
 		})
 	}
 	var worst float64
@@ -208,7 +222,11 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "- CPUs (nproc): %d — %s\n", m.nproc, m.cpu)
 	fmt.Fprintf(&b, "- kernel (uname -r): %s\n", m.kernel)
 	fmt.Fprintf(&b, "- Go: %s\n", m.goVersion)
-	fmt.Fprintf(&b, "- upstream: %s (Debian `docker-registry`, filesystem storage, plain HTTP on 127.0.0.1)\n", m.registryVer)
+	fmt.Fprintf(&b, "- upstream: %s (Debian `docker-registry`, filesystem storage, plain HTTP on 127.0.0.1", m.registryVer)
+	if r.tls != nil {
+		b.WriteString("; for the TLS rows a second instance on the same storage serving TLS, h2 and HTTP/1.1 by ALPN")
+	}
+	b.WriteString(")\n")
 	fmt.Fprintf(&b, "- proxy: %s\n", m.proxyVersion)
 	fmt.Fprintf(&b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
 	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n\n", m.load0, m.load1)
@@ -217,6 +235,13 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "Each client GETs the manifest by tag, then the blob, and checks the body's length (and its SHA-256 where noted). ")
 	fmt.Fprintf(&b, "Cold scenarios: %s each, a fresh cache directory and a fresh proxy process per run. ", plural(r.o.repeat, "run"))
 	fmt.Fprintf(&b, "Warm: on one fresh proxy process over a filled cache, %s with hashed bodies, then %s that only count bytes. ", plural(r.o.repeat, "round"), plural(r.o.warmRounds, "round"))
+	if r.tls != nil {
+		proto := "h2 negotiated by ALPN"
+		if r.o.tlsHTTP1 {
+			proto = "HTTP/1.1 only (`--tls-http1`)"
+		}
+		fmt.Fprintf(&b, "TLS rows: %d Go clients, each with its own transport and connection (%s), GET the same image over TLS, either directly from the TLS upstream (trusting a throwaway test CA) or through the proxy's CONNECT shim (`https://%s/…` with the proxy as explicit HTTP proxy, trusting the proxy's CA from `/ca.crt`) from a cache filled through the shim by one earlier pull and served by a fresh proxy process; the same round counts as the warm rows, direct and shim rounds interleaved in alternating order. ", r.o.clients, proto, upstreamTLSHost)
+	}
 	b.WriteString("Cells show the median and, in parentheses, min–max. MB = 10⁶ bytes; throughput = body bytes of all clients / wall time.\n\n")
 	b.WriteString("## Results\n\n")
 	b.WriteString(r.table())
@@ -242,6 +267,9 @@ func (r report) notes() []string {
 		"Peak RSS is `VmHWM` from `/proc/<pid>/status` of the proxy process, read at the end of each run (page cache is not part of it, but the executable's own file-backed text and rodata pages are). `RssAnon` (the process's own memory: heap, stacks, buffers) is sampled every 20 ms and its peak shown beside it. Proxy CPU is utime+stime from `/proc/<pid>/stat` over the run. Last-byte wait: how long after all other bytes the final byte of a body arrived, the longest of the run's clients (0 when every client lagged behind the proxy and read the last bytes in one go).",
 		"Cold runs and the \"bodies hashed\" warm rounds hash every client's body and compare it with the digest; the plain warm rounds only count bytes (hashing " + fmt.Sprint(r.o.clients) + " streams on the same small machine measures SHA-256, not the proxy). The hashed warm row is therefore the reference for a cold run with as many hashing clients on this machine: what delivery alone costs here.",
 		fmt.Sprintf("Everything shares the machine's %d CPUs: docker-registry, the counting proxy, the proxy under test and the clients (which hash), plus whatever else runs on the machine (see the load average). The reference rows show what the upstream alone delivers to one hashing client, directly and through the counter.", r.machine.nproc),
+	}
+	if r.tls != nil {
+		notes = append(notes, r.tlsNotes()...)
 	}
 	for _, sc := range r.scenarios {
 		if sc.lines == nil {
@@ -272,4 +300,33 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// tlsNotes describes the TLS rows: how the upstream and shim are set up,
+// the negotiated protocols, and the CPU of the serving process and of the
+// clients.
+func (r report) tlsNotes() []string {
+	t := r.tls
+	notes := []string{
+		fmt.Sprintf("TLS upstream: a second docker-registry process on the plain one's storage directory, with `http.tls.certificate`/`key` from a throwaway ECDSA P-256 CA made by the benchmark (server certificate SANs `127.0.0.1` and `%s`), so the plain-HTTP rows and their numbers stay as before. The proxy maps `%s` to a TLS counting proxy in front of it (`endpoint: https://127.0.0.1:<port>`, `caFile:` the test CA); the clients' CONNECT target `%s` is never resolved by anyone.", strings.Split(upstreamTLSHost, ":")[0], upstreamTLSHost, upstreamTLSHost),
+	}
+	for _, sc := range []*scenario{t.directHashed, t.direct, t.viaHashed, t.via} {
+		var parts []string
+		ps := sc.protos()
+		keys := make([]string, 0, len(ps))
+		for k := range ps {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s ×%d", k, ps[k]))
+		}
+		serving := "proxy CPU " + sc.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f") + " s"
+		if sc.peer {
+			serving = "docker-registry CPU " + sc.series(func(s sample) float64 { return s.peerCPU.Seconds() }).format("%.2f") + " s"
+		}
+		notes = append(notes, fmt.Sprintf("%s: clients' protocol %s; per round %s, clients (this program) %s s CPU.",
+			sc.name, strings.Join(parts, ", "), serving, sc.series(func(s sample) float64 { return s.selfCPU.Seconds() }).format("%.2f")))
+	}
+	return notes
 }

@@ -18,6 +18,9 @@ type sample struct {
 	anon     int64         // proxy peak RssAnon during the run, sampled
 	cpu      time.Duration // proxy user+system CPU time during the run
 	lastWait time.Duration // longest wait of a client for the body's last byte
+	peerCPU  time.Duration // the serving docker-registry's CPU time (direct rows)
+	selfCPU  time.Duration // this program's CPU time (the clients) during the run
+	protos   map[string]int
 }
 
 // scenario is a named set of samples.
@@ -28,6 +31,18 @@ type scenario struct {
 	samples []sample
 	lines   map[string]int // blob GET access-log lines by cache status, summed
 	linesOf string         // what lines covers, when not just this scenario
+	peer    bool           // served by docker-registry directly (peerCPU is set)
+}
+
+// protos sums the clients' protocols over the samples.
+func (sc *scenario) protos() map[string]int {
+	out := map[string]int{}
+	for _, s := range sc.samples {
+		for k, v := range s.protos {
+			out[k] += v
+		}
+	}
+	return out
 }
 
 // bench holds what the scenarios share.
@@ -38,7 +53,18 @@ type bench struct {
 	direct  string   // the registry's base URL
 	counted string   // the counting proxy's base URL
 	cnt     *counter // counts what the registry served through counted
+	tls     *tlsUpstream
 	log     func(format string, args ...any)
+}
+
+// tlsUpstream is the TLS docker-registry (a second instance on the same
+// storage) and a counting proxy in front of it that also speaks TLS.
+type tlsUpstream struct {
+	pki     *testPKI
+	reg     *proc
+	direct  string // https://127.0.0.1:port of the registry
+	counted string // https://127.0.0.1:port of the counter
+	cnt     *counter
 }
 
 // reference downloads the blob from the upstream with one client, directly
@@ -110,6 +136,9 @@ func (b *bench) warm(ctx context.Context, n int) (hashed, plain *scenario, err e
 	if _, err := b.measure(ctx, pr, 1, true); err != nil {
 		return nil, nil, fmt.Errorf("warm: filling the cache: %w; proxy log: %s", err, pr.log)
 	}
+	if err := waitCommitted(ctx, pr.p, cache, b.img.blobDigest, b.img.blobSize); err != nil {
+		return nil, nil, err
+	}
 	if err := b.stopProxy(pr); err != nil {
 		return nil, nil, err
 	}
@@ -141,20 +170,29 @@ func (b *bench) warm(ctx context.Context, n int) (hashed, plain *scenario, err e
 // measure runs one round of n clients against the proxy pr and records
 // what upstream served meanwhile and the proxy's peak RSS.
 func (b *bench) measure(ctx context.Context, pr *proxyRun, n int, verify bool) (sample, error) {
-	before := b.cnt.snapshot()
+	return b.measurePull(ctx, pr, b.cnt, pull{c: newClient(n), base: pr.base, name: upstreamNS + "/" + b.img.repo, tag: b.img.tag, img: b.img, verify: verify}, n)
+}
+
+// measurePull runs one round of n clients doing p against the proxy pr and
+// records what upstream served meanwhile (counted by cnt), the proxy's
+// peak RSS and CPU, and this program's CPU.
+func (b *bench) measurePull(ctx context.Context, pr *proxyRun, cnt *counter, p pull, n int) (sample, error) {
+	before := cnt.snapshot()
 	cpu0, err := cpuTime(pr.p.pid())
 	if err != nil {
 		return sample{}, err
 	}
+	self0, _ := cpuTime(os.Getpid())
 	pr.anon.reset()
-	res, err := pullAll(ctx, pull{c: newClient(n), base: pr.base, name: upstreamNS + "/" + b.img.repo, tag: b.img.tag, img: b.img, verify: verify}, n)
+	res, err := pullAll(ctx, p, n)
 	if err != nil {
 		return sample{}, err
 	}
+	self1, _ := cpuTime(os.Getpid())
 	if err := pr.p.exited(); err != nil {
 		return sample{}, err
 	}
-	up := b.cnt.snapshot().sub(before)
+	up := cnt.snapshot().sub(before)
 	rss, err := peakRSS(pr.p.pid())
 	if err != nil {
 		return sample{}, err
@@ -163,7 +201,8 @@ func (b *bench) measure(ctx context.Context, pr *proxyRun, n int, verify bool) (
 	if err != nil {
 		return sample{}, err
 	}
-	return sample{wall: res.wall, bytes: res.bytes, upstream: up, rss: rss, anon: pr.anon.reset(), cpu: cpu1 - cpu0, lastWait: res.lastWait}, nil
+	return sample{wall: res.wall, bytes: res.bytes, upstream: up, rss: rss, anon: pr.anon.reset(), cpu: cpu1 - cpu0,
+		lastWait: res.lastWait, selfCPU: self1 - self0, protos: res.protos}, nil
 }
 
 // stopProxy stops the sampler and the proxy process.

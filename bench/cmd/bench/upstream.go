@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Media types of the pushed image.
@@ -33,7 +34,8 @@ type image struct {
 }
 
 // registryConfig is distribution 2.8's configuration: plain HTTP on
-// loopback, filesystem storage, no auth, quiet logs.
+// loopback (startRegistry adds http.tls for the TLS instance), filesystem
+// storage, no auth, quiet logs.
 const registryConfig = `version: 0.1
 log:
   level: warn
@@ -55,7 +57,11 @@ health:
 `
 
 // startRegistry starts Debian's docker-registry and returns its base URL.
-func startRegistry(ctx context.Context, e *env, bin string) (*proc, string, error) {
+// With pki it is a second instance that serves TLS with pki's server
+// certificate (http.tls.certificate/key; h2 and HTTP/1.1 by ALPN, the
+// 2.8 default) on the same storage directory as the plain-HTTP one, so
+// both serve the pushed image.
+func startRegistry(ctx context.Context, e *env, bin string, pki *testPKI) (*proc, string, error) {
 	dir := filepath.Join(e.root, "upstream")
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, "", err
@@ -64,16 +70,24 @@ func startRegistry(ctx context.Context, e *env, bin string) (*proc, string, erro
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, registryConfig, filepath.Join(dir, "data"), port), 0o644); err != nil {
+	name, scheme := "docker-registry", "http"
+	cfgText := fmt.Sprintf(registryConfig, filepath.Join(dir, "data"), port)
+	if pki != nil {
+		name, scheme = "docker-registry-tls", "https"
+		addr := fmt.Sprintf("  addr: 127.0.0.1:%d\n", port)
+		cfgText = strings.Replace(cfgText, addr, addr+fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", pki.certFile, pki.keyFile), 1)
+	}
+	cfg := filepath.Join(dir, name+".yml")
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {
 		return nil, "", err
 	}
-	p, err := e.start("docker-registry", filepath.Join(dir, "registry.log"), bin, "serve", cfg)
+	p, err := e.start(name, filepath.Join(dir, name+".log"), bin, "serve", cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	if err := waitHTTP(ctx, p, base+"/v2/", http.StatusOK); err != nil {
+	base := scheme + "://127.0.0.1:" + strconv.Itoa(port)
+	if err := waitHTTPS(ctx, p, base+"/v2/", http.StatusOK, pki); err != nil {
+		_ = e.stop(p)
 		return nil, "", err
 	}
 	return p, base, nil
