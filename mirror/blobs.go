@@ -53,6 +53,9 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 			f, started = m.joinFill(ctx, t, d)
 		}
 		err = m.serveFill(w, r, t, f, started)
+		if errors.Is(err, errNoCache) {
+			return m.serveRelay(w, r, t, d)
+		}
 		if !errors.Is(err, errStored) {
 			return err
 		}
@@ -78,6 +81,8 @@ func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) er
 		}
 		if err := m.store.Link(fctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
 			logx.From(ctx).WithError(err).Warn("linking blob to repository")
+		} else if m.opts.OnLink != nil {
+			m.opts.OnLink(fctx, d, t.reg.Namespace, t.repo)
 		}
 		return nil, nil
 	})
@@ -102,11 +107,15 @@ func (m *Mirror) serveStored(w http.ResponseWriter, r *http.Request, d digest.Di
 		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 		return err
 	}
+	defer m.pin(d)()
 	rc, err := m.store.OpenBlob(ctx, d, 0)
 	if err != nil {
 		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "reading cached blob")
 	}
 	defer rc.Close()
+	if m.opts.OnHit != nil {
+		m.opts.OnHit(d)
+	}
 	blobHeaders(w, d)
 	setCache(w, r, CacheHit)
 	if rs, ok := rc.(io.ReadSeeker); ok {
@@ -206,7 +215,13 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	if err := copyFill(ctx, w, f, start, end); err != nil {
+	off, err := copyFill(ctx, w, f, start, end)
+	if errors.Is(err, errNoCache) {
+		// The cache gave up on this blob (its disk failed): finish the
+		// answer straight from upstream.
+		err = m.relayRest(ctx, w, t, f.digest, off, end)
+	}
+	if err != nil {
 		// Never let a client take a short body for a complete one.
 		logx.From(ctx).WithError(err).Info("blob response cut short")
 		panic(http.ErrAbortHandler)

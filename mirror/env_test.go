@@ -79,6 +79,7 @@ type envOptions struct {
 	backend string // "inmemory" (default) or "filesystem"
 	tagTTL  time.Duration
 	creds   auth.Credentials
+	root    string // filesystem root to use (default: a temp dir)
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -92,7 +93,10 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	var err error
 	switch opts.backend {
 	case "filesystem":
-		e.root = t.TempDir()
+		e.root = opts.root
+		if e.root == "" {
+			e.root = t.TempDir()
+		}
 		e.store, err = storage.New(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100}), storage.Options{LocalRoot: e.root})
 	default:
 		e.store, err = storage.New(inmemory.New(), storage.Options{SpoolDir: t.TempDir()})

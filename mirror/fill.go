@@ -41,9 +41,18 @@ type fill struct {
 	refs int // guarded by Mirror.mu: the fill goroutine and each reader
 }
 
+// errNoCache tells waiting clients that the cache cannot take the blob
+// (disk full, read-only, permission denied): each serves it straight from
+// upstream instead (relay), from where its answer stands.
+var errNoCache = errors.New("cache cannot store the blob")
+
 // errStored tells waiting clients that the blob was committed by someone
 // else before this fill started: they serve it from storage instead.
 var errStored = errors.New("blob already stored")
+
+// errNotKept ends a verified fill of a blob too large for the cache: its
+// clients got every byte, nothing is committed.
+var errNotKept = errors.New("blob not kept: larger than the cache")
 
 // copyBufPool holds the buffers of fills and fill readers.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
@@ -117,9 +126,13 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	defer body.Close()
 	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
 	if err != nil {
-		log.WithError(err).Error("blob fill: cannot start upload")
-		m.endFill(f, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cache storage unavailable"))
+		m.diskError(ctx, err)
+		m.endFill(f, errNoCache)
 		return
+	}
+	keep := size < 0 || m.opts.Keep == nil || m.opts.Keep(size)
+	if !keep {
+		log.WithField("bytes", size).Warn("blob is larger than the whole cache (CACHE_MAX_SIZE): streamed to its clients, not kept")
 	}
 	f.mu.Lock()
 	f.size, f.upload = size, up
@@ -138,7 +151,9 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := up.Write(buf[:n]); werr != nil {
-				fail(oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, werr, "cache write failed"))
+				_ = up.Cancel(ctx)
+				m.diskError(ctx, werr)
+				m.endFill(f, errNoCache)
 				return
 			}
 			f.progress(int64(n))
@@ -166,9 +181,14 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
+	if !keep {
+		_ = up.Cancel(ctx)
+		m.endFill(f, errNotKept)
+		return
+	}
 	if err := up.Commit(ctx, f.digest, size); err != nil {
 		// The clients still get the verified bytes; the cache keeps nothing.
-		log.WithError(err).Error("blob fill: commit failed; the blob was served but not cached")
+		m.diskError(ctx, err)
 		m.endFill(f, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cache commit failed"))
 		return
 	}
@@ -176,6 +196,9 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		log.WithError(err).Warn("blob fill: linking repository")
 	}
 	log.WithField("bytes", up.Size()).Debug("blob fill committed")
+	if m.opts.OnCommit != nil {
+		m.opts.OnCommit(ctx, Committed{Digest: f.digest, Size: up.Size(), Namespace: t.reg.Namespace, Repo: t.repo})
+	}
 	m.endFill(f, nil)
 }
 
@@ -248,8 +271,10 @@ func wait(ctx context.Context, changed <-chan struct{}) error {
 
 // copyFill sends the fill's bytes [off, end) to w as they arrive (end -1:
 // up to the end of the blob). With a file of its own on the spool it lets
-// the kernel copy (sendfile); otherwise it reads the spool with ReadAt.
-func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) error {
+// the kernel copy (sendfile); otherwise it reads the spool with ReadAt. It
+// returns the offset reached, so that a fill that could not be cached can
+// be continued from upstream.
+func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) (int64, error) {
 	spool, err := f.upload.OpenSpool()
 	var bufp *[]byte
 	if err != nil {
@@ -258,16 +283,16 @@ func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) error {
 	} else {
 		defer spool.Close()
 		if _, err := spool.Seek(off, io.SeekStart); err != nil {
-			return err
+			return off, err
 		}
 	}
 	for {
 		if end >= 0 && off >= end {
-			return nil
+			return off, nil
 		}
 		v := f.view()
 		if v.err != nil {
-			return v.err
+			return off, v.err
 		}
 		limit := v.avail
 		if end >= 0 {
@@ -288,18 +313,18 @@ func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) error {
 			}
 			off += n
 			if err != nil {
-				return err
+				return off, err
 			}
 			continue
 		}
 		if v.done {
 			if end >= 0 && off < end {
-				return io.ErrUnexpectedEOF
+				return off, io.ErrUnexpectedEOF
 			}
-			return nil
+			return off, nil
 		}
 		if err := wait(ctx, v.changed); err != nil {
-			return err
+			return off, err
 		}
 	}
 }

@@ -92,6 +92,9 @@ func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) 
 	if mt == "" {
 		mt = oci.ManifestMediaType(body)
 	}
+	if m.opts.OnHit != nil {
+		m.opts.OnHit(d)
+	}
 	return &manifest{mediaType: mt, digest: d, body: body, cache: CacheHit}, nil
 }
 
@@ -152,11 +155,16 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "upstream %s sent %s for manifest %s, which is not a manifest", t.reg.Host, desc.MediaType, ref)
 	}
 	if err := m.store.PutSmallBlob(ctx, got, buf); err != nil {
-		return nil, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "storing manifest")
+		// The client still gets the verified manifest; nothing is kept.
+		m.diskError(ctx, err)
+		return &manifest{mediaType: mt, digest: got, body: buf, cache: CachePass}, nil
 	}
 	li := storageLink(mt, int64(len(buf)), m.opts.Now())
 	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, got, li); err != nil {
 		return nil, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "linking manifest")
+	}
+	if m.opts.OnCommit != nil {
+		m.opts.OnCommit(ctx, Committed{Digest: got, Size: int64(len(buf)), MediaType: mt, Body: buf, Namespace: t.reg.Namespace, Repo: t.repo})
 	}
 	return &manifest{mediaType: mt, digest: got, body: buf, cache: CacheMiss}, nil
 }

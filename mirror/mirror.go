@@ -13,6 +13,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -57,6 +58,51 @@ type Options struct {
 	// Base decides the registry base endpoint (/v2/) for r; nil answers
 	// 200 to everyone.
 	Base func(r *http.Request) error
+	// Keep says whether a blob of size bytes may be stored at all (not
+	// larger than the whole cache); nil keeps everything.
+	Keep func(size int64) bool
+	// OnCommit is told about every blob and manifest committed to the
+	// cache (the index records it and eviction may run).
+	OnCommit func(ctx context.Context, c Committed)
+	// OnLink is told when a repository is found to contain a blob that
+	// was already cached.
+	OnLink func(ctx context.Context, d digest.Digest, namespace, repo string)
+	// OnHit is told about every read of a cached blob or manifest (access
+	// times for eviction); it must not block.
+	OnHit func(d digest.Digest)
+}
+
+// Committed describes content just committed to the cache.
+type Committed struct {
+	Digest    digest.Digest
+	Size      int64
+	MediaType string // manifests only
+	// Body is the manifest's content (manifests only), for the index to
+	// record which blobs it references.
+	Body      []byte
+	Namespace string
+	Repo      string
+}
+
+// Pinned reports whether d is being filled or served right now: eviction
+// must not remove it.
+func (m *Mirror) Pinned(d digest.Digest) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fills[d.String()] != nil || m.serving[d.String()] > 0
+}
+
+func (m *Mirror) pin(d digest.Digest) func() {
+	m.mu.Lock()
+	m.serving[d.String()]++
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		if m.serving[d.String()]--; m.serving[d.String()] <= 0 {
+			delete(m.serving, d.String())
+		}
+		m.mu.Unlock()
+	}
 }
 
 // Mirror is the pull-through registry. It is an http.Handler.
@@ -74,6 +120,12 @@ type Mirror struct {
 	fills map[string]*fill // digest → fill in flight
 	// running counts fill goroutines, so that a shutdown can let them end.
 	running sync.WaitGroup
+
+	errMu     sync.Mutex
+	errLogged map[string]time.Time // disk error cause → last logged
+
+	// serving counts hits being sent per digest, so eviction skips them.
+	serving map[string]int
 }
 
 // Drain waits until every fill in flight has ended (committed or
@@ -107,7 +159,8 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{}}
+	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
+		errLogged: map[string]time.Time{}, serving: map[string]int{}}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {
