@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -32,11 +33,14 @@ type app struct {
 	mirror  *mirror.Mirror
 	store   *storage.Store
 	shim    *shim.Shim
+	// lock holds the cache directory's flock while the process runs.
+	lock *os.File
 }
 
 // build assembles storage, upstream clients and the mirror from cfg.
 func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, error) {
-	store, err := openStore(ctx, cfg, log)
+	var lock *os.File
+	store, err := openStore(ctx, cfg, log, &lock)
 	if err != nil {
 		return nil, err
 	}
@@ -117,12 +121,14 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	if err != nil {
 		return nil, err
 	}
-	return &app{handler: sh, mirror: m, store: store, shim: sh}, nil
+	return &app{handler: sh, mirror: m, store: store, shim: sh, lock: lock}, nil
 }
 
 // openStore creates the storage driver from cfg.Storage and clears uploads
 // that fills abandoned (a crash) longer ago than the fill timeout.
-func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*storage.Store, error) {
+// held receives the cache directory's lock file, to keep open while the
+// process runs.
+func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger, held **os.File) (*storage.Store, error) {
 	name, params := cfg.StorageDriver()
 	if params == nil {
 		params = map[string]any{}
@@ -140,11 +146,28 @@ func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*st
 	if err != nil {
 		return nil, &configError{fmt.Errorf("storage.%s: %w", name, err)}
 	}
-	n, err := store.PurgeUploads(ctx, time.Duration(cfg.FillTimeout))
+	// Uploads that no fill owns any more: all of them when this process
+	// holds the cache directory alone (a crash left them), else only
+	// those idle longer than a fill may take (other processes may share
+	// the storage).
+	age := time.Duration(cfg.FillTimeout)
+	if name == "filesystem" {
+		lock, alone, err := lockCacheDir(opts.LocalRoot)
+		if err != nil {
+			return nil, &configError{err}
+		}
+		if alone {
+			age = 0
+			*held = lock
+		} else {
+			log.WithField("cacheDir", opts.LocalRoot).Warn("another process holds the cache directory: only uploads idle for fillTimeout are cleared")
+		}
+	}
+	n, err := store.PurgeUploads(ctx, age)
 	if err != nil {
 		log.WithError(err).Warn("clearing abandoned uploads")
 	} else if n > 0 {
-		log.WithField("count", n).Info("cleared uploads abandoned by an earlier run")
+		log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
 	}
 	log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
 	return store, nil
