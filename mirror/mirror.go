@@ -237,8 +237,14 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &oe) && oe.RetryAfter != "" {
 		w.Header().Set("Retry-After", oe.RetryAfter)
 	}
-	if oe != nil && oe.Challenge != "" && status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", oe.Challenge)
+	if status == http.StatusUnauthorized {
+		// Every 401 invites credentials, so that clients send theirs (to
+		// the proxy, or upstream with ALLOW_OWN_AUTH).
+		challenge := `Basic realm="container-registry-proxy"`
+		if oe != nil && oe.Challenge != "" {
+			challenge = oe.Challenge
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	}
 	h := w.Header()
 	h.Del("Content-Length")

@@ -47,7 +47,8 @@ func (s *Shim) route(w http.ResponseWriter, r *http.Request, target string) {
 			return
 		}
 		s.mirror.ServeHTTP(w, rewrite(r, "/v2/"))
-	case r.Method == http.MethodGet || r.Method == http.MethodHead || !s.opts.AllowPush:
+	case r.Method == http.MethodGet || r.Method == http.MethodHead ||
+		!(s.opts.AllowPush || (s.opts.AllowPushWithOwnAuth && r.Header.Get("Authorization") != "")):
 		// Writes with ALLOW_PUSH=false reach the mirror too, which
 		// answers 405 UNSUPPORTED naming the setting.
 		s.mirror.ServeHTTP(w, rewrite(r, "/v2/"+ns+"/"+strings.TrimPrefix(p, "/v2/")))

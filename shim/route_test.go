@@ -62,8 +62,14 @@ type testShim struct {
 	forgot []string
 }
 
+// newTestShimOwnAuth is newTestShim with ALLOW_PUSH off and
+// ALLOW_PUSH_WITH_OWN_AUTH on.
+func newTestShimOwnAuth(t *testing.T) *testShim { return newTestShimOpts(t, false, true) }
+
 // newTestShim serves a Shim on loopback in front of recorders.
-func newTestShim(t *testing.T, allowPush bool) *testShim {
+func newTestShim(t *testing.T, allowPush bool) *testShim { return newTestShimOpts(t, allowPush, false) }
+
+func newTestShimOpts(t *testing.T, allowPush, ownAuth bool) *testShim {
 	t.Helper()
 	ca, err := LoadOrCreateCA(t.TempDir())
 	if err != nil {
@@ -84,9 +90,10 @@ func newTestShim(t *testing.T, allowPush bool) *testShim {
 		Forward: func(string) (*url.URL, http.RoundTripper) {
 			return upURL, up.Client().Transport
 		},
-		AllowPush:        allowPush,
-		RequestBuffering: true,
-		SpoolDir:         t.TempDir(),
+		AllowPush:            allowPush,
+		AllowPushWithOwnAuth: ownAuth,
+		RequestBuffering:     true,
+		SpoolDir:             t.TempDir(),
 		OnManifestChange: func(_ context.Context, host, repo, ref string) {
 			ts.mu.Lock()
 			ts.forgot = append(ts.forgot, host+" "+repo+" "+ref)
@@ -236,4 +243,30 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func TestPushWithOwnAuth(t *testing.T) {
+	cases := []struct {
+		name, auth, want string
+	}{
+		{"without credentials the mirror refuses", "", "mirror POST"},
+		{"with the client's own credentials it goes upstream", "Bearer mine", "upstream POST"},
+	}
+	sh := newTestShimOwnAuth(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", "https://quay.io/v2/org/app/blobs/uploads/", nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := sh.client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := sh.rec.last(); !strings.HasPrefix(got, tc.want) {
+				t.Fatalf("reached %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

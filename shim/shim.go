@@ -37,6 +37,10 @@ type Options struct {
 	Forward func(host string) (base *url.URL, rt http.RoundTripper)
 	// AllowPush lets writes pass through to the real registry (ALLOW_PUSH).
 	AllowPush bool
+	// AllowPushWithOwnAuth lets writes that carry the client's own
+	// Authorization pass through even without AllowPush
+	// (ALLOW_PUSH_WITH_OWN_AUTH).
+	AllowPushWithOwnAuth bool
 	// RequestBuffering buffers a pushed body in a temporary file in
 	// SpoolDir before forwarding it (PROXY_REQUEST_BUFFERING).
 	RequestBuffering bool

@@ -160,3 +160,42 @@ registries:
 		t.Errorf("denials are not logged with the client's identity")
 	}
 }
+
+func TestAllowOwnAuthUsesTheClientsCredentials(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "dave", Password: "dave-secret-5"})
+	reg.PushImage(t, "dave/app", "v1", testreg.RandomLayer(t, 1000))
+	addr, logs, _, stop := runProxy(t, fmt.Sprintf(`
+dockerHub: false
+allowOwnAuth: true
+registries:
+  - host: own.test
+    endpoint: %s
+    caFile: %s
+`, reg.URL, reg.CAFile))
+	get := func(user, pass string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v2/own.test/dave/app/manifests/v1", nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+	}
+	if status, chal := get("", ""); status != 401 || !strings.HasPrefix(chal, "Basic") {
+		t.Fatalf("anonymous: %d %q, want 401 with a challenge", status, chal)
+	}
+	if status, _ := get("dave", "wrong"); status != 401 {
+		t.Fatalf("wrong own credentials: %d, want 401", status)
+	}
+	if status, _ := get("dave", "dave-secret-5"); status != 200 {
+		t.Fatalf("own credentials: %d, want 200", status)
+	}
+	stop()
+	if strings.Contains(logs.String(), "dave-secret-5") {
+		t.Fatal("the client's password appears in the log")
+	}
+}

@@ -114,9 +114,10 @@ func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forward
 			}
 			return nil, nil
 		},
-		AllowPush:        cfg.AllowPush,
-		RequestBuffering: cfg.ProxyRequestBuffering,
-		SpoolDir:         os.TempDir(),
+		AllowPush:            cfg.AllowPush,
+		AllowPushWithOwnAuth: cfg.AllowPushWithOwnAuth,
+		RequestBuffering:     cfg.ProxyRequestBuffering,
+		SpoolDir:             os.TempDir(),
 		OnManifestChange: func(ctx context.Context, host, repo, ref string) {
 			if err := m.ForgetTag(ctx, host, repo, ref); err != nil {
 				logx.From(ctx).WithError(err).Warn("dropping the cached tag after a push")
