@@ -63,6 +63,7 @@ type proxy struct {
 	err  error         // its exit status, valid after done
 
 	startFailed bool // an exit is expected: the start was already reported
+	killed      bool // the test killed it on purpose (see kill)
 }
 
 // startProxy writes a configuration for u, starts the proxy binary and
@@ -112,11 +113,18 @@ registries:
     caFile: %q
 `, addr, filepath.Join(dir, "cache"), filepath.Join(dir, "ca"),
 		u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + extra
-	cfgPath := filepath.Join(dir, fmt.Sprintf("config-%d.yml", attempt))
+	return launchProxy(t, dir, strconv.Itoa(attempt), addr, cfg)
+}
+
+// launchProxy writes cfg (which must listen on addr) into dir, starts the
+// proxy binary with it (log in dir/proxy-<name>.log) and waits until GET
+// /v2/ answers. The proxy is stopped by PID in t.Cleanup.
+func launchProxy(t *testing.T, dir, name, addr, cfg string) (*proxy, error) {
+	cfgPath := filepath.Join(dir, "config-"+name+".yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, fmt.Sprintf("proxy-%d.log", attempt))
+	logPath := filepath.Join(dir, "proxy-"+name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -195,7 +203,7 @@ func (p *proxy) waitReady(timeout time.Duration) error {
 func (p *proxy) stop(t *testing.T) {
 	select {
 	case <-p.done:
-		if !p.startFailed {
+		if !p.startFailed && !p.killed {
 			t.Errorf("proxy pid %d exited during the test: %v", p.cmd.Process.Pid, p.err)
 		}
 		return
@@ -213,6 +221,20 @@ func (p *proxy) stop(t *testing.T) {
 	t.Errorf("proxy pid %d ignored SIGTERM for 15s; killing it", p.cmd.Process.Pid)
 	_ = p.cmd.Process.Kill()
 	<-p.done
+}
+
+// kill sends SIGKILL to the proxy's PID and waits until it has exited.
+func (p *proxy) kill(t *testing.T) {
+	t.Helper()
+	p.killed = true
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Errorf("SIGKILL pid %d: %v", p.cmd.Process.Pid, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("proxy pid %d still running 15s after SIGKILL", p.cmd.Process.Pid)
+	}
 }
 
 // Log returns the proxy's log so far.
