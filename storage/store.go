@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -243,6 +244,26 @@ func (s *Store) putJSON(ctx context.Context, p string, v any) error {
 	}
 	if err := s.driver.PutContent(ctx, p, b); err != nil {
 		return fmt.Errorf("%s: %w", p, err)
+	}
+	return nil
+}
+
+// DeleteBlob removes a committed blob (its directory under blobs/); a
+// missing blob is not an error. Eviction calls it after removing the
+// blob's index entry, so a crash in between leaves a blob without an entry,
+// which Reconcile adds back.
+func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	if err := s.driver.Delete(ctx, path.Dir(BlobPath(d))); err != nil && !notFound(err) {
+		return fmt.Errorf("blob %s: delete: %w", d, err)
+	}
+	return nil
+}
+
+// Unlink removes the record that repo of upstream namespace ns contains
+// d; a missing link is not an error.
+func (s *Store) Unlink(ctx context.Context, ns, repo string, d digest.Digest) error {
+	if err := s.driver.Delete(ctx, linkPath(ns, repo, d)); err != nil && !notFound(err) {
+		return fmt.Errorf("link %s/%s@%s: delete: %w", ns, repo, d, err)
 	}
 	return nil
 }
