@@ -186,6 +186,9 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		m.endFill(f, errNotKept)
 		return
 	}
+	if m.opts.BeforeCommit != nil {
+		m.opts.BeforeCommit(ctx, up.Size())
+	}
 	if err := up.Commit(ctx, f.digest, size); err != nil {
 		// The clients still get the verified bytes; the cache keeps nothing.
 		m.diskError(ctx, err)

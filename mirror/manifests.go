@@ -154,6 +154,9 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 	if mt == "" {
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "upstream %s sent %s for manifest %s, which is not a manifest", t.reg.Host, desc.MediaType, ref)
 	}
+	if m.opts.BeforeCommit != nil {
+		m.opts.BeforeCommit(ctx, int64(len(buf)))
+	}
 	if err := m.store.PutSmallBlob(ctx, got, buf); err != nil {
 		// The client still gets the verified manifest; nothing is kept.
 		m.diskError(ctx, err)

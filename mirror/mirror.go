@@ -61,6 +61,10 @@ type Options struct {
 	// Keep says whether a blob of size bytes may be stored at all (not
 	// larger than the whole cache); nil keeps everything.
 	Keep func(size int64) bool
+	// BeforeCommit runs in a fill after the bytes were verified and
+	// before they are committed, to make room for size more bytes (never
+	// on a hit path).
+	BeforeCommit func(ctx context.Context, size int64)
 	// OnCommit is told about every blob and manifest committed to the
 	// cache (the index records it and eviction may run).
 	OnCommit func(ctx context.Context, c Committed)

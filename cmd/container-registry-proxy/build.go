@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -17,6 +18,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/gmarcy/container-registry-proxy/upstream"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	// Storage drivers selectable with the storage: configuration.
@@ -35,6 +37,7 @@ type app struct {
 	shim    *shim.Shim
 	// lock holds the cache directory's flock while the process runs.
 	lock *os.File
+	life *lifecycle
 }
 
 // build assembles storage, upstream clients and the mirror from cfg.
@@ -102,26 +105,43 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	if cfg.ManifestCache.Enabled {
 		tagTTL = cfg.ManifestCache.TTL
 	}
-	m, err := mirror.New(store, regs, mirror.Options{
+	var mp atomic.Pointer[mirror.Mirror]
+	life, err := openLifecycle(ctx, cfg, log, store, func(d digest.Digest) bool {
+		m := mp.Load()
+		return m != nil && m.Pinned(d)
+	})
+	if err != nil {
+		return nil, err
+	}
+	built := false
+	defer func() {
+		if !built {
+			life.Close()
+		}
+	}()
+	mopts := mirror.Options{
 		TagTTL:      tagTTL,
 		FillTimeout: time.Duration(cfg.FillTimeout),
 		Access: func(r *http.Request, host, repo, kind, ref string) (context.Context, string, error) {
 			return policy.Check(r, host, repo, kind, ref, cfg.AllowOwnAuth)
 		},
 		Base: policy.CheckBase,
-	})
+	}
+	life.hooks(&mopts)
+	m, err := mirror.New(store, regs, mopts)
 	if err != nil {
 		return nil, &configError{err}
 	}
+	mp.Store(m)
 	if cfg.AllowPush {
 		log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
 	}
-	log.WithField("maxSize", cfg.Cache.MaxSize.String()).Warn("CACHE_MAX_SIZE, CACHE_MIN_FREE and CACHE_INACTIVE_TIME are read but not enforced yet: the cache grows without bound")
-	sh, err := buildShim(cfg, log, m, forwards, policy)
+	sh, err := buildShim(cfg, log, m, forwards, policy, adminGC(life))
 	if err != nil {
 		return nil, err
 	}
-	return &app{handler: sh, mirror: m, store: store, shim: sh, lock: lock}, nil
+	built = true
+	return &app{handler: sh, mirror: m, store: store, shim: sh, lock: lock, life: life}, nil
 }
 
 // openStore creates the storage driver from cfg.Storage and clears uploads
@@ -175,8 +195,9 @@ func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger, held
 
 // rootHandler serves the mirror under /v2/, the CA and setup endpoints,
 // and the banner and health endpoints beside them.
-func rootHandler(m *mirror.Mirror, setup http.Handler) http.Handler {
+func rootHandler(m *mirror.Mirror, setup, gc http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/_admin/gc", gc)
 	mux.Handle("/ca.crt", setup)
 	mux.Handle("/setup/", setup)
 	mux.Handle("/v2/", m)

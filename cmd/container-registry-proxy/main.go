@@ -37,6 +37,9 @@ func main() {
 // run is main without os.Exit: it returns the exit code (0 on a clean
 // shutdown, 1 on a runtime failure, 2 on a configuration error).
 func run(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "gc" || args[0] == "du") {
+		return runTool(args[0], args[1:], env, stdout, stderr)
+	}
 	for _, a := range args {
 		if a == "--version" {
 			fmt.Fprintf(stdout, "container-registry-proxy %s (commit %s)\n", Version, Commit)
@@ -98,6 +101,7 @@ func serve(ctx context.Context, cfg *config.Config, log *logrus.Logger) error {
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		app.life.Close()
 		return &configError{fmt.Errorf("--listen %s: %w", cfg.Listen, err)}
 	}
 	return serveOn(ctx, shim.SendTimeoutListener(ln, time.Duration(cfg.Client.SendTimeout)), app, log, cfg)
@@ -133,6 +137,11 @@ func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger,
 	}
 	if err := app.mirror.Drain(sctx); err != nil {
 		log.WithError(err).Warn("shutdown: abandoning fills that did not finish in time; nothing partial is kept")
+	}
+	if app.life != nil {
+		if err := app.life.Close(); err != nil {
+			log.WithError(err).Warn("shutdown: closing the cache index")
+		}
 	}
 	return nil
 }

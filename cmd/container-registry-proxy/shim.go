@@ -59,7 +59,7 @@ func newForwardRoute(endpoint, caFile string, insecure bool) (forwardRoute, erro
 
 // buildShim loads or creates the CA and assembles the CONNECT shim in
 // front of the mirror and the origin-form endpoints.
-func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forwards map[string]forwardRoute, policy *auth.Policy) (*shim.Shim, error) {
+func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forwards map[string]forwardRoute, policy *auth.Policy, gc http.Handler) (*shim.Shim, error) {
 	ca, err := shim.LoadOrCreateCA(cfg.CADir)
 	if err != nil {
 		return nil, &configError{fmt.Errorf("CA (--ca-dir %s): %w", cfg.CADir, err)}
@@ -89,7 +89,7 @@ func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forward
 		SendTimeout:    time.Duration(cfg.Connect.SendTimeout),
 		AllowNetworks:  nets,
 	}
-	return shim.New(m, rootHandler(m, setup), minter, shim.Options{
+	return shim.New(m, rootHandler(m, setup, gc), minter, shim.Options{
 		Policy: shim.Policy{
 			Intercepted: func(h string) bool {
 				if _, ok := namespaces[h]; ok {

@@ -26,7 +26,19 @@ import (
 // runProxy starts the whole proxy from a YAML config on a loopback port.
 func runProxy(t *testing.T, yaml string) (addr string, logs *syncBuffer, caPool *x509.CertPool, stop func()) {
 	t.Helper()
-	dir := t.TempDir()
+	addr, logs, _, stop, caPool = runProxyFull(t, t.TempDir(), yaml)
+	return addr, logs, caPool, stop
+}
+
+// runProxyIn is runProxy with the cache under dir/cache, returning the app.
+func runProxyIn(t *testing.T, dir, yaml string) (string, *syncBuffer, *app, func()) {
+	t.Helper()
+	addr, logs, a, stop, _ := runProxyFull(t, dir, yaml)
+	return addr, logs, a, stop
+}
+
+func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *syncBuffer, a *app, stop func(), caPool *x509.CertPool) {
+	t.Helper()
 	f := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -39,7 +51,7 @@ func runProxy(t *testing.T, yaml string) (addr string, logs *syncBuffer, caPool 
 	log := logrus.New()
 	log.SetOutput(logs)
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := build(ctx, cfg, log)
+	a, err = build(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +84,7 @@ func runProxy(t *testing.T, yaml string) (addr string, logs *syncBuffer, caPool 
 	if !caPool.AppendCertsFromPEM(pemBytes) {
 		t.Fatal("/ca.crt is not a PEM certificate")
 	}
-	return ln.Addr().String(), logs, caPool, stop
+	return ln.Addr().String(), logs, a, stop, caPool
 }
 
 // syncBuffer is a log sink safe for the proxy's goroutines and the test.

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/storage"
+)
+
+// runTool runs the gc and du subcommands: they read the same configuration
+// as the server and are safe beside a running proxy (du and gc --dry-run
+// read a walk of the storage when the proxy holds the index; gc asks the
+// running proxy to make the pass itself).
+func runTool(name string, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	dryRun := false
+	var rest []string
+	for _, a := range args {
+		if name == "gc" && (a == "--dry-run" || a == "-n") {
+			dryRun = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	cfg, err := config.Load(rest, env)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: configuration error: %s\n", name, oneLine(err))
+		return 2
+	}
+	ctx := context.Background()
+	dname, params := cfg.StorageDriver()
+	d, err := factory.Create(ctx, dname, params)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: storage.%s: %v\n", name, dname, err)
+		return 2
+	}
+	store, err := storage.New(d, storage.Options{SpoolDir: cfg.CacheDir + "/spool"})
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: %v\n", name, err)
+		return 1
+	}
+	write := name == "gc" && !dryRun
+	idx, info, err := store.OpenIndexForTool(ctx, indexPath(cfg), write, 2*time.Second)
+	if errors.Is(err, storage.ErrIndexLocked) && write {
+		return gcViaProxy(cfg, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: %v\n", name, err)
+		return 1
+	}
+	defer idx.Close()
+	if info.Locked {
+		fmt.Fprintln(stderr, "note: a proxy is running on this cache; figures come from a walk of the storage (access times are the files' times)")
+	}
+	if name == "du" {
+		rows, err := store.Usage(ctx, idx)
+		if err != nil {
+			fmt.Fprintf(stderr, "container-registry-proxy du: %v\n", err)
+			return 1
+		}
+		printUsage(stdout, rows, int64(cfg.Cache.MaxSize))
+		return 0
+	}
+	opts := evictOptions(cfg, nil)
+	var rep storage.Report
+	if dryRun {
+		rep, err = store.Plan(ctx, idx, opts)
+	} else {
+		var ev *storage.Evictor
+		if ev, err = storage.NewEvictor(store, idx, opts); err == nil {
+			rep, err = ev.Pass(ctx)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: %v\n", err)
+		return 1
+	}
+	printReport(stdout, rep, dryRun)
+	return 0
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func printUsage(w io.Writer, rows []storage.UsageRow, max int64) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tBLOBS\tMANIFESTS\tSIZE")
+	for _, r := range rows {
+		up, repo := r.Upstream, r.Repo
+		if up == "" && repo == "" {
+			up, repo = "TOTAL", "(unique bytes)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", up, repo, r.Blobs, r.Manifests, human(r.Bytes))
+	}
+	tw.Flush()
+	if max > 0 && len(rows) > 0 {
+		fmt.Fprintf(w, "bound (CACHE_MAX_SIZE): %s, %.0f%% used\n", human(max), 100*float64(rows[len(rows)-1].Bytes)/float64(max))
+	}
+}
+
+func printReport(w io.Writer, rep storage.Report, dryRun bool) {
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DIGEST\tKIND\tSIZE\tLAST ACCESS\tREASON")
+	for _, e := range rep.Removed {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Digest, e.Kind, human(e.Size), e.LastAccess.UTC().Format(time.RFC3339), rep.Reason[e.Digest])
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%s %d objects, %s (cache: %s → %s)\n", verb, len(rep.Removed), human(rep.Bytes), human(rep.Before), human(rep.After))
+}
+
+// gcViaProxy asks the proxy running on this cache to make an eviction
+// pass now (POST /_admin/gc on its listener, loopback only).
+func gcViaProxy(cfg *config.Config, stdout, stderr io.Writer) int {
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/_admin/gc"
+	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Post(url, "application/json", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and asking it at %s failed: %v\n", url, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	var rep storage.Report
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep) != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: the running proxy answered %s\n", resp.Status)
+		return 1
+	}
+	fmt.Fprintln(stdout, "a proxy is running on this cache: it made the pass itself")
+	printReport(stdout, rep, false)
+	return 0
+}
+
+// adminGC serves POST /_admin/gc from loopback: one eviction pass now.
+func adminGC(l *lifecycle) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || r.Method != http.MethodPost {
+			http.Error(w, "POST from loopback only", http.StatusForbidden)
+			return
+		}
+		rep, err := l.ev.Pass(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep)
+	}
+}
