@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -39,6 +40,8 @@ type fill struct {
 	upload   *storage.Upload
 
 	refs int // guarded by Mirror.mu: the fill goroutine and each reader
+
+	started time.Time
 }
 
 // errNoCache tells waiting clients that the cache cannot take the blob
@@ -67,7 +70,7 @@ func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest) (f *fi
 		return f, false
 	}
 	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1,
-		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2}
+		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2, started: m.opts.Now()}
 	m.fills[d.String()] = f
 	m.running.Add(1)
 	go func() {

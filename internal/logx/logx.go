@@ -78,6 +78,16 @@ func (i *Info) SetCache(status string) {
 	i.mu.Unlock()
 }
 
+// Route returns the recorded upstream, repository and reference.
+func (i *Info) Route() (upstream, repo, ref string) {
+	if i == nil {
+		return "", "", ""
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.upstream, i.repo, i.ref
+}
+
 // Cache returns the recorded cache status.
 func (i *Info) Cache() string {
 	if i == nil {

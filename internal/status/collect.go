@@ -1,0 +1,201 @@
+package status
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+type upstreamRow struct {
+	Name             string
+	Requests, Hits   float64
+	Served, Fetched  float64
+	HasRate          bool
+	Remaining, Limit float64
+	RatePct          float64
+}
+
+type fillRow struct {
+	Digest, Upstream, Repo string
+	Written, Size          int64
+	Pct                    float64
+	Clients                int
+	Age                    string
+}
+
+type repoRow struct {
+	Name  string
+	Pulls int64
+}
+
+type pageData struct {
+	Version, Address, Generated        string
+	Requests, Hits, HitPct             float64
+	FromCache, FromUpstream            float64
+	Upstreams                          []upstreamRow
+	Fills                              []fillRow
+	CacheBytes, CacheObjects, MaxSize  int64
+	CachePct                           float64
+	Repos                              []repoRow
+	RegistriesConf, HostsToml, Daemon  string
+	Systemd, CACert, Containerd, Setup string
+}
+
+// label returns the value of a metric's label.
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	return 0
+}
+
+func (p *Page) collect(r *http.Request) pageData {
+	now := p.src.Now()
+	d := pageData{Version: p.src.Version, Address: r.Host, Generated: now.UTC().Format(time.RFC3339), MaxSize: p.src.MaxSize}
+	ups := map[string]*upstreamRow{}
+	row := func(name string) *upstreamRow {
+		if ups[name] == nil {
+			ups[name] = &upstreamRow{Name: name}
+		}
+		return ups[name]
+	}
+	if p.src.Gatherer != nil {
+		fams, _ := p.src.Gatherer.Gather()
+		for _, f := range fams {
+			for _, m := range f.GetMetric() {
+				up, v := label(m, "upstream"), value(m)
+				switch f.GetName() {
+				case "crp_requests_total":
+					d.Requests += v
+					row(up).Requests += v
+					if label(m, "cache") == "hit" {
+						d.Hits += v
+						row(up).Hits += v
+					}
+				case "crp_served_bytes_total":
+					if label(m, "source") == "cache" {
+						d.FromCache += v
+						row(up).Served += v
+					} else {
+						d.FromUpstream += v
+					}
+				case "crp_upstream_bytes_total":
+					row(up).Fetched += v
+				case "crp_ratelimit_remaining":
+					row(up).HasRate, row(up).Remaining = true, v
+				case "crp_ratelimit_limit":
+					row(up).Limit = v
+				}
+			}
+		}
+	}
+	if d.Requests > 0 {
+		d.HitPct = 100 * d.Hits / d.Requests
+	}
+	for _, u := range ups {
+		if u.HasRate && u.Limit > 0 {
+			u.RatePct = 100 * u.Remaining / u.Limit
+		}
+		d.Upstreams = append(d.Upstreams, *u)
+	}
+	sort.Slice(d.Upstreams, func(i, j int) bool { return d.Upstreams[i].Name < d.Upstreams[j].Name })
+	if p.src.Fills != nil {
+		for _, f := range p.src.Fills() {
+			fr := fillRow{Digest: short(f.Digest), Upstream: f.Upstream, Repo: f.Repo, Written: f.Written, Size: f.Size, Clients: f.Clients,
+				Age: now.Sub(f.Started).Round(time.Second).String()}
+			if f.Size > 0 {
+				fr.Pct = 100 * float64(f.Written) / float64(f.Size)
+			}
+			d.Fills = append(d.Fills, fr)
+		}
+	}
+	if p.src.Usage != nil {
+		d.CacheBytes, d.CacheObjects, _ = p.src.Usage(r.Context())
+		if d.MaxSize > 0 {
+			d.CachePct = 100 * float64(d.CacheBytes) / float64(d.MaxSize)
+		}
+	}
+	p.mu.Lock()
+	for k, v := range p.pulls {
+		d.Repos = append(d.Repos, repoRow{k, v})
+	}
+	p.mu.Unlock()
+	sort.Slice(d.Repos, func(i, j int) bool {
+		if d.Repos[i].Pulls != d.Repos[j].Pulls {
+			return d.Repos[i].Pulls > d.Repos[j].Pulls
+		}
+		return d.Repos[i].Name < d.Repos[j].Name
+	})
+	if len(d.Repos) > 10 {
+		d.Repos = d.Repos[:10]
+	}
+	p.snippets(&d)
+	return d
+}
+
+func short(dg string) string {
+	if i := strings.IndexByte(dg, ':'); i >= 0 && len(dg) > i+13 {
+		return dg[:i+13]
+	}
+	return dg
+}
+
+func (p *Page) snippets(d *pageData) {
+	addr := d.Address
+	var rc, ht strings.Builder
+	regs := append([]Registry(nil), p.src.Registries...)
+	if p.src.DockerHub {
+		regs = append([]Registry{{Host: "docker.io", Namespace: "docker.io"}}, regs...)
+	}
+	for _, r := range regs {
+		fmt.Fprintf(&rc, "[[registry]]\nprefix = %q\nlocation = %q\n[[registry.mirror]]\nlocation = \"%s/%s\"\ninsecure = true\n\n", r.Host, r.Host, addr, r.Namespace)
+	}
+	fmt.Fprintf(&ht, "# /etc/containerd/certs.d/_default/hosts.toml\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", addr)
+	d.RegistriesConf = strings.TrimSpace(rc.String())
+	d.HostsToml = ht.String()
+	d.Daemon = fmt.Sprintf("{ \"registry-mirrors\": [\"http://%s\"] }", addr)
+	d.Systemd = fmt.Sprintf("curl -fsSL http://%s/setup/systemd | sudo bash", addr)
+	d.Containerd = fmt.Sprintf("curl -fsSL http://%s/setup/containerd | sudo bash", addr)
+	d.CACert = fmt.Sprintf("curl -fsSLo ca.crt http://%s/ca.crt", addr)
+	d.Setup = fmt.Sprintf("http://%s/setup/registries.conf", addr)
+}
+
+func human(n any) string {
+	var f float64
+	switch v := n.(type) {
+	case int64:
+		f = float64(v)
+	case float64:
+		f = v
+	case int:
+		f = float64(v)
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", f)
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.0f%%", f) }

@@ -1,0 +1,118 @@
+package status
+
+import (
+	"context"
+	_ "embed"
+	"html/template"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Fill is a blob download in flight.
+type Fill struct {
+	Digest, Upstream, Repo string
+	Written, Size          int64
+	Clients                int
+	Started                time.Time
+}
+
+// Registry is one cached registry, for the setup snippets.
+type Registry struct{ Host, Namespace string }
+
+// Source is where the page's figures come from.
+type Source struct {
+	// Gatherer holds the proxy's metrics (crp_*); nil shows none.
+	Gatherer prometheus.Gatherer
+	// Fills lists the fills in flight.
+	Fills func() []Fill
+	// Usage returns the stored bytes and objects.
+	Usage func(ctx context.Context) (bytes, objects int64, err error)
+	// MaxSize is CACHE_MAX_SIZE.
+	MaxSize    int64
+	Registries []Registry
+	DockerHub  bool
+	Version    string
+	// Banner answers clients that do not ask for HTML.
+	Banner string
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Page serves the status page and counts pulls per repository.
+type Page struct {
+	src  Source
+	tmpl *template.Template
+
+	mu    sync.Mutex
+	pulls map[string]int64 // "upstream/repo" → manifest GETs by tag
+}
+
+//go:embed page.html.tmpl
+var pageTemplate string
+
+// New returns a Page.
+func New(src Source) *Page {
+	if src.Now == nil {
+		src.Now = time.Now
+	}
+	funcs := template.FuncMap{"bytes": human, "pct": pct}
+	return &Page{src: src, tmpl: template.Must(template.New("page").Funcs(funcs).Parse(pageTemplate)), pulls: map[string]int64{}}
+}
+
+// maxTracked bounds the repositories counted (the least pulled go first).
+const maxTracked = 10000
+
+// Track wraps the mirror handler and counts a pull for every GET of a
+// manifest by tag.
+func (p *Page) Track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/") {
+			return
+		}
+		up, repo, ref := logx.InfoFrom(r.Context()).Route()
+		if repo == "" || strings.Contains(ref, ":") {
+			return
+		}
+		key := up + "/" + repo
+		p.mu.Lock()
+		if _, ok := p.pulls[key]; !ok && len(p.pulls) >= maxTracked {
+			p.dropLeast()
+		}
+		p.pulls[key]++
+		p.mu.Unlock()
+	})
+}
+
+func (p *Page) dropLeast() {
+	var minK string
+	var minV int64 = -1
+	for k, v := range p.pulls {
+		if minV < 0 || v < minV {
+			minK, minV = k, v
+		}
+	}
+	delete(p.pulls, minK)
+}
+
+// ServeHTTP answers GET /: the status page for browsers, the one-line
+// banner for everyone else.
+func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte(p.src.Banner))
+		return
+	}
+	data := p.collect(r)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+	if err := p.tmpl.Execute(w, data); err != nil {
+		logx.From(r.Context()).WithError(err).Warn("rendering the status page")
+	}
+}

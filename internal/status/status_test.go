@@ -1,0 +1,89 @@
+package status
+
+import (
+	"context"
+	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+)
+
+func TestStatusPage(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_requests_total"}, []string{"upstream", "kind", "cache"})
+	served := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_served_bytes_total"}, []string{"upstream", "source"})
+	fetched := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_upstream_bytes_total"}, []string{"upstream"})
+	remaining := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "crp_ratelimit_remaining"}, []string{"upstream"})
+	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "crp_ratelimit_limit"}, []string{"upstream"})
+	reg.MustRegister(req, served, fetched, remaining, limit)
+	req.WithLabelValues("docker.io", "blob", "hit").Add(3)
+	req.WithLabelValues("docker.io", "blob", "miss").Add(1)
+	served.WithLabelValues("docker.io", "cache").Add(3 << 20)
+	served.WithLabelValues("docker.io", "upstream").Add(1 << 20)
+	fetched.WithLabelValues("docker.io").Add(1 << 20)
+	remaining.WithLabelValues("docker.io").Set(12)
+	limit.WithLabelValues("docker.io").Set(100)
+
+	p := New(Source{
+		Gatherer: reg,
+		Fills: func() []Fill {
+			return []Fill{{Digest: "sha256:0123456789abcdef0123", Upstream: "quay.io", Repo: "org/app", Written: 50 << 20, Size: 100 << 20, Clients: 3, Started: time.Now().Add(-5 * time.Second)}}
+		},
+		Usage:      func(context.Context) (int64, int64, error) { return 8 << 30, 42, nil },
+		MaxSize:    32 << 30,
+		Registries: []Registry{{Host: "registry.local:5000", Namespace: "registry.local_5000"}},
+		DockerHub:  true,
+		Version:    "test",
+		Banner:     "container-registry-proxy test\n",
+	})
+	mirror := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logx.InfoFrom(r.Context()).SetRoute("docker.io", "library/alpine", "3.20")
+	})
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	tracked := logx.AccessLog(quiet, p.Track(mirror))
+	for range 2 {
+		tracked.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v2/library/alpine/manifests/3.20", nil))
+	}
+	get := func(accept string) (string, string) {
+		r := httptest.NewRequest("GET", "http://proxy.example:3128/", nil)
+		r.Host = "proxy.example:3128"
+		r.Header.Set("Accept", accept)
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		b, _ := io.ReadAll(w.Result().Body)
+		return w.Result().Header.Get("Content-Type"), string(b)
+	}
+	if ct, body := get("*/*"); !strings.HasPrefix(ct, "text/plain") || body != "container-registry-proxy test\n" {
+		t.Fatalf("non-browser: %q %q", ct, body)
+	}
+	ct, raw := get("text/html,application/xhtml+xml")
+	body := html.UnescapeString(raw)
+	if !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("browser: %q", ct)
+	}
+	for _, want := range []string{
+		`id="hit-ratio">75%`, `id="hits">3</span>`, `id="requests">4</span>`,
+		`id="bytes-saved">3.0 MiB`, `id="cache-usage">8.0 GiB`, "25% of CACHE_MAX_SIZE 32.0 GiB",
+		"docker.io/library/alpine</td><td class=\"n\">2</td>",
+		`class="low">12 / 100`, "50.0 MiB / 100.0 MiB (50%)", "quay.io/org/app",
+		`location = "proxy.example:3128/registry.local_5000"`, `location = "proxy.example:3128/docker.io"`,
+		`http://proxy.example:3128/setup/systemd`, `"registry-mirrors": ["http://proxy.example:3128"]`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"<script", "http://fonts", "https://"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("page contains %q: it must make no outside request", bad)
+		}
+	}
+}
