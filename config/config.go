@@ -12,6 +12,11 @@ type Config struct {
 	// Listen is the main listener address, host:port (--listen, LISTEN,
 	// YAML listen; default ":3128"). Port 0 picks a free port.
 	Listen string `yaml:"listen"`
+	// MetricsListen is an extra listener serving only /metrics, /healthz
+	// and /readyz, host:port (--metrics-listen, METRICS_LISTEN, YAML
+	// metricsListen; default empty: off). They are on the main listener
+	// in any case.
+	MetricsListen string `yaml:"metricsListen"`
 	// CacheDir is the filesystem cache root (--cache-dir, CACHE_DIRECTORY,
 	// YAML cacheDir). It is the filesystem driver's root directory unless
 	// storage.filesystem.rootdirectory says otherwise. Default
@@ -51,6 +56,13 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// ShutdownGrace bounds a graceful shutdown (SIGTERM, SIGINT): requests
+	// and fills in progress may finish within it, then connections are
+	// closed and unfinished fills abandoned, nothing partial kept (YAML
+	// shutdownGrace, SHUTDOWN_GRACE; default 30s).
+	ShutdownGrace Duration `yaml:"shutdownGrace"`
+	// RateLimit holds the upstream rate-limit awareness settings.
+	RateLimit RateLimit `yaml:"rateLimit"`
 	// Client holds the client-side timeouts of the listener.
 	Client Client `yaml:"client"`
 	// Connect holds the CONNECT shim's tunnel settings.
@@ -192,6 +204,17 @@ type Cache struct {
 	InactiveTime Duration `yaml:"inactiveTime"`
 }
 
+// RateLimit is how the proxy spares upstreams' rate limits (Docker Hub's
+// ratelimit-limit and ratelimit-remaining headers).
+type RateLimit struct {
+	// MinRemaining postpones tag revalidation for an upstream whose last
+	// ratelimit-remaining is below it, until the window the header names
+	// (w=, default 6h) resets: cached tags are answered stale meanwhile
+	// (RATE_LIMIT_MIN_REMAINING, YAML rateLimit.minRemaining; default 10;
+	// 0 turns it off).
+	MinRemaining int `yaml:"minRemaining"`
+}
+
 // AuthEntry is one AUTH_REGISTRIES entry: credentials used towards Host,
 // a registry host or its token realm's host (auth.docker.io, gitlab.com).
 type AuthEntry struct {
@@ -287,7 +310,8 @@ func Default() *Config {
 			MinFree:      Size(1 << 30),
 			InactiveTime: Duration(60 * 24 * time.Hour),
 		},
-		FillTimeout: Duration(30 * time.Minute),
+		FillTimeout:   Duration(30 * time.Minute),
+		ShutdownGrace: Duration(30 * time.Second),
 		Client: Client{
 			SendTimeout:      Duration(60 * time.Second),
 			BodyTimeout:      Duration(60 * time.Second),
@@ -301,6 +325,7 @@ func Default() *Config {
 			AllowPorts:     []int{443},
 		},
 		ProxyRequestBuffering: true,
+		RateLimit:             RateLimit{MinRemaining: 10},
 		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
 	}
 }

@@ -12,6 +12,7 @@ import (
 type flagValues struct {
 	config, listen, cacheDir, caDir, logFormat string
 	dockerConfig, htpasswd                     string
+	metricsListen                              string
 	debug, noDockerHub, allowPush              bool
 	registries                                 []string
 }
@@ -25,6 +26,7 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVar(&v.config, "config", "", "YAML configuration `file` (env CONFIG_FILE); see config.yml.example")
 	fs.StringVar(&v.listen, "listen", ":3128", "listen `address` for the proxy, mirror, /ca.crt and /metrics (env LISTEN)")
+	fs.StringVar(&v.metricsListen, "metrics-listen", "", "extra listen `address` serving only /metrics, /healthz and /readyz (env METRICS_LISTEN; default off)")
 	fs.StringVar(&v.cacheDir, "cache-dir", "", "cache `directory` (env CACHE_DIRECTORY; default <user cache dir>/container-registry-proxy)")
 	fs.StringVar(&v.caDir, "ca-dir", "", "`directory` of ca.crt and ca.key (env CA_DIRECTORY; default <user config dir>/container-registry-proxy/ca)")
 	fs.StringVar(&v.logFormat, "log-format", "text", "log `format`: text or json (env LOG_FORMAT)")

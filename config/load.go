@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -113,6 +114,16 @@ func applyEnv(c *Config, env func(string) string) error {
 			return err
 		}
 	}
+	integer := func(p *int) func(string) error {
+		return func(s string) error {
+			v, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return errors.New("not a whole number")
+			}
+			*p = v
+			return nil
+		}
+	}
 	size := func(p *Size) func(string) error {
 		return func(s string) error {
 			v, err := ParseSize(s)
@@ -123,6 +134,8 @@ func applyEnv(c *Config, env func(string) string) error {
 	m, u := &c.ManifestCache, &c.Upstream
 	settings := []envSetting{
 		{"LISTEN", "listen", str(&c.Listen)},
+		{"METRICS_LISTEN", "metricsListen", str(&c.MetricsListen)},
+		{"RATE_LIMIT_MIN_REMAINING", "rateLimit.minRemaining", integer(&c.RateLimit.MinRemaining)},
 		{"CACHE_DIRECTORY", "cacheDir", str(&c.CacheDir)},
 		{"CA_DIRECTORY", "caDir", str(&c.CADir)},
 		{"LOG_FORMAT", "logFormat", str(&c.LogFormat)},
@@ -144,6 +157,7 @@ func applyEnv(c *Config, env func(string) string) error {
 		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", duration(&u.ReadTimeout)},
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", duration(&u.SendTimeout)},
 		{"FILL_TIMEOUT", "fillTimeout", duration(&c.FillTimeout)},
+		{"SHUTDOWN_GRACE", "shutdownGrace", duration(&c.ShutdownGrace)},
 		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", boolean(&c.ProxyRequestBuffering)},
 		{"SEND_TIMEOUT", "client.sendTimeout", duration(&c.Client.SendTimeout)},
 		{"CLIENT_BODY_TIMEOUT", "client.bodyTimeout", duration(&c.Client.BodyTimeout)},
@@ -205,6 +219,7 @@ func applyFlags(c *Config, fset *pflag.FlagSet, fv *flagValues) {
 		}
 	}
 	apply("listen", "listen", func() { c.Listen = fv.listen })
+	apply("metrics-listen", "metricsListen", func() { c.MetricsListen = fv.metricsListen })
 	apply("cache-dir", "cacheDir", func() { c.CacheDir = fv.cacheDir })
 	apply("ca-dir", "caDir", func() { c.CADir = fv.caDir })
 	apply("log-format", "logFormat", func() { c.LogFormat = fv.logFormat })

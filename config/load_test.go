@@ -52,6 +52,9 @@ func TestLoadDefaults(t *testing.T) {
 		{"minFree", int64(c.Cache.MinFree), int64(1 << 30)},
 		{"inactiveTime", time.Duration(c.Cache.InactiveTime), 60 * day},
 		{"fillTimeout", time.Duration(c.FillTimeout), 30 * time.Minute},
+		{"rateLimit.minRemaining", c.RateLimit.MinRemaining, 10},
+		{"metricsListen", c.MetricsListen, ""},
+		{"shutdownGrace", time.Duration(c.ShutdownGrace), 30 * time.Second},
 		{"storage", c.Storage, map[string]map[string]any{"filesystem": {"rootdirectory": c.CacheDir}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,6 +145,8 @@ func TestLoadEnv(t *testing.T) {
 		"DOCKER_HUB":                     "false",
 		"LOG_FORMAT":                     "json",
 		"CA_DIRECTORY":                   "/env/ca",
+		"RATE_LIMIT_MIN_REMAINING":       "0",
+		"METRICS_LISTEN":                 "127.0.0.1:9090",
 	}
 	c, err := Load(nil, envMap(env))
 	if err != nil {
@@ -168,6 +173,8 @@ func TestLoadEnv(t *testing.T) {
 		{"cache", got.Cache, want.Cache},
 		{"upstream", got.Upstream, want.Upstream},
 		{"fillTimeout", got.FillTimeout, want.FillTimeout},
+		{"rateLimit", got.RateLimit, RateLimit{MinRemaining: 0}},
+		{"metricsListen", got.MetricsListen, "127.0.0.1:9090"},
 		{"flags", []any{got.AllowPush, got.DockerHub, got.LogFormat, got.CADir}, []any{want.AllowPush, want.DockerHub, want.LogFormat, want.CADir}},
 		{"upstreams without Docker Hub", len(c.Upstreams()), 3},
 	} {

@@ -36,6 +36,11 @@ func (c *Config) validateBasics() error {
 	if err := checkListen(c.Listen); err != nil {
 		return &KeyError{Key: c.keyFor("listen"), Value: c.Listen, Err: err}
 	}
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen); err != nil {
+			return &KeyError{Key: c.keyFor("metricsListen"), Value: c.MetricsListen, Err: err}
+		}
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return &KeyError{Key: c.keyFor("logFormat"), Value: c.LogFormat, Err: errors.New("want text or json")}
 	}
@@ -109,6 +114,7 @@ func (c *Config) validateLimits() error {
 		{"upstream.sendTimeout", c.Upstream.SendTimeout},
 		{"cache.inactiveTime", c.Cache.InactiveTime},
 		{"fillTimeout", c.FillTimeout},
+		{"shutdownGrace", c.ShutdownGrace},
 		{"client.sendTimeout", c.Client.SendTimeout},
 		{"client.bodyTimeout", c.Client.BodyTimeout},
 		{"client.headerTimeout", c.Client.HeaderTimeout},
@@ -124,6 +130,9 @@ func (c *Config) validateLimits() error {
 	}
 	if c.Cache.MaxSize <= 0 {
 		return &KeyError{Key: c.keyFor("cache.maxSize"), Value: c.Cache.MaxSize.String(), Err: errors.New("must be positive")}
+	}
+	if c.RateLimit.MinRemaining < 0 {
+		return &KeyError{Key: c.keyFor("rateLimit.minRemaining"), Value: strconv.Itoa(c.RateLimit.MinRemaining), Err: errors.New("must not be negative (0 turns it off)")}
 	}
 	if c.Cache.MinFree < 0 {
 		return &KeyError{Key: c.keyFor("cache.minFree"), Value: c.Cache.MinFree.String(), Err: errors.New("must not be negative")}

@@ -26,6 +26,8 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, d.String())
+	w, answered := m.observe(w, t.reg.Host, kindBlob)
+	defer answered()
 	if r, err = m.authorize(r, t, "blob", d.String()); err != nil {
 		return err
 	}

@@ -80,6 +80,9 @@ type envOptions struct {
 	tagTTL  time.Duration
 	creds   auth.Credentials
 	root    string // filesystem root to use (default: a temp dir)
+	// observer and minRemaining set the Options of the same names.
+	observer     mirror.Observer
+	minRemaining int64
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -118,13 +121,14 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			Tokens:         tokens,
 			Credentials:    opts.creds,
 			Log:            logx.From,
+			Now:            e.clock.Now,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
-	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute}
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

@@ -113,6 +113,13 @@ func (m *Mirror) release(f *fill) {
 func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	ctx, cancel := detached(reqCtx, m.opts.FillTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-m.abandoned:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	defer m.release(f)
 	log := logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo, logx.FieldDigest: f.digest})
 
@@ -120,12 +127,14 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		m.endFill(f, errStored)
 		return
 	}
+	defer m.observeFill(t.reg.Host)()
 	body, size, err := t.reg.Client.Blob(ctx, t.repo, f.digest)
 	if err != nil {
 		log.WithError(err).Info("blob fill: upstream refused")
 		m.endFill(f, err)
 		return
 	}
+	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
 	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
 	if err != nil {
@@ -146,7 +155,8 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
 	fail := func(err error) {
-		_ = up.Cancel(ctx)
+		// ctx may be over (timeout, Abandon): the upload is removed anyway.
+		_ = up.Cancel(context.WithoutCancel(ctx))
 		log.WithError(err).Warn("blob fill failed; nothing committed")
 		m.endFill(f, err)
 	}
@@ -175,6 +185,7 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	}
 	if err := up.Verify(f.digest, size); err != nil {
 		_ = up.Cancel(ctx)
+		m.opts.Observer.DigestMismatch(t.reg.Host)
 		log.WithError(err).Error("blob fill: upstream content does not match its digest; nothing committed")
 		m.endFill(f, oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, err, "upstream %s sent content that does not match %s", t.reg.Host, f.digest))
 		return

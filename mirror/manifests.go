@@ -44,6 +44,12 @@ func (m *Mirror) handleManifest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	setRoute(r, t, ref.String())
+	kind := kindManifest
+	if ref.Digest == "" {
+		kind = kindTag
+	}
+	w, answered := m.observe(w, t.reg.Host, kind)
+	defer answered()
 	if r, err = m.authorize(r, t, "manifest", ref.String()); err != nil {
 		return err
 	}
@@ -126,6 +132,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 	if err != nil {
 		return nil, err
 	}
+	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
 	buf, err := io.ReadAll(io.LimitReader(body, oci.MaxManifestSize+1))
 	if err != nil {
@@ -145,9 +152,11 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 	}
 	got := alg.FromBytes(buf)
 	if want != "" && got != want {
+		m.opts.Observer.DigestMismatch(t.reg.Host)
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "manifest from %s does not match its digest %s (got %s); not cached", t.reg.Host, want, got)
 	}
 	if desc.Digest != "" && desc.Digest != got.String() {
+		m.opts.Observer.DigestMismatch(t.reg.Host)
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "manifest %s from %s does not match Docker-Content-Digest %s (got %s); not cached", ref, t.reg.Host, desc.Digest, got)
 	}
 	mt := manifestType(desc.MediaType, buf)

@@ -74,6 +74,14 @@ type Options struct {
 	// OnHit is told about every read of a cached blob or manifest (access
 	// times for eviction); it must not block.
 	OnHit func(d digest.Digest)
+	// Observer is told about answers, fills and upstream bytes (metrics).
+	// Default: nobody.
+	Observer Observer
+	// RateLimitMinRemaining postpones the revalidation of cached tags of
+	// an upstream whose last ratelimit-remaining (see RateLimited) is
+	// below it, until the window resets: those tags are answered stale.
+	// 0 never postpones.
+	RateLimitMinRemaining int64
 }
 
 // Committed describes content just committed to the cache.
@@ -130,7 +138,20 @@ type Mirror struct {
 
 	// serving counts hits being sent per digest, so eviction skips them.
 	serving map[string]int
+
+	// rates holds the rate-limit windows that postpone tag revalidation.
+	rates rateGate
+
+	// abandoned is closed by Abandon: every fill then ends.
+	abandoned   chan struct{}
+	abandonOnce sync.Once
 }
+
+// Abandon cancels every fill in flight and every fill started later: each
+// removes its upload (nothing partial is kept) and cuts its waiting
+// clients short. It is for a shutdown whose grace period is over; Drain
+// then waits for the fills to end.
+func (m *Mirror) Abandon() { m.abandonOnce.Do(func() { close(m.abandoned) }) }
 
 // Drain waits until every fill in flight has ended (committed or
 // abandoned), or ctx is done: a graceful shutdown does not throw away a
@@ -163,8 +184,11 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
-		errLogged: map[string]time.Time{}, serving: map[string]int{}}
+		errLogged: map[string]time.Time{}, serving: map[string]int{}, abandoned: make(chan struct{})}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {

@@ -23,6 +23,7 @@ func (m *Mirror) serveRelay(w http.ResponseWriter, r *http.Request, t target, d 
 	if err != nil {
 		return err
 	}
+	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
 	start, end, partial := int64(0), size, false
 	if size >= 0 {
@@ -41,6 +42,9 @@ func (m *Mirror) serveRelay(w http.ResponseWriter, r *http.Request, t target, d 
 		return nil
 	}
 	if err := relayCopy(w, body, d, size, start, end); err != nil {
+		if errors.Is(err, errDigestMismatch) {
+			m.opts.Observer.DigestMismatch(t.reg.Host)
+		}
 		logx.From(ctx).WithError(err).Info("relayed blob response cut short")
 		panic(http.ErrAbortHandler)
 	}
@@ -55,8 +59,13 @@ func (m *Mirror) relayRest(ctx context.Context, w io.Writer, t target, d digest.
 	if err != nil {
 		return err
 	}
+	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
-	return relayCopy(w, body, d, size, off, end)
+	err = relayCopy(w, body, d, size, off, end)
+	if errors.Is(err, errDigestMismatch) {
+		m.opts.Observer.DigestMismatch(t.reg.Host)
+	}
+	return err
 }
 
 // relayCopy reads the whole blob from body, hashing it, and writes the
@@ -101,7 +110,7 @@ func relayCopy(w io.Writer, body io.Reader, d digest.Digest, size, off, end int6
 		}
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d || (size >= 0 && pos != size) {
-		return oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream content does not match %s", d)
+		return oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, errDigestMismatch, "upstream content does not match %s", d)
 	}
 	if len(pending) > 0 {
 		_, err := w.Write(pending)

@@ -26,6 +26,12 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		if ttl := m.opts.TagTTL(tag); ttl > 0 && m.opts.Now().Sub(rec.FetchedAt) < ttl {
 			return cached, nil
 		}
+		if m.postponeRevalidation(ctx, t.reg) {
+			m.opts.Observer.Postponed(t.reg.Host)
+			out := *cached
+			out.cache, out.warning = CacheStale, rateLimitWarning
+			return &out, nil
+		}
 	}
 	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
 	v, err, _ := m.flight.Do(key, func() (any, error) {

@@ -58,6 +58,9 @@ type Options struct {
 	// RequireProxyAuth answers 407 to CONNECT and absolute-form requests
 	// without valid Proxy-Authorization.
 	RequireProxyAuth bool
+	// Observer is told about CONNECT decisions and tunnels (metrics).
+	// Default: nobody.
+	Observer Observer
 }
 
 // Shim is the HTTPS_PROXY front door: an http.Handler that takes CONNECT
@@ -103,6 +106,9 @@ func New(mirror, next http.Handler, minter *Minter, opts Options) (*Shim, error)
 	}
 	if opts.Logger == nil {
 		opts.Logger = logrus.StandardLogger()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	s := &Shim{mirror: mirror, next: next, minter: minter, opts: opts, ln: newChanListener()}
 	s.inner = &http.Server{
@@ -229,15 +235,18 @@ func (s *Shim) handleConnect(w http.ResponseWriter, r *http.Request) {
 	info.Set("connect", target)
 	user, ok := s.proxyUser(w, r)
 	if !ok {
+		s.opts.Observer.Connect("proxy-auth-failed")
 		return
 	}
 	dec, reason, err := Decide(target, s.opts.Policy)
 	if err != nil {
+		s.opts.Observer.Connect("bad-request")
 		info.Set("decision", "bad-request")
 		plainError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	info.Set("decision", dec.String())
+	s.opts.Observer.Connect(dec.String())
 	if dec == Deny {
 		info.Set("reason", reason)
 		plainError(w, http.StatusForbidden, "CONNECT "+target+" refused: "+reason)
@@ -284,7 +293,9 @@ func (s *Shim) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if dec == Tunnel {
 		s.tunnels.Store(client.Conn, struct{}{})
 		s.tunnels.Store(upstream, struct{}{})
+		s.opts.Observer.TunnelOpened()
 		up, down := splice(client, upstream, s.opts.Tunnel)
+		s.opts.Observer.TunnelClosed()
 		s.tunnels.Delete(client.Conn)
 		s.tunnels.Delete(upstream)
 		info.Set("bytes_up", up)

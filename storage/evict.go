@@ -42,6 +42,9 @@ type EvictOptions struct {
 	// Interval is how often Run makes a pass without being kicked, so
 	// that content expires and free space is watched. Default 10m.
 	Interval time.Duration
+	// OnPass is told the report of every pass that removed something
+	// (metrics); Plan never calls it. Default: nobody.
+	OnPass func(Report)
 }
 
 func (o EvictOptions) withDefaults() EvictOptions {
@@ -56,6 +59,9 @@ func (o EvictOptions) withDefaults() EvictOptions {
 	}
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Minute
+	}
+	if o.OnPass == nil {
+		o.OnPass = func(Report) {}
 	}
 	return o
 }
@@ -152,6 +158,7 @@ func (e *Evictor) MakeRoom(ctx context.Context, incoming int64) (Report, error) 
 			fields[reasonField(r)] = fieldInt(fields[reasonField(r)]) + 1
 		}
 		e.opts.Log("cache eviction", fields)
+		e.opts.OnPass(rep)
 	}
 	return rep, err
 }

@@ -272,7 +272,9 @@ func TestEvictorLRUFollowsTouches(t *testing.T) {
 			// touches are batched; the pass flushes them first.
 			st.idx.Touch(st.d["a"], now)
 			st.idx.Touch(st.d["b"], now)
-			ev, err := NewEvictor(s, st.idx, EvictOptions{MaxSize: 300, Now: func() time.Time { return now }})
+			var told []Report
+			ev, err := NewEvictor(s, st.idx, EvictOptions{MaxSize: 300, Now: func() time.Time { return now },
+				OnPass: func(r Report) { told = append(told, r) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -282,6 +284,12 @@ func TestEvictorLRUFollowsTouches(t *testing.T) {
 			}
 			if got, want := st.reasons(rep), map[string]string{"c": ReasonSize, "d": ReasonSize}; !maps.Equal(got, want) {
 				t.Fatalf("removed %v, want %v", got, want)
+			}
+			if _, err := ev.Pass(ctx); err != nil { // removes nothing: not told
+				t.Fatal(err)
+			}
+			if len(told) != 1 || told[0].Bytes != rep.Bytes || len(told[0].Removed) != 2 {
+				t.Fatalf("OnPass told %+v, want the one report %+v", told, rep)
 			}
 		})
 	}

@@ -69,6 +69,11 @@ type Options struct {
 	// Log returns the logger for a request's context (e.g. the
 	// request-scoped entry); default the standard logger.
 	Log func(context.Context) *logrus.Entry
+	// Observer is told about every request sent upstream and every
+	// rate-limit report (metrics); nil: nobody.
+	Observer Observer
+	// Now is the clock that stamps rate-limit reports. Default time.Now.
+	Now func() time.Time
 }
 
 // Registry is one upstream registry: its endpoint and the HTTP client stack
@@ -83,8 +88,12 @@ type Registry struct {
 	retry     *retryTransport
 	auth      *auth.Transport
 
+	obs Observer
+	now func() time.Time
+
 	mu                     sync.Mutex
 	rateLimit, rateRemains string
+	rateSeen               time.Time
 }
 
 // New validates opts, applies defaults and builds the client stack.
@@ -126,11 +135,19 @@ func New(opts Options) (*Registry, error) {
 		opts.Log = func(context.Context) *logrus.Entry { return std }
 	}
 
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+
 	ht, err := newHTTPTransport(opts, net.ParseIP(ep.Hostname()))
 	if err != nil {
 		return nil, err
 	}
-	logged := &logTransport{base: ht, upstream: opts.Host, log: opts.Log}
+	var bottom http.RoundTripper = ht
+	if opts.Observer != nil {
+		bottom = &observeTransport{base: ht, upstream: opts.Host, obs: opts.Observer}
+	}
+	logged := &logTransport{base: bottom, upstream: opts.Host, log: opts.Log}
 	retry := &retryTransport{base: logged, backoff: defaultBackoff[:]}
 	tokenClient := &http.Client{Transport: retry, CheckRedirect: checkRedirect}
 	if opts.Tokens == nil {
@@ -154,6 +171,8 @@ func New(opts Options) (*Registry, error) {
 		transport: ht,
 		retry:     retry,
 		auth:      at,
+		obs:       opts.Observer,
+		now:       opts.Now,
 	}, nil
 }
 
@@ -290,8 +309,9 @@ func (r *Registry) noteRateLimit(h http.Header) {
 		return
 	}
 	r.mu.Lock()
-	r.rateLimit, r.rateRemains = limit, remaining
+	r.rateLimit, r.rateRemains, r.rateSeen = limit, remaining, r.now()
 	r.mu.Unlock()
+	reportRateLimit(r.obs, r.host, limit, remaining)
 }
 
 // descriptorOf reads the descriptor of a manifest answer: media type

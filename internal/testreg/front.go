@@ -44,6 +44,11 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 	kind, repo := classify(req.URL.Path)
 	sw := r.counted(w, req, kind)
 	isV2 := strings.HasPrefix(req.URL.Path, "/v2/")
+	if isV2 && r.opts.Headers != nil {
+		for k, v := range r.opts.Headers() {
+			sw.Header()[http.CanonicalHeaderKey(k)] = v
+		}
+	}
 	if f := r.faults.get(); f > 0 && isV2 && req.URL.Path != "/v2/" {
 		if f == http.StatusTooManyRequests {
 			sw.Header().Set("Retry-After", "7")

@@ -66,6 +66,11 @@ type Options struct {
 	BlobRedirect bool
 	// DisableHTTP2 serves HTTPS with HTTP/1.1 only (default: h2 and 1.1).
 	DisableHTTP2 bool
+	// Headers, when set, is called for every /v2/ request of the front
+	// handler and its headers are added to the answer, e.g. Docker Hub's
+	// Ratelimit-Limit and Ratelimit-Remaining; a test may change what it
+	// returns between requests. Nil adds none.
+	Headers func() http.Header
 }
 
 // Registry is a running distribution v3 registry behind a counting,
