@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real clients the end-to-end tests drive: skopeo, podman,
-# containerd (with ctr) from Debian, and crane via `go install`.
+# containerd (with ctr), shellcheck and chromium (the status page test)
+# from Debian, and crane via `go install`.
 # Idempotent; meant for root on Debian 12. apt-get update runs only when a
 # package is missing.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
 
 missing=()
-for pkg in skopeo podman containerd shellcheck; do
+for pkg in skopeo podman containerd shellcheck chromium; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		missing+=("$pkg")
 	fi
@@ -36,4 +37,5 @@ echo "skopeo:     $(skopeo --version)"
 echo "podman:     $(podman --version)"
 echo "containerd: $(containerd --version)"
 echo "ctr:        $(ctr --version)"
+echo "chromium:   $(chromium --version 2>/dev/null || echo missing)"
 echo "crane:      $("$gobin/crane" version) ($gobin/crane)"

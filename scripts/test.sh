@@ -10,7 +10,7 @@ scripts/install-test-deps.sh
 export PATH="$(go env GOPATH)/bin:$PATH"
 
 echo "== gofmt"
-unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
+unformatted="$(gofmt -l .)"
 if [ -n "$unformatted" ]; then
 	echo "gofmt: these files need formatting:"; echo "$unformatted"; exit 1
 fi

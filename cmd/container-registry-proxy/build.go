@@ -13,6 +13,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/internal/metrics"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/shim"
@@ -38,6 +39,10 @@ type app struct {
 	// lock holds the cache directory's flock while the process runs.
 	lock *os.File
 	life *lifecycle
+	// metrics are the process's Prometheus metrics (docs/metrics.md).
+	metrics *metrics.Metrics
+	// reload swaps the credentials and the access policy (SIGHUP).
+	reload *reloader
 }
 
 // build assembles storage, upstream clients and the mirror from cfg.
@@ -48,10 +53,12 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 		return nil, err
 	}
 	tokens := auth.NewTokenCache(&http.Client{Timeout: time.Duration(cfg.Upstream.ReadTimeout)}, auth.TokenOptions{})
+	mt := newMetrics(cfg, tokens)
 	kc, err := newKeychain(cfg)
 	if err != nil {
 		return nil, &configError{err}
 	}
+	src := newSwapSource(kc)
 	var regs []mirror.Registry
 	clients := map[string]*upstream.Registry{}
 	forwards := map[string]forwardRoute{}
@@ -70,8 +77,9 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 			SendTimeout:    time.Duration(cfg.Upstream.SendTimeout),
 			UserAgent:      "container-registry-proxy/" + Version,
 			Tokens:         tokens,
-			Keychain:       kc,
+			Keychain:       src,
 			Log:            logx.From,
+			Observer:       mt,
 		})
 		if err != nil {
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
@@ -88,6 +96,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	if err != nil {
 		return nil, &configError{err}
 	}
+	rl := newReloader(cfg, src, clients, policy)
 	for _, rc := range cfg.Upstreams() {
 		host := oci.CanonicalHost(rc.Host)
 		log.WithFields(logrus.Fields{
@@ -109,7 +118,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	life, err := openLifecycle(ctx, cfg, log, store, func(d digest.Digest) bool {
 		m := mp.Load()
 		return m != nil && m.Pinned(d)
-	})
+	}, mt)
 	if err != nil {
 		return nil, err
 	}
@@ -122,12 +131,11 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	mopts := mirror.Options{
 		TagTTL:      tagTTL,
 		FillTimeout: time.Duration(cfg.FillTimeout),
-		Access: func(r *http.Request, host, repo, kind, ref string) (context.Context, string, error) {
-			return policy.Check(r, host, repo, kind, ref, cfg.AllowOwnAuth)
-		},
-		Base: policy.CheckBase,
+		Access:      rl.check,
+		Base:        rl.checkBase,
 	}
 	life.hooks(&mopts)
+	instrumentMirror(&mopts, cfg, mt)
 	m, err := mirror.New(store, regs, mopts)
 	if err != nil {
 		return nil, &configError{err}
@@ -136,12 +144,16 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	if cfg.AllowPush {
 		log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
 	}
-	sh, err := buildShim(cfg, log, m, forwards, policy, adminGC(life))
+	page := newStatusPage(cfg, m, life, mt)
+	sh, err := buildShim(cfg, log, m, page.Track(m), page, forwards, rl.policy, adminGC(life), mt)
 	if err != nil {
 		return nil, err
 	}
+	if err := serveMetrics(ctx, cfg, log, mt, newHealth(store, life).Handler()); err != nil {
+		return nil, err
+	}
 	built = true
-	return &app{handler: sh, mirror: m, store: store, shim: sh, lock: lock, life: life}, nil
+	return &app{handler: withMetrics(sh, mt), metrics: mt, mirror: m, store: store, shim: sh, lock: lock, life: life, reload: rl}, nil
 }
 
 // openStore creates the storage driver from cfg.Storage and clears uploads
@@ -195,7 +207,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger, held
 
 // rootHandler serves the mirror under /v2/, the CA and setup endpoints,
 // and the banner and health endpoints beside them.
-func rootHandler(m *mirror.Mirror, setup, gc http.Handler) http.Handler {
+func rootHandler(m http.Handler, setup, gc, page http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/_admin/gc", gc)
 	mux.Handle("/ca.crt", setup)
@@ -214,8 +226,7 @@ func rootHandler(m *mirror.Mirror, setup, gc http.Handler) http.Handler {
 			_, _ = w.Write(body)
 			return
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("container-registry-proxy " + Version + ": caching proxy for container images; pull through /v2/\n"))
+		page.ServeHTTP(w, r)
 	})
 	return mux
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/internal/metrics"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/opencontainers/go-digest"
@@ -23,6 +25,9 @@ type lifecycle struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	log    *logrus.Logger
+	// rebuilding is set while the index is rebuilt from the storage in
+	// the background: /readyz answers 503 meanwhile.
+	rebuilding atomic.Bool
 }
 
 // indexPath is where the embedded index lives: beside the cached data
@@ -58,7 +63,7 @@ func evictOptions(cfg *config.Config, log *logrus.Logger) storage.EvictOptions {
 // openLifecycle opens (or creates) the index, repairs it against the
 // storage (rebuilding it in the background when it is new or was
 // damaged) and starts eviction. pinned is consulted for content in use.
-func openLifecycle(ctx context.Context, cfg *config.Config, log *logrus.Logger, store *storage.Store, pinned func(digest.Digest) bool) (*lifecycle, error) {
+func openLifecycle(ctx context.Context, cfg *config.Config, log *logrus.Logger, store *storage.Store, pinned func(digest.Digest) bool, mt *metrics.Metrics) (*lifecycle, error) {
 	path := indexPath(cfg)
 	bi, err := storage.OpenBoltIndex(path, storage.BoltOptions{Log: func(msg string, f map[string]any) { log.WithFields(f).Warn(msg) }})
 	if errors.Is(err, storage.ErrIndexLocked) {
@@ -69,6 +74,7 @@ func openLifecycle(ctx context.Context, cfg *config.Config, log *logrus.Logger, 
 	}
 	l := &lifecycle{idx: bi, opts: evictOptions(cfg, log), now: time.Now, log: log}
 	l.opts.Pinned = pinned
+	instrumentLifecycle(l, mt)
 	if l.ev, err = storage.NewEvictor(store, bi, l.opts); err != nil {
 		bi.Close()
 		return nil, &configError{err}
@@ -79,7 +85,9 @@ func openLifecycle(ctx context.Context, cfg *config.Config, log *logrus.Logger, 
 		} else {
 			log.Info("building the cache index from the storage while serving")
 		}
+		l.rebuilding.Store(true)
 		go func() {
+			defer l.rebuilding.Store(false)
 			start := time.Now()
 			rec, err := store.RebuildIndex(context.WithoutCancel(ctx), bi, nil)
 			if errors.Is(err, context.Canceled) {

@@ -59,7 +59,7 @@ func newForwardRoute(endpoint, caFile string, insecure bool) (forwardRoute, erro
 
 // buildShim loads or creates the CA and assembles the CONNECT shim in
 // front of the mirror and the origin-form endpoints.
-func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forwards map[string]forwardRoute, policy *auth.Policy, gc http.Handler) (*shim.Shim, error) {
+func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, front, page http.Handler, forwards map[string]forwardRoute, policy func() *auth.Policy, gc http.Handler, obs shim.Observer) (*shim.Shim, error) {
 	ca, err := shim.LoadOrCreateCA(cfg.CADir)
 	if err != nil {
 		return nil, &configError{fmt.Errorf("CA (--ca-dir %s): %w", cfg.CADir, err)}
@@ -89,7 +89,7 @@ func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forward
 		SendTimeout:    time.Duration(cfg.Connect.SendTimeout),
 		AllowNetworks:  nets,
 	}
-	return shim.New(m, rootHandler(m, setup, gc), minter, shim.Options{
+	return shim.New(front, rootHandler(front, setup, gc, page), minter, shim.Options{
 		Policy: shim.Policy{
 			Intercepted: func(h string) bool {
 				if _, ok := namespaces[h]; ok {
@@ -129,11 +129,13 @@ func buildShim(cfg *config.Config, log *logrus.Logger, m *mirror.Mirror, forward
 		BodyTimeout:   time.Duration(cfg.Client.BodyTimeout),
 		Logger:        log,
 		ProxyAuth: func(h string) (string, bool) {
-			if !policy.HasUsers() {
+			p := policy() // the one in force: SIGHUP may swap it
+			if !p.HasUsers() {
 				return "", false
 			}
-			return policy.VerifyProxyAuthorization(h)
+			return p.VerifyProxyAuthorization(h)
 		},
 		RequireProxyAuth: cfg.ClientAuth.RequireForConnect,
+		Observer:         obs,
 	})
 }
