@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Benchmarks container-registry-proxy against a real upstream (Debian's
-# docker-registry, distribution 2.8) and writes docs/benchmarks.md.
+# Benchmarks container-registry-proxy side by side with its peers, in one
+# run on this machine, against one upstream (Debian's docker-registry,
+# distribution 2.8): distribution 2.8 as a pull-through proxy, nginx with
+# proxy_cache + proxy_cache_lock, nginx serving the blob files with
+# sendfile, and direct downloads over HTTP and TLS. Prints the tables and
+# writes docs/benchmarks.md and the charts in docs/img/.
 #
-#   bench/run.sh [--size-mib 256] [--clients 8] [--repeat 3] [--only cold|warm|shim|all]
-#                [--warm-rounds 5] [--tls-http1] [--keep]
+#   bench/run.sh [flags]
 #
-# --only shim runs just the TLS rows: direct downloads from a second
-# docker-registry serving TLS, and warm downloads through the proxy's
-# CONNECT shim. --tls-http1 makes their clients speak HTTP/1.1 (default h2).
+# Common flags (bench/run.sh --help lists them all):
+#   --only cold,image,scaling,warm,tls,manifest,memory   run a subset
+#   --systems direct,ours,distribution,nginx,nginx-static
+#   --size-mib 256 --clients 8 --warm-clients 8,64 --scaling-mib 16,256,1024
+#   --layers 20 --layer-mib 4 --mem-clients 100 --manifest-clients 100
+#   --repeat 3 --tls-http1 --keep
+#   --out FILE --img-dir DIR   write elsewhere (a subset run rewrites
+#                              docs/benchmarks.md with the subset otherwise)
 #
-# Installs docker-registry with apt-get when missing (needs root or sudo),
-# builds the proxy and the benchmark program into a temp dir, runs it, and
-# removes everything it started or created on exit, also on error or ^C.
-# Takes about 2 minutes on 2 cores with the defaults (the TLS rows about 1 of them),
-# plus the builds.
+# Installs docker-registry, nginx and gnuplot-nox with apt-get when missing
+# (needs root or sudo), builds the proxy from the working tree and the
+# benchmark program into a temp dir, runs it, and removes everything it
+# started or created on exit, also on error or ^C. About 5 minutes on 2
+# cores with the defaults (under 10 on a busy machine), plus the builds.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 registry_bin=/usr/bin/docker-registry
+nginx_bin=/usr/sbin/nginx
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then
@@ -32,11 +41,16 @@ as_root() {
 	fi
 }
 
-if [ ! -x "$registry_bin" ]; then
-	echo "run.sh: installing docker-registry (Debian package)" >&2
+missing=()
+[ -x "$registry_bin" ] || missing+=(docker-registry)
+[ -x "$nginx_bin" ] || missing+=(nginx)
+command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "run.sh: installing ${missing[*]} (Debian packages)" >&2
 	as_root apt-get update -qq
-	# No init system here: keep the package's service from being started.
-	as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq docker-registry >/dev/null
+	# RUNLEVEL=1: keep the packages' services from being started; the
+	# benchmark starts its own instances on loopback.
+	as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! command -v go >/dev/null; then
 	echo "run.sh: the Go toolchain (go) is required" >&2
@@ -51,7 +65,19 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ "$commit" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then
 	commit="$commit+dirty"
 fi
-go build -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy" ./cmd/container-registry-proxy
+# The tree may be mid-change (other work in progress): retry a failed
+# build a few times before giving up.
+for try in 1 2 3 4; do
+	if go build -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy" ./cmd/container-registry-proxy; then
+		break
+	fi
+	if [ "$try" -eq 4 ]; then
+		echo "run.sh: the proxy does not build" >&2
+		exit 1
+	fi
+	echo "run.sh: build failed; retrying in 20s ($try/3)" >&2
+	sleep 20
+done
 go build -o "$work/bench" ./bench/cmd/bench
 
 notes=()
@@ -61,10 +87,13 @@ fi
 
 # Not exec: the EXIT trap must still remove $work. ^C reaches bench (same
 # process group), which stops its children and removes its temp dir.
+# Flags given to run.sh come last and override these defaults.
 "$work/bench" \
 	--proxy-bin "$work/container-registry-proxy" \
 	--registry-bin "$registry_bin" \
+	--nginx-bin "$nginx_bin" \
 	--out docs/benchmarks.md \
+	--img-dir docs/img \
 	--command "bench/run.sh${*:+ $*}" \
 	"${notes[@]}" \
 	"$@"

@@ -14,30 +14,29 @@ import (
 	"time"
 )
 
-// newClient returns an HTTP client for n concurrent downloads from
-// loopback: no environment proxy, no compression, one connection each.
-func newClient(n int) *http.Client {
+// newClient returns the HTTP client of one plain-HTTP client: its own
+// transport (its own connections, as separate machines would have), no
+// environment proxy, no compression.
+func newClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
 		DisableCompression:  true,
-		MaxIdleConnsPerHost: n,
-		MaxConnsPerHost:     n,
+		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
 	}}
 }
 
 // newTLSClient returns the HTTP client of one TLS client: its own
-// transport (its own connection, as separate machines would have),
-// trusting roots, through the HTTP proxy at proxy when not nil (CONNECT;
-// set explicitly, since the environment's proxy is skipped for loopback),
-// h2 negotiated by ALPN unless http1.
+// transport, trusting roots, through the HTTP proxy at proxy when not nil
+// (CONNECT; set explicitly, since the environment's proxy is skipped for
+// loopback), h2 negotiated by ALPN unless http1.
 func newTLSClient(roots *x509.CertPool, proxy *url.URL, http1 bool) *http.Client {
 	tr := &http.Transport{
-		DisableCompression: true,
-		MaxConnsPerHost:    1,
-		IdleConnTimeout:    30 * time.Second,
-		TLSClientConfig:    &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:  !http1,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   !http1,
 	}
 	if proxy != nil {
 		tr.Proxy = http.ProxyURL(proxy)
@@ -49,169 +48,168 @@ func newTLSClient(roots *x509.CertPool, proxy *url.URL, http1 bool) *http.Client
 	return &http.Client{Transport: tr}
 }
 
-// pull is what a client does: GET the manifest by tag (when tag is not
-// ""), then GET the blob, verifying the body's length and, when verify,
-// its digest. base is a registry base URL and name the repository path
-// under it.
-type pull struct {
-	c      *http.Client
-	newC   func() *http.Client // when set, each client of pullAll gets its own
-	base   string
-	name   string
-	tag    string
-	img    image
-	verify bool
+// target is where clients pull from: a registry base URL, the name under
+// which the image's repository is reached there, and a maker of clients.
+type target struct {
+	base      string
+	name      func(repo string) string
+	newClient func() *http.Client
 }
 
-// got is what one client's blob GET delivered.
+// got is what one client received.
 type got struct {
-	n     int64
-	wait  time.Duration // last-byte wait
-	proto string        // protocol, and TLS version and cipher suite if any
+	bytes int64 // body bytes, manifest and blobs
+	reqs  int64
+	proto string // protocol, and TLS version and cipher suite if any
 }
 
-func (p pull) run(ctx context.Context) (got, error) {
-	if p.tag != "" {
-		if err := p.manifest(ctx); err != nil {
-			return got{}, err
-		}
-	}
-	return p.blob(ctx)
-}
-
-func (p pull) manifest(ctx context.Context) error {
-	url := p.base + "/v2/" + p.name + "/manifests/" + p.tag
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	req.Header.Set("Accept", mediaTypeManifest)
-	resp, err := p.c.Do(req)
+// pullImage is what a client does: GET the manifest by tag, then the
+// config and the layers, parallel at a time (as Docker does), checking
+// every body's length and, when verify, its digest.
+func pullImage(ctx context.Context, c *http.Client, t target, img *image, parallel int, verify bool) (got, error) {
+	name := t.name(img.repo)
+	g := got{}
+	body, proto, err := getManifest(ctx, c, t.base, name, img.tag)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
+		return g, err
+	}
+	g.bytes, g.reqs, g.proto = int64(len(body)), 1, proto
+	if d := digestOf(body); d != img.manifestDigest {
+		return g, fmt.Errorf("manifest %s:%s: digest %s, want %s", name, img.tag, d, img.manifestDigest)
+	}
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, parallel)
+	for _, b := range img.blobs() {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := getBlob(ctx, c, t.base, name, b, verify)
+			mu.Lock()
+			defer mu.Unlock()
+			g.bytes += n
+			g.reqs++
+			if err != nil && first == nil {
+				first = err
+			}
+		}()
+	}
+	wg.Wait()
+	return g, first
+}
+
+// getManifest GETs a manifest by reference and returns its body.
+func getManifest(ctx context.Context, c *http.Client, base, name, ref string) ([]byte, string, error) {
+	u := base + "/v2/" + name + "/manifests/" + ref
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req.Header.Set("Accept", mediaTypeManifest)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("GET %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return fmt.Errorf("GET %s: reading body: %w", url, err)
+		return nil, "", fmt.Errorf("GET %s: reading body: %w", u, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, body)
+		return nil, "", fmt.Errorf("GET %s: status %d: %s", u, resp.StatusCode, body)
 	}
-	if d := digestOf(body); d != p.img.manifestDigest {
-		return fmt.Errorf("GET %s: manifest digest %s, want %s", url, d, p.img.manifestDigest)
-	}
-	return nil
+	return body, protoOf(resp), nil
 }
 
-// blob GETs the blob and returns its length, the last-byte wait (how
-// long the final byte came after all the others) and the protocol.
-func (p pull) blob(ctx context.Context) (got, error) {
-	url := p.base + "/v2/" + p.name + "/blobs/" + p.img.blobDigest
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := p.c.Do(req)
-	if err != nil {
-		return got{}, fmt.Errorf("GET %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return got{}, fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, b)
-	}
+func protoOf(resp *http.Response) string {
 	proto := resp.Proto
 	if resp.TLS != nil {
 		proto += " " + tls.VersionName(resp.TLS.Version) + " " + tls.CipherSuiteName(resp.TLS.CipherSuite)
 	}
-	body := &tailTimer{r: resp.Body, size: p.img.blobSize}
+	return proto
+}
+
+// copyBufs are the clients' read buffers.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// getBlob GETs blob b, checks the body's length (and digest when verify)
+// and returns the body bytes received.
+func getBlob(ctx context.Context, c *http.Client, base, name string, b blob, verify bool) (int64, error) {
+	u := base + "/v2/" + name + "/blobs/" + b.digest
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return 0, fmt.Errorf("GET %s: status %d: %s", u, resp.StatusCode, msg)
+	}
 	var w io.Writer = io.Discard
 	h := sha256.New()
-	if p.verify {
+	if verify {
 		w = h
 	}
-	buf := make([]byte, 256<<10)
-	n, err := io.CopyBuffer(w, body, buf)
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	n, err := io.CopyBuffer(w, onlyReader{resp.Body}, *bufp)
 	if err != nil {
-		return got{n: n}, fmt.Errorf("GET %s: body cut after %d of %d bytes: %w", url, n, p.img.blobSize, err)
+		return n, fmt.Errorf("GET %s: body cut after %d of %d bytes: %w", u, n, b.size, err)
 	}
-	if n != p.img.blobSize {
-		return got{n: n}, fmt.Errorf("GET %s: body has %d bytes, want %d", url, n, p.img.blobSize)
+	if n != b.size {
+		return n, fmt.Errorf("GET %s: body has %d bytes, want %d", u, n, b.size)
 	}
-	if p.verify {
-		if d := "sha256:" + hex.EncodeToString(h.Sum(nil)); d != p.img.blobDigest {
-			return got{n: n}, fmt.Errorf("GET %s: body digest %s, want %s", url, d, p.img.blobDigest)
+	if verify {
+		if d := "sha256:" + hex.EncodeToString(h.Sum(nil)); d != b.digest {
+			return n, fmt.Errorf("GET %s: body digest %s, want %s", u, d, b.digest)
 		}
 	}
-	return got{n: n, wait: body.wait(), proto: proto}, nil
+	return n, nil
 }
 
-// tailTimer notes when all but the last byte of a size-byte body had
-// arrived and when the last one did.
-type tailTimer struct {
-	r                 io.Reader
-	size, n           int64
-	penultimate, last time.Time
-}
+// onlyReader hides a reader's WriterTo, so that io.CopyBuffer uses the
+// given buffer.
+type onlyReader struct{ io.Reader }
 
-func (t *tailTimer) Read(p []byte) (int, error) {
-	k, err := t.r.Read(p)
-	if k > 0 {
-		t.n += int64(k)
-		now := time.Now()
-		if t.penultimate.IsZero() && t.n >= t.size-1 {
-			t.penultimate = now
-		}
-		if t.n >= t.size {
-			t.last = now
-		}
-	}
-	return k, err
-}
-
-func (t *tailTimer) wait() time.Duration {
-	if t.last.IsZero() || t.penultimate.IsZero() {
-		return 0
-	}
-	return t.last.Sub(t.penultimate)
-}
-
-// result is one timed round of concurrent pulls.
+// result is one timed run or round of concurrent pulls.
 type result struct {
-	wall     time.Duration
-	bytes    int64
-	lastWait time.Duration  // the longest last-byte wait of the clients
-	protos   map[string]int // clients by protocol (and TLS version, suite)
+	wall   time.Duration
+	bytes  int64
+	reqs   int64
+	protos map[string]int // clients by protocol (and TLS version, suite)
 }
 
-// pullAll runs n copies of p at once, started together, and returns the
-// wall time until the last one finished. Any client's error fails the
-// round.
-func pullAll(ctx context.Context, p pull, n int) (result, error) {
+// pullAll runs n clients, each with a client of its own, started
+// together, and returns the wall time until the last one finished. verify
+// is the --verify mode. Any client's error fails the run.
+func pullAll(ctx context.Context, t target, img *image, n, parallel int, verify string) (result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
-		total  int64
-		wait   time.Duration
+		res    = result{protos: map[string]int{}}
 		first  error
-		protos = map[string]int{}
+		gate   = make(chan struct{})
+		cls    = make([]*http.Client, n)
+		hashes = func(i int) bool { return verify == "all" || (verify == "one" && i == 0) }
 	)
-	gate := make(chan struct{})
-	clients := []*http.Client{p.c}
 	for i := range n {
+		cls[i] = t.newClient()
 		wg.Add(1)
-		p := p
-		if p.newC != nil {
-			p.c = p.newC()
-			clients = append(clients, p.c)
-		}
 		go func() {
 			defer wg.Done()
 			<-gate
-			g, err := p.run(ctx)
+			g, err := pullImage(ctx, cls[i], t, img, parallel, hashes(i))
 			mu.Lock()
 			defer mu.Unlock()
-			total += g.n
-			wait = max(wait, g.wait)
+			res.bytes += g.bytes
+			res.reqs += g.reqs
 			if g.proto != "" {
-				protos[g.proto]++
+				res.protos[g.proto]++
 			}
 			if err != nil && first == nil {
 				first = fmt.Errorf("client %d/%d: %w", i+1, n, err)
@@ -222,14 +220,12 @@ func pullAll(ctx context.Context, p pull, n int) (result, error) {
 	start := time.Now()
 	close(gate)
 	wg.Wait()
-	wall := time.Since(start)
-	for _, c := range clients {
-		if c != nil {
-			c.CloseIdleConnections()
-		}
+	res.wall = time.Since(start)
+	for _, c := range cls {
+		c.CloseIdleConnections()
 	}
 	if first != nil {
 		return result{}, first
 	}
-	return result{wall: wall, bytes: total, lastWait: wait, protos: protos}, nil
+	return res, nil
 }

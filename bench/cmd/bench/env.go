@@ -44,11 +44,19 @@ func newEnv(keep bool) (*env, error) {
 // (so a terminal's ^C reaches only the benchmark, which stops it) and
 // killed if the benchmark dies.
 func (e *env) start(name, logPath string, bin string, args ...string) (*proc, error) {
+	return e.startEnv(name, logPath, nil, bin, args...)
+}
+
+// startEnv is start with extra environment variables ("K=V").
+func (e *env) startEnv(name, logPath string, extraEnv []string, bin string, args ...string) (*proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if len(extraEnv) > 0 {
+		cmd.Env = append(os.Environ(), extraEnv...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -47,15 +47,6 @@ func statusKB(pid int, keys ...string) (map[string]int64, error) {
 	return out, nil
 }
 
-// peakRSS reads VmHWM (peak resident set size) of pid in bytes.
-func peakRSS(pid int) (int64, error) {
-	m, err := statusKB(pid, "VmHWM")
-	if err != nil {
-		return 0, err
-	}
-	return m["VmHWM"], nil
-}
-
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on
 // Linux everywhere that matters).
 const clockTicks = 100
@@ -84,28 +75,88 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// anonSampler samples RssAnon (the process's own memory, without the
-// binary's file-backed pages that VmHWM also counts) every 20 ms and keeps
-// the peak.
-type anonSampler struct {
+// descendants returns pid and every process below it (nginx: the master
+// and its workers, cache manager and cache loader), from
+// /proc/<pid>/task/<tid>/children.
+func descendants(pid int) []int {
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], t.Name()))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sumStatus adds up the kB fields keys of /proc/<pid>/status over pids,
+// in bytes; processes that are gone are skipped.
+func sumStatus(pids []int, keys ...string) map[string]int64 {
+	out := map[string]int64{}
+	for _, pid := range pids {
+		m, err := statusKB(pid, keys...)
+		if err != nil {
+			continue
+		}
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out
+}
+
+// sumCPU adds up the CPU time of pids.
+func sumCPU(pids []int) time.Duration {
+	var t time.Duration
+	for _, pid := range pids {
+		if c, err := cpuTime(pid); err == nil {
+			t += c
+		}
+	}
+	return t
+}
+
+// resetPeak sets VmHWM of each of pids back to its current RSS (writing
+// 5 to /proc/<pid>/clear_refs, Linux ≥ 4.0), so that the next reading is
+// the peak of the next run alone.
+func resetPeak(pids []int) {
+	for _, pid := range pids {
+		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	}
+}
+
+// memSampler samples, every 20 ms, RssAnon (the processes' own memory:
+// heap, stacks, buffers; not the binaries' file-backed pages that VmHWM
+// also counts) and VmRSS summed over the processes pids returns, and keeps
+// the peaks of the sums.
+type memSampler struct {
 	stop chan struct{}
 	done chan struct{}
 	mu   sync.Mutex
-	peak int64
+	anon int64
+	rss  int64
 }
 
-func sampleAnon(pid int) *anonSampler {
-	s := &anonSampler{stop: make(chan struct{}), done: make(chan struct{})}
+func sampleMem(pids func() []int) *memSampler {
+	s := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if m, err := statusKB(pid, "RssAnon"); err == nil {
-				s.mu.Lock()
-				s.peak = max(s.peak, m["RssAnon"])
-				s.mu.Unlock()
-			}
+			m := sumStatus(pids(), "RssAnon", "VmRSS")
+			s.mu.Lock()
+			s.anon = max(s.anon, m["RssAnon"])
+			s.rss = max(s.rss, m["VmRSS"])
+			s.mu.Unlock()
 			select {
 			case <-s.stop:
 				return
@@ -116,16 +167,16 @@ func sampleAnon(pid int) *anonSampler {
 	return s
 }
 
-// reset returns the peak so far and starts a new one.
-func (s *anonSampler) reset() int64 {
+// reset returns the peaks so far (RssAnon, VmRSS) and starts new ones.
+func (s *memSampler) reset() (anon, rss int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.peak
-	s.peak = 0
-	return p
+	anon, rss = s.anon, s.rss
+	s.anon, s.rss = 0, 0
+	return anon, rss
 }
 
-func (s *anonSampler) close() {
+func (s *memSampler) close() {
 	select {
 	case <-s.stop:
 	default:

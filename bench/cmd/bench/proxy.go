@@ -32,53 +32,46 @@ registries:
     endpoint: %q
 %s`
 
-// proxyRun is one started proxy process.
-type proxyRun struct {
-	p    *proc
-	base string
-	log  string
-	anon *anonSampler
-}
-
-// startProxy starts the proxy binary with cacheDir as its cache, upstream
-// as the endpoint of upstreamHost (plain HTTP), and waits for /healthz.
-func startProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream string) (*proxyRun, error) {
-	return startProxyFor(ctx, e, bin, name, cacheDir, upstreamHost, upstream, "    insecure: true\n")
+// startProxy starts the proxy binary named name with cacheDir as its
+// cache, upstream as the endpoint of upstreamHost (plain HTTP) and the
+// extra environment env, and waits for /healthz.
+func startProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream string, env []string) (*proc, string, error) {
+	return startProxyFor(ctx, e, bin, name, cacheDir, upstreamHost, upstream, "    insecure: true\n", env)
 }
 
 // startTLSProxy starts the proxy with upstream (https) as the endpoint of
 // upstreamTLSHost, verified with the CA in caFile.
-func startTLSProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream, caFile string) (*proxyRun, error) {
-	return startProxyFor(ctx, e, bin, name, cacheDir, upstreamTLSHost, upstream, fmt.Sprintf("    caFile: %q\n", caFile))
+func startTLSProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream, caFile string) (*proc, string, error) {
+	return startProxyFor(ctx, e, bin, name, cacheDir, upstreamTLSHost, upstream, fmt.Sprintf("    caFile: %q\n", caFile), nil)
 }
 
 // startProxyFor starts the proxy with one registry, host at endpoint with
 // the extra YAML lines extra, and waits for /healthz.
-func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstream, extra string) (*proxyRun, error) {
+func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstream, extra string, env []string) (*proc, string, error) {
 	dir := filepath.Join(e.root, "proxy", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	port, err := freePort()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cfg := filepath.Join(dir, "config.yml")
 	body := fmt.Sprintf(proxyConfig, port, cacheDir, filepath.Join(e.root, "ca"), host, upstream, extra)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	log := filepath.Join(dir, "proxy.log")
-	p, err := e.start("container-registry-proxy", log, bin, "--config", cfg)
+	p, err := e.startEnv("container-registry-proxy", log, env, bin, "--config", cfg)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	if err := waitHTTP(ctx, p, base+"/healthz", 200); err != nil {
 		_ = e.stop(p)
-		return nil, err
+		return nil, "", err
 	}
-	return &proxyRun{p: p, base: base, log: log, anon: sampleAnon(p.pid())}, nil
+	return p, base, nil
 }
 
 // cacheLines counts the proxy's access-log lines for blob GETs by cache
@@ -111,19 +104,20 @@ func cacheLines(logPath string) (map[string]int, error) {
 	return out, sc.Err()
 }
 
-// waitCommitted waits until the blob d of size bytes is in place in the
-// proxy's filesystem cache (storage/layout.go: /blobs/<alg>/<2>/<hex>/data,
-// moved there by a rename once verified and synced). A fill hands its
-// clients the last byte before that commit, and the proxy's shutdown does
-// not wait for it, so stopping the proxy right after the fill's clients
-// finished can lose the fill; the next process would then fetch the blob
-// again during its first "warm" round.
-func waitCommitted(ctx context.Context, p *proc, cacheDir, d string, size int64) error {
-	alg, hex, ok := strings.Cut(d, ":")
-	if !ok || len(hex) < 2 {
-		return fmt.Errorf("bad digest %q", d)
-	}
-	path := filepath.Join(cacheDir, "blobs", alg, hex[:2], hex, "data")
+// ourBlobPath is where the proxy's filesystem cache keeps blob d
+// (storage/layout.go: /blobs/<alg>/<2>/<hex>/data, moved there by a
+// rename once verified and synced).
+func ourBlobPath(cacheDir, d string) string {
+	alg, hex, _ := strings.Cut(d, ":")
+	return filepath.Join(cacheDir, "blobs", alg, hex[:2], hex, "data")
+}
+
+// waitFile waits until the file at path has size bytes. A fill hands its
+// clients the last byte before the commit, and neither the proxy's
+// shutdown nor distribution's waits for it, so stopping a process right
+// after the fill's clients finished could lose the fill; the next process
+// would then fetch the blob again during its first "warm" round.
+func waitFile(ctx context.Context, p *proc, path string, size int64) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if st, err := os.Stat(path); err == nil && st.Size() == size {
@@ -133,7 +127,7 @@ func waitCommitted(ctx context.Context, p *proc, cacheDir, d string, size int64)
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("blob %s not committed to %s after 30s; log: %s", d, path, tail(p.log, 2000))
+			return fmt.Errorf("%s: no %d-byte %s after 30s; log: %s", p.name, size, path, tail(p.log, 2000))
 		}
 		select {
 		case <-ctx.Done():

@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -27,24 +29,14 @@ func statOf(xs []float64) stat {
 	return stat{m, s[0], s[len(s)-1]}
 }
 
-// format prints "median (min–max)" with the verb f for each number.
+// format prints "median (min–max)" with the verb f for each number, or
+// the median alone when the spread rounds away.
 func (s stat) format(f string) string {
-	if s.lo == s.hi {
-		return fmt.Sprintf(f, s.med)
+	med, lo, hi := fmt.Sprintf(f, s.med), fmt.Sprintf(f, s.lo), fmt.Sprintf(f, s.hi)
+	if lo == hi {
+		return med
 	}
-	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.med, s.lo, s.hi)
-}
-
-func (sc *scenario) series(f func(sample) float64) stat {
-	xs := make([]float64, len(sc.samples))
-	for i, s := range sc.samples {
-		xs[i] = f(s)
-	}
-	return statOf(xs)
-}
-
-func (sc *scenario) wall() stat {
-	return sc.series(func(s sample) float64 { return s.wall.Seconds() })
+	return med + " (" + lo + "–" + hi + ")"
 }
 
 // machine describes where the numbers were measured.
@@ -52,8 +44,10 @@ type machine struct {
 	nproc                     int
 	cpu, kernel, goVersion    string
 	registryVer, proxyVersion string
+	nginxVer                  string
 	date                      string
 	load0, load1              string // /proc/loadavg at start and end
+	memTotal                  string
 }
 
 func machineInfo(o options, load0 string) machine {
@@ -72,9 +66,31 @@ func machineInfo(o options, load0 string) machine {
 		}
 		f.Close()
 	}
+	if kb, err := statusLikeKB("/proc/meminfo", "MemTotal"); err == nil {
+		m.memTotal = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+	}
 	m.registryVer = firstLine(o.registryBin, "--version")
 	m.proxyVersion = firstLine(o.proxyBin, "--version")
+	m.nginxVer = firstLine(o.nginxBin, "-v")
 	return m
+}
+
+// statusLikeKB reads a "Key: N kB" line of a /proc file.
+func statusLikeKB(path, key string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+			var n int64
+			_, err := fmt.Sscanf(strings.TrimSpace(v), "%d", &n)
+			return n, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s", key, path)
 }
 
 func firstLine(bin string, args ...string) string {
@@ -86,106 +102,444 @@ func firstLine(bin string, args ...string) string {
 	return line
 }
 
-// report turns the scenarios into Markdown.
+// report turns the rows into Markdown.
 type report struct {
-	o                  options
-	img                image
-	scenarios          []*scenario
-	cold1, coldN, warm *scenario
-	warmHashed         *scenario // the floor for coldN on this machine
-	tls                *shimRows // the TLS rows, when they ran
-	machine            machine
-	took               time.Duration
+	b          *bench
+	machine    machine
+	took       time.Duration
+	chartFiles []string // PNG files written, for links
 }
 
-func (r report) table() string {
-	var b strings.Builder
-	b.WriteString("| scenario | clients | runs | wall time, s | throughput, MB/s | upstream blob bytes (× blob) | upstream blob GETs | upstream manifest reqs (GETs) | last-byte wait, ms | proxy CPU, s | proxy peak RSS (VmHWM), MiB | proxy peak RssAnon, MiB |\n")
-	b.WriteString("|---|---:|---:|---|---|---|---|---|---|---|---|---|\n")
-	size := float64(r.img.blobSize)
-	for _, sc := range r.scenarios {
-		rss, anon, cpu := "–", "–", "–"
-		if sc.proxy {
-			rss = sc.series(func(s sample) float64 { return mib(s.rss) }).format("%.1f")
-			anon = sc.series(func(s sample) float64 { return mib(s.anon) }).format("%.1f")
-			cpu = sc.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f")
+// rowsOf returns the rows of kind for img and clients (img nil: any), in
+// the order of systems.
+func (r *report) rowsOf(kind string, img *image, clients int) []*row {
+	var out []*row
+	for _, x := range r.b.rows {
+		if x.kind == kind && (img == nil || x.img == img) && (clients == 0 || x.clients == clients) && len(x.samples) > 0 {
+			out = append(out, x)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			sc.name, sc.clients, len(sc.samples),
-			sc.wall().format("%.2f"),
-			sc.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }).format("%.0f"),
-			sc.series(func(s sample) float64 { return float64(s.upstream.BlobBytes) / size }).format("%.2f×"),
-			sc.series(func(s sample) float64 { return float64(s.upstream.BlobRequests) }).format("%.0f"),
-			sc.series(func(s sample) float64 { return float64(s.upstream.ManifestRequests) }).format("%.0f")+
-				" ("+sc.series(func(s sample) float64 { return float64(s.upstream.ManifestGETs) }).format("%.0f")+")",
-			sc.series(func(s sample) float64 { return float64(s.lastWait.Microseconds()) / 1000 }).format("%.0f"),
-			cpu, rss, anon)
+	}
+	return out
+}
+
+// ours returns the row of our proxy among rows (sysOurs, else the shim).
+func ours(rows []*row) *row {
+	for _, x := range rows {
+		if x.sys == sysOurs {
+			return x
+		}
+	}
+	for _, x := range rows {
+		if x.sys == sysShim {
+			return x
+		}
+	}
+	return nil
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func (r *report) rssCells(x *row) (string, string) {
+	return x.series(func(s sample) float64 { return mib(s.rss) }).format("%.1f"),
+		x.series(func(s sample) float64 { return mib(s.anon) }).format("%.1f")
+}
+
+// coldTable is the table of cold rows of img.
+func (r *report) coldTable(img *image) string {
+	var b strings.Builder
+	b.WriteString("| system | clients | wall time, s | throughput, MB/s | time ÷ ours | upstream blob bytes (× image) | upstream blob GETs | upstream manifest reqs (GETs) | other upstream reqs | peak RSS, MiB | peak RssAnon, MiB | CPU, s |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---|---|---|---|---|---|\n")
+	for _, n := range []int{1, r.b.o.clients} {
+		rows := r.rowsOf(kindCold, img, n)
+		o := ours(rows)
+		for _, x := range rows {
+			rt := "–"
+			if o != nil {
+				rt = ratio(x.wall().med, o.wall().med)
+			}
+			rss, anon := r.rssCells(x)
+			up := x.upBytes().format("%.2f×")
+			if x.sys == sysDirect {
+				up += " (is the upstream)"
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				label(x.sys), x.clients, x.wall().format("%.2f"), x.mbps().format("%.0f"), rt, up,
+				x.series(func(s sample) float64 { return float64(s.upstream.BlobRequests) }).format("%.0f"),
+				x.series(func(s sample) float64 { return float64(s.upstream.ManifestRequests) }).format("%.0f")+" ("+
+					x.series(func(s sample) float64 { return float64(s.upstream.ManifestGETs) }).format("%.0f")+")",
+				x.series(func(s sample) float64 { return float64(s.upstream.OtherRequests) }).format("%.0f"),
+				rss, anon, x.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f"))
+		}
+		if n == 1 && r.b.o.clients == 1 {
+			break
+		}
 	}
 	return b.String()
 }
 
-// target is one goal with its verdict.
-type target struct {
+// warmTable is the table of warm rows of the given systems.
+func (r *report) warmTable(systems []string, clients []int) string {
+	var b strings.Builder
+	b.WriteString("| system | clients | layer | throughput, MB/s | MB/s ÷ ours | wall time, s | upstream blob GETs | upstream manifest reqs | peak RSS, MiB | peak RssAnon, MiB | CPU, s |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---|---|---|---|---|\n")
+	for _, n := range clients {
+		rows := r.rowsOf(kindWarm, nil, n)
+		rows = slices.DeleteFunc(rows, func(x *row) bool { return !slices.Contains(systems, x.sys) })
+		o := ours(rows)
+		for _, x := range rows {
+			rt := "–"
+			if o != nil {
+				rt = ratio(x.mbps().med, o.mbps().med)
+			}
+			rss, anon := r.rssCells(x)
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				label(x.sys), x.clients, x.img.label, x.mbps().format("%.0f"), rt, x.wall().format("%.2f"),
+				x.series(func(s sample) float64 { return float64(s.upstream.BlobRequests) }).format("%.0f"),
+				x.series(func(s sample) float64 { return float64(s.upstream.ManifestRequests) }).format("%.0f"),
+				rss, anon, x.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f"))
+		}
+	}
+	return b.String()
+}
+
+func (r *report) tagTable() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| system | upstream requests per %d tag pulls | of them manifest GETs | of them manifest HEADs | other upstream requests | time per pull, ms |\n", r.b.o.tagPulls)
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, x := range r.rowsOf(kindTags, nil, 0) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", label(x.sys),
+			x.series(func(s sample) float64 {
+				return float64(s.upstream.ManifestRequests + s.upstream.BlobRequests + s.upstream.OtherRequests)
+			}).format("%.0f"),
+			x.series(func(s sample) float64 { return float64(s.upstream.ManifestGETs) }).format("%.0f"),
+			x.series(func(s sample) float64 { return float64(s.upstream.ManifestRequests - s.upstream.ManifestGETs) }).format("%.0f"),
+			x.series(func(s sample) float64 { return float64(s.upstream.OtherRequests + s.upstream.BlobRequests) }).format("%.0f"),
+			x.series(func(s sample) float64 { return s.wall.Seconds() * 1000 / float64(s.reqs) }).format("%.2f"))
+	}
+	return b.String()
+}
+
+func (r *report) latencyTable() string {
+	var b strings.Builder
+	b.WriteString("| system | clients | p50, ms | p99, ms | p99 ÷ ours | requests/s | upstream reqs per 100 GETs | CPU, s | peak RSS, MiB |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---|---|---|\n")
+	rows := r.rowsOf(kindLatency, nil, 0)
+	var o *row
+	for _, x := range rows {
+		if x.sys == sysOursOn {
+			o = x
+		}
+	}
+	for _, x := range rows {
+		rt := "–"
+		if o != nil {
+			rt = ratio(x.series(func(s sample) float64 { return ms(s.p99) }).med, o.series(func(s sample) float64 { return ms(s.p99) }).med)
+		}
+		up := x.series(func(s sample) float64 {
+			return 100 * float64(s.upstream.ManifestRequests+s.upstream.OtherRequests+s.upstream.BlobRequests) / float64(s.reqs)
+		}).format("%.0f")
+		if x.sys == sysDirect {
+			up += " (is the upstream)"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", label(x.sys), x.clients,
+			x.series(func(s sample) float64 { return ms(s.p50) }).format("%.2f"),
+			x.series(func(s sample) float64 { return ms(s.p99) }).format("%.2f"), rt,
+			x.series(func(s sample) float64 { return float64(s.reqs) / s.wall.Seconds() }).format("%.0f"), up,
+			x.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f"),
+			x.series(func(s sample) float64 { return mib(s.rss) }).format("%.1f"))
+	}
+	return b.String()
+}
+
+// memoryTable shows peak memory of the memory rows: warm pulls by
+// --mem-clients clients, cold pulls by --clients of the largest scaling
+// image and of the big one.
+func (r *report) memoryTable() string {
+	o := r.b.o
+	var b strings.Builder
+	b.WriteString("| system | scenario | peak RSS, MiB | RSS ÷ ours | peak RssAnon, MiB | CPU, s |\n")
+	b.WriteString("|---|---|---|---:|---|---|\n")
+	type sc struct {
+		kind string
+		img  *image
+		n    int
+		name string
+	}
+	var scs []sc
+	if img := r.b.warmImage(o.memClients); img != nil {
+		scs = append(scs, sc{kindWarm, img, o.memClients, fmt.Sprintf("%d concurrent warm pulls (%s)", o.memClients, img.label)})
+	}
+	if big := r.b.singles[slices.Max(o.scalingMiB)]; big != nil {
+		scs = append(scs, sc{kindCold, big, o.clients, fmt.Sprintf("%d concurrent cold pulls (%s)", o.clients, big.label)})
+	}
+	if r.b.singles[slices.Max(o.scalingMiB)] != r.b.big {
+		scs = append(scs, sc{kindCold, r.b.big, o.clients, fmt.Sprintf("%d concurrent cold pulls (%s)", o.clients, r.b.big.label)})
+	}
+	for _, s := range scs {
+		rows := r.rowsOf(s.kind, s.img, s.n)
+		ou := ours(rows)
+		for _, x := range rows {
+			rss, anon := r.rssCells(x)
+			rt := "–"
+			if ou != nil {
+				rt = ratio(x.series(func(s sample) float64 { return mib(s.rss) }).med, ou.series(func(s sample) float64 { return mib(s.rss) }).med)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", label(x.sys), s.name, rss, rt, anon,
+				x.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f"))
+		}
+	}
+	return b.String()
+}
+
+func (r *report) scalingTable() string {
+	var b strings.Builder
+	b.WriteString("| system | layer | clients | wall time, s | time ÷ ours | throughput, MB/s | upstream blob bytes (× layer) | upstream blob GETs | peak RSS, MiB |\n")
+	b.WriteString("|---|---|---:|---|---:|---|---|---|---|\n")
+	for _, m := range r.b.o.scalingMiB {
+		rows := r.rowsOf(kindCold, r.b.singles[m], r.b.o.clients)
+		rows = slices.DeleteFunc(rows, func(x *row) bool { return x.sys == sysDirect })
+		o := ours(rows)
+		for _, x := range rows {
+			rt := "–"
+			if o != nil {
+				rt = ratio(x.wall().med, o.wall().med)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", label(x.sys), x.img.label, x.clients,
+				x.wall().format("%.2f"), rt, x.mbps().format("%.0f"), x.upBytes().format("%.2f×"),
+				x.series(func(s sample) float64 { return float64(s.upstream.BlobRequests) }).format("%.0f"),
+				x.series(func(s sample) float64 { return mib(s.rss) }).format("%.1f"))
+		}
+	}
+	return b.String()
+}
+
+// sections returns the result tables with their headings.
+func (r *report) sections() []string {
+	o := r.b.o
+	var out []string
+	add := func(title, intro, table string) {
+		if strings.Count(table, "\n") <= 2 {
+			return
+		}
+		s := "### " + title + "\n\n"
+		if intro != "" {
+			s += intro + "\n\n"
+		}
+		out = append(out, s+table)
+	}
+	if r.b.big != nil {
+		add("1. Cold pull of one "+r.b.big.label, fmt.Sprintf("Each client GETs the manifest by tag, the config and the layer; a fresh cache and a fresh process per run. %s.", plural(o.repeat, "run")), r.coldTable(r.b.big))
+	}
+	if r.b.layered != nil {
+		add(fmt.Sprintf("2. Cold pull of an image of %s", r.b.layered.label), fmt.Sprintf("Each client GETs the manifest, then the config and the layers, %d at a time (Docker's default).", o.parallel), r.coldTable(r.b.layered))
+	}
+	warmSys := []string{sysDirect, sysOurs, sysDist, sysNginx, sysStatic}
+	add("3. Warm blob throughput, plain HTTP", fmt.Sprintf("From a filled cache, served by a fresh process; %s per system, the systems interleaved. Up to %d clients pull the %s image, more clients the %s one, so that a round moves a similar amount of data.",
+		plural(o.repeat, "round"), o.clients, r.b.big.label, fmt.Sprintf("%d MiB layer", o.manyMiB)), r.warmTable(warmSys, o.warmClients))
+	proto := "h2 by ALPN"
+	if o.tlsHTTP1 {
+		proto = "HTTP/1.1 only (`--tls-http1`)"
+	}
+	add("3b. Warm blob throughput over TLS: ours through the CONNECT shim vs a direct TLS download",
+		fmt.Sprintf("Clients speak TLS (%s), each on its own connection: directly to the TLS upstream, or to `https://%s/…` through our proxy as their HTTPS proxy (CONNECT, TLS terminated by the shim with its own CA) from a cache filled through the shim. Rounds interleaved.", proto, upstreamTLSHost),
+		r.warmTable([]string{sysDirectTLS, sysShim}, o.warmClients))
+	add("4. Manifests by tag: upstream requests", fmt.Sprintf("One client GETs the manifest by tag %d times in a row (after one GET that filled the cache); %s per system. The tag `v1` falls in the default tier (`MANIFEST_CACHE_DEFAULT_TIME`, 1 h) when the cache is on.", o.tagPulls, plural(o.repeat, "run")), r.tagTable())
+	add("4b. Cached manifest GETs: latency at "+fmt.Sprint(o.manClients)+" concurrent clients", fmt.Sprintf("A Go load generator: %d clients, each on a keep-alive connection of its own (opened before the timed part), GET the manifest by tag one request after the other, as fast as they can, for %gs (at most %d GETs each); latency of every GET, %s per system, the systems interleaved.", o.manClients, o.manSeconds, o.manRequests, plural(o.repeat, "run")), r.latencyTable())
+	add("5. Memory", "Peak RSS is the sum of `VmHWM` over the system's processes (nginx: master, workers, cache manager), reset before each run through `/proc/<pid>/clear_refs`. RssAnon is the process's own memory without the executable's pages, sampled every 20 ms.", r.memoryTable())
+	add("6. Scaling with the blob size, "+fmt.Sprint(o.clients)+" cold clients", "The cost should grow with the blob, not with the number of clients: 1.00× upstream bytes for every size.", r.scalingTable())
+	return out
+}
+
+func (r *report) tables() string {
+	return strings.Join(r.sections(), "\n")
+}
+
+// goal is one target with its verdict.
+type goal struct {
 	goal, measured string
 	pass, ran      bool
 }
 
-func (r report) targetList() []target {
-	n := r.o.clients
-	var ts []target
-	if r.coldN != nil {
-		worst := r.coldN.series(func(s sample) float64 { return float64(s.upstream.BlobBytes) })
-		ts = append(ts, target{
-			goal:     fmt.Sprintf("upstream blob bytes, %d cold clients = 1.0× the blob", n),
-			measured: fmt.Sprintf("%.2f× median, %.2f× worst (%d bytes for a %d-byte blob)", worst.med/float64(r.img.blobSize), worst.hi/float64(r.img.blobSize), int64(worst.hi), r.img.blobSize),
-			pass:     worst.hi == float64(r.img.blobSize) && worst.lo == float64(r.img.blobSize), ran: true,
-		})
-		c1, cn := r.cold1.wall().med, r.coldN.wall().med
-		measured := fmt.Sprintf("%.2fs vs %.2fs = %.2f× (medians)", cn, c1, cn/c1)
-		if r.warmHashed != nil {
-			f := r.warmHashed.wall().med
-			measured += fmt.Sprintf("; reference: %d hashing clients served from a warm cache take %.2fs = %.2f×", n, f, f/c1)
+func (r *report) targetList() []goal {
+	o := r.b.o
+	var ts []goal
+	med := func(x *row, f func(sample) float64) float64 { return x.series(f).med }
+	get := func(kind, sys string, img *image, n int) *row {
+		x := r.b.find(kind, sys, img, n)
+		if x == nil || len(x.samples) == 0 {
+			return nil
 		}
-		ts = append(ts, target{
-			goal:     fmt.Sprintf("%d-client cold time ≤ 1.2× 1-client cold time", n),
-			measured: measured,
-			pass:     cn <= 1.2*c1, ran: true,
-		})
+		return x
 	}
-	if r.tls != nil {
-		v := r.tls.via.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }).med
-		d := r.tls.direct.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }).med
-		ratio := v / d
-		ts = append(ts, target{
-			goal: "warm throughput through the shim ≥ 1.0× the direct TLS download from the upstream",
-			measured: fmt.Sprintf("%.0f vs %.0f MB/s = %.2f× (medians of the length-only rows, %d clients); per interleaved round pair %s; serving CPU per round: proxy %.2f s, docker-registry %.2f s (medians)",
-				v, d, ratio, n, statOf(r.tls.ratios).format("%.2f×"),
-				r.tls.via.series(func(s sample) float64 { return s.cpu.Seconds() }).med,
-				r.tls.direct.series(func(s sample) float64 { return s.peerCPU.Seconds() }).med),
-			pass: ratio >= 1.0, ran: true,
-		})
-	}
-	var worst float64
-	var where string
-	for _, sc := range r.scenarios {
-		if !sc.proxy {
-			continue
-		}
-		if hi := sc.series(func(s sample) float64 { return mib(s.rss) }).hi; hi > worst {
-			worst, where = hi, sc.name
+	coldImgs := []*image{r.b.big, r.b.layered}
+	for _, m := range o.scalingMiB {
+		if img := r.b.singles[m]; !slices.Contains(coldImgs, img) {
+			coldImgs = append(coldImgs, img)
 		}
 	}
-	ts = append(ts, target{
-		goal:     "proxy peak RSS < 64 MiB",
-		measured: fmt.Sprintf("%.1f MiB worst (%s)", worst, where),
-		pass:     worst < 64, ran: where != "",
-	})
+	// 1. upstream bytes
+	{
+		t := goal{goal: fmt.Sprintf("upstream bytes for %d cold clients = 1.0× the image", o.clients), pass: true}
+		var parts []string
+		for _, img := range coldImgs {
+			x := get(kindCold, sysOurs, img, o.clients)
+			if img == nil || x == nil {
+				continue
+			}
+			t.ran = true
+			s := x.upBytes()
+			parts = append(parts, fmt.Sprintf("%s: %.2f× worst", img.label, s.hi))
+			if s.hi != 1 || s.lo != 1 {
+				t.pass = false
+			}
+			if d := get(kindCold, sysDist, img, o.clients); d != nil {
+				parts[len(parts)-1] += fmt.Sprintf(" (distribution %.2f×)", d.upBytes().med)
+			}
+		}
+		t.measured = strings.Join(parts, "; ")
+		ts = append(ts, t)
+	}
+	// 2. cold time vs nginx and vs our 1-client time
+	{
+		t := goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.0× nginx with proxy_cache_lock", o.clients), pass: true}
+		var parts []string
+		for _, img := range coldImgs {
+			x, n := get(kindCold, sysOurs, img, o.clients), get(kindCold, sysNginx, img, o.clients)
+			if img == nil || x == nil || n == nil {
+				continue
+			}
+			t.ran = true
+			a, b := x.wall().med, n.wall().med
+			parts = append(parts, fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b))
+			if a > b {
+				t.pass = false
+			}
+		}
+		t.measured = strings.Join(parts, "; ")
+		ts = append(ts, t)
+		t = goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.2× our 1-client time", o.clients), pass: true}
+		parts = nil
+		for _, img := range []*image{r.b.big, r.b.layered} {
+			x, one := get(kindCold, sysOurs, img, o.clients), get(kindCold, sysOurs, img, 1)
+			if img == nil || x == nil || one == nil {
+				continue
+			}
+			t.ran = true
+			a, b := x.wall().med, one.wall().med
+			s := fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b)
+			if n := get(kindCold, sysNginx, img, o.clients); n != nil {
+				if n1 := get(kindCold, sysNginx, img, 1); n1 != nil {
+					s += fmt.Sprintf(" (nginx %.2f×", n.wall().med/n1.wall().med)
+					if w := get(kindWarm, sysStatic, img, o.clients); w != nil {
+						s += fmt.Sprintf("; %d clients from nginx sendfile, warm: %.2fs = %.2f× our 1-client time", o.clients, w.wall().med, w.wall().med/b)
+					}
+					s += ")"
+				}
+			}
+			parts = append(parts, s)
+			if a > 1.2*b {
+				t.pass = false
+			}
+		}
+		t.measured = strings.Join(parts, "; ")
+		ts = append(ts, t)
+	}
+	// 3. warm throughput
+	{
+		t := goal{goal: "warm plain-HTTP throughput ≥ 0.9× nginx sendfile", pass: true}
+		t2 := goal{goal: "warm throughput through the shim ≥ 1.0× the direct TLS download", pass: true}
+		var parts, parts2 []string
+		for _, n := range o.warmClients {
+			img := r.b.warmImage(n)
+			if x, s := get(kindWarm, sysOurs, img, n), get(kindWarm, sysStatic, img, n); x != nil && s != nil {
+				t.ran = true
+				a, b := x.mbps().med, s.mbps().med
+				parts = append(parts, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f×", n, a, b, a/b))
+				if a < 0.9*b {
+					t.pass = false
+				}
+			}
+			if x, d := get(kindWarm, sysShim, img, n), get(kindWarm, sysDirectTLS, img, n); x != nil && d != nil {
+				t2.ran = true
+				a, b := x.mbps().med, d.mbps().med
+				parts2 = append(parts2, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f× (CPU per round %.2f s vs %.2f s)", n, a, b, a/b,
+					med(x, func(s sample) float64 { return s.cpu.Seconds() }), med(d, func(s sample) float64 { return s.cpu.Seconds() })))
+				if a < b {
+					t2.pass = false
+				}
+			}
+		}
+		t.measured, t2.measured = strings.Join(parts, "; "), strings.Join(parts2, "; ")
+		ts = append(ts, t, t2)
+	}
+	// 4. manifest cache
+	{
+		t := goal{goal: "manifest cache on: 0 upstream requests for tags inside their TTL", pass: true}
+		var parts []string
+		up := func(s sample) float64 {
+			return float64(s.upstream.ManifestRequests + s.upstream.BlobRequests + s.upstream.OtherRequests)
+		}
+		for _, x := range r.rowsOf(kindTags, nil, 0) {
+			switch x.sys {
+			case sysOursOn:
+				t.ran = true
+				parts = append(parts, fmt.Sprintf("ours: %.0f per %d tag pulls", x.series(up).hi, o.tagPulls))
+				if x.series(up).hi != 0 {
+					t.pass = false
+				}
+			case sysOursOff, sysDist:
+				parts = append(parts, fmt.Sprintf("%s: %.0f", plainLabel(x.sys), x.series(up).med))
+			}
+		}
+		if x := get(kindLatency, sysOursOn, r.b.big, o.manClients); x != nil {
+			t.ran = true
+			parts = append(parts, fmt.Sprintf("ours at %d concurrent clients: %.0f in %.0f GETs", o.manClients, x.series(up).hi, med(x, func(s sample) float64 { return float64(s.reqs) })))
+			if x.series(up).hi != 0 {
+				t.pass = false
+			}
+		}
+		t.measured = strings.Join(parts, "; ")
+		ts = append(ts, t)
+	}
+	// 5. memory
+	{
+		t := goal{goal: fmt.Sprintf("peak RSS ≤ nginx's at %d cold clients", o.clients), pass: true}
+		var parts []string
+		for _, img := range coldImgs {
+			x, n := get(kindCold, sysOurs, img, o.clients), get(kindCold, sysNginx, img, o.clients)
+			if img == nil || x == nil || n == nil {
+				continue
+			}
+			t.ran = true
+			rss := func(s sample) float64 { return mib(s.rss) }
+			anon := func(s sample) float64 { return mib(s.anon) }
+			parts = append(parts, fmt.Sprintf("%s: %.1f vs %.1f MiB (RssAnon %.1f vs %.1f)", img.label, med(x, rss), med(n, rss), med(x, anon), med(n, anon)))
+			if med(x, rss) > med(n, rss) {
+				t.pass = false
+			}
+		}
+		t.measured = strings.Join(parts, "; ")
+		ts = append(ts, t)
+		t = goal{goal: fmt.Sprintf("peak RSS < 100 MiB at %d concurrent warm pulls", o.memClients)}
+		if x := get(kindWarm, sysOurs, r.b.warmImage(o.memClients), o.memClients); x != nil {
+			t.ran = true
+			s := x.series(func(s sample) float64 { return mib(s.rss) })
+			t.measured = fmt.Sprintf("%.1f MiB worst (RssAnon %.1f)", s.hi, x.series(func(s sample) float64 { return mib(s.anon) }).hi)
+			t.pass = s.hi < 100
+		}
+		ts = append(ts, t)
+	}
 	return ts
 }
 
-func (r report) targets() string {
+func (r *report) targetTable() string {
 	var b strings.Builder
-	b.WriteString("| target | measured | result |\n|---|---|---|\n")
+	b.WriteString("| target | measured (medians unless noted) | result |\n|---|---|---|\n")
 	for _, t := range r.targetList() {
 		verdict := "**FAIL**"
 		switch {
@@ -199,7 +553,7 @@ func (r report) targets() string {
 	return b.String()
 }
 
-func (r report) failedTargets() []string {
+func (r *report) failedTargets() []string {
 	var out []string
 	for _, t := range r.targetList() {
 		if t.ran && !t.pass {
@@ -209,90 +563,192 @@ func (r report) failedTargets() []string {
 	return out
 }
 
-func (r report) markdown() string {
+// losses lists every row where a peer does better than ours on the row's
+// main figure (medians).
+func (r *report) losses() []string {
+	var out []string
+	type metric struct {
+		name   string
+		f      func(sample) float64
+		higher bool // higher is better
+		unit   string
+	}
+	wall := metric{"wall time", func(s sample) float64 { return s.wall.Seconds() }, false, "s"}
+	thr := metric{"throughput", func(s sample) float64 { return mbps(s.bytes, s.wall) }, true, "MB/s"}
+	up := metric{"upstream blob bytes", func(s sample) float64 { return float64(s.upstream.BlobBytes) / (1 << 20) }, false, "MiB"}
+	rss := metric{"peak RSS", func(s sample) float64 { return mib(s.rss) }, false, "MiB"}
+	p50 := metric{"p50 latency", func(s sample) float64 { return ms(s.p50) }, false, "ms"}
+	p99 := metric{"p99 latency", func(s sample) float64 { return ms(s.p99) }, false, "ms"}
+	check := func(scenario string, rows []*row, oursSys string, ms ...metric) {
+		var o *row
+		for _, x := range rows {
+			if x.sys == oursSys {
+				o = x
+			}
+		}
+		if o == nil {
+			return
+		}
+		for _, m := range ms {
+			ov := o.series(m.f).med
+			for _, x := range rows {
+				if isOurs(x.sys) || (m.name == up.name && x.sys == sysDirect) {
+					continue
+				}
+				v := x.series(m.f).med
+				worse := (m.higher && v > ov) || (!m.higher && v < ov)
+				if worse {
+					out = append(out, fmt.Sprintf("%s — %s: %s %.4g %s vs ours %.4g %s (%.2f×)", scenario, m.name, plainLabel(x.sys), v, m.unit, ov, m.unit, ov/v))
+				}
+			}
+		}
+	}
+	seen := map[*image]bool{}
+	for _, x := range r.b.rows {
+		if x.kind != kindCold || seen[x.img] {
+			continue
+		}
+		seen[x.img] = true
+		for _, n := range []int{1, r.b.o.clients} {
+			check(fmt.Sprintf("cold %s, %d client(s)", x.img.label, n), r.rowsOf(kindCold, x.img, n), sysOurs, wall, up, rss)
+		}
+	}
+	ns := append(slices.Clone(r.b.o.warmClients), r.b.o.memClients)
+	slices.Sort(ns)
+	for _, n := range slices.Compact(ns) {
+		rows := r.rowsOf(kindWarm, r.b.warmImage(n), n)
+		plain := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys == sysShim || x.sys == sysDirectTLS })
+		check(fmt.Sprintf("warm %d clients", n), plain, sysOurs, thr, rss)
+		tls := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys != sysShim && x.sys != sysDirectTLS })
+		check(fmt.Sprintf("warm %d clients over TLS", n), tls, sysShim, thr)
+	}
+	check("cached manifest GETs", r.rowsOf(kindLatency, nil, 0), sysOursOn, p50, p99)
+	return out
+}
+
+func (r *report) markdown() string {
 	m := r.machine
-	cmd := r.o.command
+	o := r.b.o
+	cmd := o.command
 	if cmd == "" {
 		cmd = strings.Join(os.Args, " ")
 	}
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
-	b.WriteString("Written by `bench/run.sh` (program `bench/cmd/bench`); rerun it to refresh this page.\n\n")
+	b.WriteString("Written by `bench/run.sh` (program `bench/cmd/bench`); rerun it to refresh this page. Our proxy (**ours**) side by side with its peers, in one run on one machine, against one upstream.\n\n")
 	b.WriteString("## Machine\n\n")
-	fmt.Fprintf(&b, "- CPUs (nproc): %d — %s\n", m.nproc, m.cpu)
+	fmt.Fprintf(&b, "- CPUs (nproc): %d — %s; memory %s\n", m.nproc, m.cpu, m.memTotal)
 	fmt.Fprintf(&b, "- kernel (uname -r): %s\n", m.kernel)
 	fmt.Fprintf(&b, "- Go: %s\n", m.goVersion)
-	fmt.Fprintf(&b, "- upstream: %s (Debian `docker-registry`, filesystem storage, plain HTTP on 127.0.0.1", m.registryVer)
-	if r.tls != nil {
-		b.WriteString("; for the TLS rows a second instance on the same storage serving TLS, h2 and HTTP/1.1 by ALPN")
-	}
-	b.WriteString(")\n")
-	fmt.Fprintf(&b, "- proxy: %s\n", m.proxyVersion)
+	fmt.Fprintf(&b, "- upstream and distribution peer: %s (Debian `docker-registry`, filesystem storage)\n", m.registryVer)
+	fmt.Fprintf(&b, "- nginx: %s (Debian `nginx`)\n", strings.TrimPrefix(m.nginxVer, "nginx version: "))
+	fmt.Fprintf(&b, "- ours: %s\n", m.proxyVersion)
 	fmt.Fprintf(&b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
 	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n\n", m.load0, m.load1)
 	b.WriteString("## Command\n\n```sh\n" + cmd + "\n```\n\n")
-	fmt.Fprintf(&b, "One image: an OCI manifest, a config and one random (incompressible) layer of %d MiB (`%s`). ", r.o.sizeMiB, r.img.blobDigest)
-	fmt.Fprintf(&b, "Each client GETs the manifest by tag, then the blob, and checks the body's length (and its SHA-256 where noted). ")
-	fmt.Fprintf(&b, "Cold scenarios: %s each, a fresh cache directory and a fresh proxy process per run. ", plural(r.o.repeat, "run"))
-	fmt.Fprintf(&b, "Warm: on one fresh proxy process over a filled cache, %s with hashed bodies, then %s that only count bytes. ", plural(r.o.repeat, "round"), plural(r.o.warmRounds, "round"))
-	if r.tls != nil {
-		proto := "h2 negotiated by ALPN"
-		if r.o.tlsHTTP1 {
-			proto = "HTTP/1.1 only (`--tls-http1`)"
-		}
-		fmt.Fprintf(&b, "TLS rows: %d Go clients, each with its own transport and connection (%s), GET the same image over TLS, either directly from the TLS upstream (trusting a throwaway test CA) or through the proxy's CONNECT shim (`https://%s/…` with the proxy as explicit HTTP proxy, trusting the proxy's CA from `/ca.crt`) from a cache filled through the shim by one earlier pull and served by a fresh proxy process; the same round counts as the warm rows, direct and shim rounds interleaved in alternating order. ", r.o.clients, proto, upstreamTLSHost)
+	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--repeat` change sizes and concurrency.\n\n")
+	b.WriteString("## Systems\n\n")
+	b.WriteString("All on 127.0.0.1, started by the benchmark with temporary directories and stopped by PID. The upstream is one docker-registry holding the pushed images (random, incompressible layers).\n\n")
+	fmt.Fprintf(&b, "- **ours**: `container-registry-proxy` built from the working tree, filesystem cache, upstream `%s` mapped to the counting proxy (`insecure: true`); clients use `/v2/%s/<repo>/…`. Defaults otherwise (manifest cache off, as shipped), except in the manifest rows that say so.\n", upstreamHost, upstreamNS)
+	b.WriteString("- **distribution 2.8 proxy**: Debian's `docker-registry` in pull-through mode (`proxy.remoteurl` = the counting proxy), filesystem storage.\n")
+	b.WriteString("- **nginx proxy_cache + lock**: Debian's nginx, `worker_processes auto`, blob GETs (`/v2/…/blobs/sha256:…`) cached with `proxy_cache` keyed by digest, `proxy_cache_lock on`, `proxy_cache_lock_timeout 880s` (the original project's settings) and `proxy_cache_lock_age 880s` (so that a fill slower than the default 5 s does not send a second request upstream: nginx at its best); manifests and everything else passed to the upstream uncached with the client's `Accept`. The upstream answers blob GETs itself (filesystem storage, no redirect); with a redirecting storage backend nginx would also need `proxy_intercept_errors` and an `error_page` for 307 to cache anything.\n")
+	b.WriteString("- **nginx static (sendfile)**: the same nginx serving the upstream's own blob files (`alias` into its storage) with `sendfile on`: the practical limit of this machine for warm blobs.\n")
+	b.WriteString("- **upstream direct**: clients talk to docker-registry itself, over plain HTTP, or over TLS to a second instance on the same storage (`http.tls`, throwaway P-256 CA).\n\n")
+	b.WriteString("Upstream bytes and requests are counted by a reverse proxy (`net/http/httputil`) in this program between every caching system and the upstream (a TLS one for the shim). A client does what `docker pull` does: GET the manifest by tag, then the config and the layers (" + fmt.Sprint(o.parallel) + " at a time), each client with a connection of its own; it checks every body's length, and ")
+	switch o.verify {
+	case "all":
+		b.WriteString("every client hashes every body and compares it with the digest. ")
+	case "one":
+		b.WriteString("the first client of each run hashes its bodies and compares them with the digests (hashing every stream on 2 CPUs would measure SHA-256, not the systems). ")
+	default:
+		b.WriteString("no body is hashed (`--verify none`). ")
 	}
-	b.WriteString("Cells show the median and, in parentheses, min–max. MB = 10⁶ bytes; throughput = body bytes of all clients / wall time.\n\n")
-	b.WriteString("## Results\n\n")
-	b.WriteString(r.table())
-	b.WriteString("\n## Targets\n\n")
-	b.WriteString(r.targets())
+	b.WriteString("Cells show the median and, in parentheses, min–max over the runs or rounds. MB = 10⁶ bytes; throughput = body bytes of all clients ÷ wall time. \"÷ ours\" is the row's figure divided by ours' in the same scenario. CPU is user+system time of the system's processes during the run. Everything shares the machine's CPUs: the upstream, the counting proxy, the system under test and the clients.\n\n")
+	if len(r.chartFiles) > 0 {
+		b.WriteString("## Charts\n\n")
+		for _, f := range r.chartFiles {
+			rel := f
+			if o.out != "" {
+				if x, err := filepath.Rel(filepath.Dir(o.out), f); err == nil {
+					rel = x
+				}
+			}
+			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(filepath.Base(f), ".png"), rel)
+		}
+	}
+	b.WriteString("## Targets\n\n")
+	b.WriteString(r.targetTable())
+	b.WriteString("\n## Results\n\n")
+	b.WriteString(r.tables())
+	b.WriteString("\n## Where a peer beats ours\n\n")
+	if l := r.losses(); len(l) > 0 {
+		b.WriteString("Every row of this run where another system does better than ours on the row's main figure (medians); the analysis below explains them.\n\n")
+		for _, x := range l {
+			b.WriteString("- " + x + "\n")
+		}
+	} else {
+		b.WriteString("None in this run.\n")
+	}
 	b.WriteString("\n## Notes\n\n")
 	for _, n := range r.notes() {
 		b.WriteString("- " + n + "\n")
 	}
-	if r.o.notes != "" {
-		if extra, err := os.ReadFile(r.o.notes); err == nil {
+	if o.notes != "" {
+		if extra, err := os.ReadFile(o.notes); err == nil {
 			b.WriteString("\n## Analysis\n\n")
-			fmt.Fprintf(&b, "(From `%s`, written by hand after a run; the numbers above are regenerated on every run.)\n\n", r.o.notes)
+			fmt.Fprintf(&b, "(From `%s`, written by hand after a run, with profiles; the numbers above are regenerated on every run.)\n\n", o.notes)
 			b.Write(extra)
 		}
 	}
 	return b.String()
 }
 
-func (r report) notes() []string {
-	notes := []string{
-		"Upstream bytes and request counts are measured by a counting reverse proxy (`net/http/httputil`) inside the benchmark program, between the proxy and docker-registry; they count response body bytes by kind (blobs/, manifests/). The proxy's configuration maps `upstream.test:5000` to it (`insecure: true`, plain HTTP); clients use `/v2/upstream.test_5000/bench/big/…`.",
-		"Peak RSS is `VmHWM` from `/proc/<pid>/status` of the proxy process, read at the end of each run (page cache is not part of it, but the executable's own file-backed text and rodata pages are). `RssAnon` (the process's own memory: heap, stacks, buffers) is sampled every 20 ms and its peak shown beside it. Proxy CPU is utime+stime from `/proc/<pid>/stat` over the run. Last-byte wait: how long after all other bytes the final byte of a body arrived, the longest of the run's clients (0 when every client lagged behind the proxy and read the last bytes in one go).",
-		"Cold runs and the \"bodies hashed\" warm rounds hash every client's body and compare it with the digest; the plain warm rounds only count bytes (hashing " + fmt.Sprint(r.o.clients) + " streams on the same small machine measures SHA-256, not the proxy). The hashed warm row is therefore the reference for a cold run with as many hashing clients on this machine: what delivery alone costs here.",
-		fmt.Sprintf("Everything shares the machine's %d CPUs: docker-registry, the counting proxy, the proxy under test and the clients (which hash), plus whatever else runs on the machine (see the load average). The reference rows show what the upstream alone delivers to one hashing client, directly and through the counter.", r.machine.nproc),
+func (r *report) notes() []string {
+	var notes []string
+	for _, x := range r.b.rows {
+		if len(x.lines) > 0 {
+			notes = append(notes, fmt.Sprintf("Blob GET lines in ours' access logs by `cache=`, cold %s, %d client(s), all runs: %s.", x.img.label, x.clients, formatLines(x.lines)))
+		}
 	}
-	if r.tls != nil {
-		notes = append(notes, r.tlsNotes()...)
-	}
-	for _, sc := range r.scenarios {
-		if sc.lines == nil {
+	notes = append(notes, r.b.notes...)
+	for _, x := range r.b.rows {
+		if x.sys != sysShim && x.sys != sysDirectTLS {
 			continue
 		}
+		ps := map[string]int{}
+		for _, s := range x.samples {
+			for k, v := range s.protos {
+				ps[k] += v
+			}
+		}
 		var parts []string
-		for _, k := range []string{"HIT", "MISS", "STALE", "REVALIDATED", "PASS", "none", "aborted"} {
-			if v := sc.lines[k]; v > 0 {
-				parts = append(parts, fmt.Sprintf("%s=%d", k, v))
-			}
+		for _, k := range slices.Sorted(maps.Keys(ps)) {
+			parts = append(parts, fmt.Sprintf("%s ×%d", k, ps[k]))
 		}
-		for k, v := range sc.lines {
-			if !slices.Contains([]string{"HIT", "MISS", "STALE", "REVALIDATED", "PASS", "none", "aborted"}, k) {
-				parts = append(parts, fmt.Sprintf("%s=%d", k, v))
-			}
-		}
-		what := sc.name + ", all runs"
-		if sc.linesOf != "" {
-			what = sc.linesOf
-		}
-		notes = append(notes, fmt.Sprintf("Blob GET lines in the proxy's access log by `cache=`, %s: %s.", what, strings.Join(parts, ", ")))
+		notes = append(notes, fmt.Sprintf("%s, %d clients: protocol %s; clients (this program) %s s CPU per round.", plainLabel(x.sys), x.clients,
+			strings.Join(parts, ", "), x.series(func(s sample) float64 { return s.selfCPU.Seconds() }).format("%.2f")))
 	}
 	return notes
+}
+
+// formatLines prints access-log cache statuses in a stable order.
+func formatLines(m map[string]int) string {
+	order := []string{"HIT", "MISS", "STALE", "REVALIDATED", "PASS", "none", "aborted"}
+	var parts []string
+	for _, k := range order {
+		if v := m[k]; v > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(order, k) {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func plural(n int, word string) string {
@@ -300,33 +756,4 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
-}
-
-// tlsNotes describes the TLS rows: how the upstream and shim are set up,
-// the negotiated protocols, and the CPU of the serving process and of the
-// clients.
-func (r report) tlsNotes() []string {
-	t := r.tls
-	notes := []string{
-		fmt.Sprintf("TLS upstream: a second docker-registry process on the plain one's storage directory, with `http.tls.certificate`/`key` from a throwaway ECDSA P-256 CA made by the benchmark (server certificate SANs `127.0.0.1` and `%s`), so the plain-HTTP rows and their numbers stay as before. The proxy maps `%s` to a TLS counting proxy in front of it (`endpoint: https://127.0.0.1:<port>`, `caFile:` the test CA); the clients' CONNECT target `%s` is never resolved by anyone.", strings.Split(upstreamTLSHost, ":")[0], upstreamTLSHost, upstreamTLSHost),
-	}
-	for _, sc := range []*scenario{t.directHashed, t.direct, t.viaHashed, t.via} {
-		var parts []string
-		ps := sc.protos()
-		keys := make([]string, 0, len(ps))
-		for k := range ps {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			parts = append(parts, fmt.Sprintf("%s ×%d", k, ps[k]))
-		}
-		serving := "proxy CPU " + sc.series(func(s sample) float64 { return s.cpu.Seconds() }).format("%.2f") + " s"
-		if sc.peer {
-			serving = "docker-registry CPU " + sc.series(func(s sample) float64 { return s.peerCPU.Seconds() }).format("%.2f") + " s"
-		}
-		notes = append(notes, fmt.Sprintf("%s: clients' protocol %s; per round %s, clients (this program) %s s CPU.",
-			sc.name, strings.Join(parts, ", "), serving, sc.series(func(s sample) float64 { return s.selfCPU.Seconds() }).format("%.2f")))
-	}
-	return notes
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
-// run sets up the upstream, runs the selected scenarios and reports.
+// run sets up the upstream, pushes the images, runs the selected groups
+// and reports.
 func run(ctx context.Context, e *env, o options) error {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
@@ -19,60 +22,34 @@ func run(ctx context.Context, e *env, o options) error {
 		return err
 	}
 	logf("upstream docker-registry pid %d at %s", reg.pid(), direct)
-	size := int64(o.sizeMiB) << 20
-	t0 := time.Now()
-	img, err := pushImage(ctx, direct, "bench/big", "v1", size)
-	if err != nil {
+	b := &bench{e: e, o: o, reg: reg, direct: direct, log: logf, singles: map[int]*image{}, warm: map[string]*instance{}}
+	if err := b.push(ctx); err != nil {
 		return err
 	}
-	logf("pushed %s:%s, layer %s (%d MiB) in %.1fs", img.repo, img.tag, img.blobDigest, o.sizeMiB, time.Since(t0).Seconds())
 	cnt, counted, stopCounter, err := startCounter(direct, nil)
 	if err != nil {
 		return err
 	}
 	defer stopCounter()
+	b.cnt, b.counted = cnt, counted
 	logf("counting proxy at %s", counted)
-
-	b := &bench{e: e, o: o, img: img, direct: direct, counted: counted, cnt: cnt, log: logf}
-	runs := func(what string) bool { return o.only == "all" || o.only == what }
-	var all []*scenario
-	if o.only != "shim" {
-		refs, err := b.reference(ctx)
-		if err != nil {
-			return err
-		}
-		all = append(all, refs...)
-	}
-	var cold1, coldN, warmHashed, warm *scenario
-	if runs("cold") {
-		if cold1, err = b.cold(ctx, 1); err != nil {
-			return err
-		}
-		if coldN, err = b.cold(ctx, o.clients); err != nil {
-			return err
-		}
-		all = append(all, cold1, coldN)
-	}
-	if runs("warm") {
-		if warmHashed, warm, err = b.warm(ctx, o.clients); err != nil {
-			return err
-		}
-		all = append(all, warmHashed, warm)
-	}
-	var tlsRows *shimRows
-	if runs("shim") {
+	if o.runs("tls") {
 		tu, stopTLSCounter, err := startTLSUpstream(ctx, e, o.registryBin)
 		if err != nil {
 			return err
 		}
 		defer stopTLSCounter()
-		logf("upstream docker-registry (TLS, same storage) pid %d at %s; counting proxy (TLS) at %s", tu.reg.pid(), tu.direct, tu.counted)
 		b.tls = tu
-		if tlsRows, err = b.shim(ctx, o.clients); err != nil {
-			return err
-		}
-		all = append(all, tlsRows.directHashed, tlsRows.direct, tlsRows.viaHashed, tlsRows.via)
-		if err := e.stop(tu.reg); err != nil {
+		logf("upstream docker-registry (TLS, same storage) pid %d at %s; counting proxy (TLS) at %s", tu.reg.pid(), tu.direct, tu.counted)
+	}
+
+	err = b.groups(ctx)
+	b.stopWarm()
+	if err != nil {
+		return err
+	}
+	if b.tls != nil {
+		if err := e.stop(b.tls.reg); err != nil {
 			logf("%v", err)
 		}
 	}
@@ -80,22 +57,177 @@ func run(ctx context.Context, e *env, o options) error {
 		logf("%v", err)
 	}
 
-	rep := report{
-		o: o, img: img, scenarios: all, cold1: cold1, coldN: coldN, warm: warm, warmHashed: warmHashed, tls: tlsRows,
-		machine: machineInfo(o, load0), took: time.Since(started),
+	rep := &report{b: b, machine: machineInfo(o, load0), took: time.Since(started)}
+	if o.imgDir != "" && o.gnuplotBin != "" {
+		charts, err := rep.charts(o.imgDir)
+		if err != nil {
+			logf("charts: %v", err)
+		}
+		rep.chartFiles = charts
 	}
-	md := rep.markdown()
-	fmt.Print(rep.table())
+	fmt.Print(rep.tables())
 	fmt.Println()
-	fmt.Print(rep.targets())
+	fmt.Print(rep.targetTable())
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+		if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
 			return err
 		}
 		logf("wrote %s", o.out)
 	}
 	if failed := rep.failedTargets(); len(failed) > 0 {
 		logf("targets missed: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// push pushes every image the selected groups need, concurrently.
+func (b *bench) push(ctx context.Context) error {
+	o := b.o
+	type job struct {
+		label, repo string
+		sizes       []int64
+		mib         int // single-layer images
+	}
+	jobs := []job{{fmt.Sprintf("%d MiB layer", o.sizeMiB), fmt.Sprintf("bench/single-%d", o.sizeMiB), []int64{int64(o.sizeMiB) << 20}, o.sizeMiB}}
+	single := func(m int) {
+		for _, j := range jobs {
+			if j.mib == m {
+				return
+			}
+		}
+		jobs = append(jobs, job{fmt.Sprintf("%d MiB layer", m), fmt.Sprintf("bench/single-%d", m), []int64{int64(m) << 20}, m})
+	}
+	if o.runs("image") {
+		sizes := make([]int64, o.layers)
+		for i := range sizes {
+			sizes[i] = int64(o.layerMiB) << 20
+		}
+		jobs = append(jobs, job{fmt.Sprintf("%d × %d MiB layers", o.layers, o.layerMiB), "bench/layered", sizes, 0})
+	}
+	if o.runs("warm") || o.runs("tls") || o.runs("memory") || o.runs("manifest") {
+		for _, n := range append(slices.Clone(o.warmClients), o.memClients) {
+			if n > o.clients {
+				single(o.manyMiB)
+			}
+		}
+	}
+	if o.runs("scaling") {
+		for _, m := range o.scalingMiB {
+			single(m)
+		}
+	}
+	if o.runs("memory") {
+		single(slices.Max(o.scalingMiB))
+	}
+	t0 := time.Now()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			img, err := pushImage(ctx, b.direct, j.label, j.repo, "v1", j.sizes)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				return
+			}
+			if j.mib > 0 {
+				b.singles[j.mib] = img
+			} else {
+				b.layered = img
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	b.big = b.singles[o.sizeMiB]
+	var names []string
+	for _, j := range jobs {
+		names = append(names, j.label)
+	}
+	b.log("pushed %s in %.1fs", strings.Join(names, ", "), time.Since(t0).Seconds())
+	return nil
+}
+
+// groups runs the selected groups in order.
+func (b *bench) groups(ctx context.Context) error {
+	o := b.o
+	pick := func(cands ...string) []string {
+		var out []string
+		for _, s := range cands {
+			if o.has(s) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	cold := pick(sysDirect, sysOurs, sysDist, sysNginx)
+	caching := pick(sysOurs, sysDist, sysNginx)
+	warm := pick(sysDirect, sysOurs, sysDist, sysNginx, sysStatic)
+	for _, g := range o.groups {
+		b.log("group %s", g)
+		var err error
+		switch g {
+		case "cold":
+			for _, n := range []int{1, o.clients} {
+				if err = b.coldSet(ctx, cold, b.big, n); err != nil {
+					break
+				}
+			}
+		case "image":
+			for _, n := range []int{1, o.clients} {
+				if err = b.coldSet(ctx, cold, b.layered, n); err != nil {
+					break
+				}
+			}
+		case "scaling":
+			for _, m := range o.scalingMiB {
+				if err = b.coldSet(ctx, caching, b.singles[m], o.clients); err != nil {
+					break
+				}
+			}
+		case "warm":
+			for _, n := range o.warmClients {
+				if err = b.warmSet(ctx, warm, b.warmImage(n), n); err != nil {
+					break
+				}
+			}
+		case "tls":
+			tlsSys := []string{sysDirectTLS, sysShim}
+			for _, n := range o.warmClients {
+				if err = b.warmSet(ctx, tlsSys, b.warmImage(n), n); err != nil {
+					break
+				}
+			}
+		case "manifest":
+			var tags []string
+			if o.has(sysOurs) {
+				tags = append(tags, sysOursOn, sysOursOff)
+			}
+			tags = append(tags, pick(sysDist, sysNginx)...)
+			if err = b.tagPulls(ctx, tags); err != nil {
+				break
+			}
+			lat := append(pick(sysDirect), tags...)
+			err = b.latency(ctx, lat)
+		case "memory":
+			if err = b.warmSet(ctx, warm, b.warmImage(o.memClients), o.memClients); err != nil {
+				break
+			}
+			err = b.coldSet(ctx, caching, b.singles[slices.Max(o.scalingMiB)], o.clients)
+		}
+		if err != nil {
+			return fmt.Errorf("group %s: %w", g, err)
+		}
 	}
 	return nil
 }

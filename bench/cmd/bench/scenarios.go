@@ -4,57 +4,77 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
+	"slices"
 	"time"
 )
 
-// sample is one measured run (or warm round) of a scenario.
+// sample is one measured run (cold) or round (warm) of a row.
 type sample struct {
 	wall     time.Duration
 	bytes    int64         // body bytes all clients received
+	reqs     int64         // requests the clients made
 	upstream counts        // what the upstream served during the run
-	rss      int64         // proxy VmHWM at the end of the run; 0 without a proxy
-	anon     int64         // proxy peak RssAnon during the run, sampled
-	cpu      time.Duration // proxy user+system CPU time during the run
-	lastWait time.Duration // longest wait of a client for the body's last byte
-	peerCPU  time.Duration // the serving docker-registry's CPU time (direct rows)
-	selfCPU  time.Duration // this program's CPU time (the clients) during the run
+	rss      int64         // peak RSS: VmHWM summed over the system's processes (reset before the run)
+	anon     int64         // peak of the sampled sum of RssAnon
+	cpu      time.Duration // the system's CPU time (user+system, all its processes)
+	selfCPU  time.Duration // this program's CPU time (clients, counter)
 	protos   map[string]int
+	p50, p99 time.Duration // latency rows
 }
 
-// scenario is a named set of samples.
-type scenario struct {
-	name    string
+// Row kinds.
+const (
+	kindCold    = "cold"    // fresh cache per run
+	kindWarm    = "warm"    // filled cache, rounds on one process
+	kindTags    = "tags"    // sequential tag pulls, upstream requests counted
+	kindLatency = "latency" // concurrent cached manifest GETs
+)
+
+// row is one table row: a system in one scenario, with its samples.
+type row struct {
+	kind    string
+	sys     string
+	img     *image
 	clients int
-	proxy   bool // through our proxy (RSS and cache lines are meaningful)
 	samples []sample
-	lines   map[string]int // blob GET access-log lines by cache status, summed
-	linesOf string         // what lines covers, when not just this scenario
-	peer    bool           // served by docker-registry directly (peerCPU is set)
+	lines   map[string]int // ours: blob GET access-log lines by cache status
 }
 
-// protos sums the clients' protocols over the samples.
-func (sc *scenario) protos() map[string]int {
-	out := map[string]int{}
-	for _, s := range sc.samples {
-		for k, v := range s.protos {
-			out[k] += v
-		}
+func (r *row) series(f func(sample) float64) stat {
+	xs := make([]float64, len(r.samples))
+	for i, s := range r.samples {
+		xs[i] = f(s)
 	}
-	return out
+	return statOf(xs)
+}
+
+func (r *row) wall() stat { return r.series(func(s sample) float64 { return s.wall.Seconds() }) }
+func (r *row) mbps() stat { return r.series(func(s sample) float64 { return mbps(s.bytes, s.wall) }) }
+
+// upBytes is the upstream's blob bytes in units of the image's blob bytes
+// (what one client fetches).
+func (r *row) upBytes() stat {
+	return r.series(func(s sample) float64 { return float64(s.upstream.BlobBytes) / float64(r.img.blobBytes()) })
 }
 
 // bench holds what the scenarios share.
 type bench struct {
 	e       *env
 	o       options
-	img     image
-	direct  string   // the registry's base URL
+	reg     *proc    // the upstream docker-registry
+	direct  string   // its base URL
 	counted string   // the counting proxy's base URL
-	cnt     *counter // counts what the registry served through counted
+	cnt     *counter // counts what the upstream served through counted
 	tls     *tlsUpstream
 	log     func(format string, args ...any)
+
+	big     *image         // one --size-mib layer
+	layered *image         // --layers × --layer-mib
+	singles map[int]*image // single-layer images by MiB (big among them)
+
+	rows  []*row
+	warm  map[string]*instance // warm instances by system
+	notes []string             // generated notes (access-log lines)
 }
 
 // tlsUpstream is the TLS docker-registry (a second instance on the same
@@ -67,163 +87,217 @@ type tlsUpstream struct {
 	cnt     *counter
 }
 
-// reference downloads the blob from the upstream with one client, directly
-// and through the counting proxy, repeat times each.
-func (b *bench) reference(ctx context.Context) ([]*scenario, error) {
-	var out []*scenario
-	for _, r := range []struct{ name, base string }{
-		{"upstream direct (reference)", b.direct},
-		{"upstream via counter (reference)", b.counted},
-	} {
-		s := &scenario{name: r.name, clients: 1}
-		for i := range b.o.repeat {
-			before := b.cnt.snapshot()
-			res, err := pullAll(ctx, pull{c: newClient(1), base: r.base, name: b.img.repo, tag: b.img.tag, img: b.img, verify: true}, 1)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", r.name, err)
-			}
-			s.samples = append(s.samples, sample{wall: res.wall, bytes: res.bytes, upstream: b.cnt.snapshot().sub(before), lastWait: res.lastWait})
-			b.log("%s run %d/%d: %.2fs", r.name, i+1, b.o.repeat, res.wall.Seconds())
+// find returns the row of kind for sys, img and clients, or nil.
+func (b *bench) find(kind, sys string, img *image, clients int) *row {
+	for _, r := range b.rows {
+		if r.kind == kind && r.sys == sys && r.img == img && r.clients == clients {
+			return r
 		}
-		out = append(out, s)
 	}
-	return out, nil
+	return nil
 }
 
-// cold pulls through a proxy with an empty cache, n clients at once,
-// repeat times (a fresh cache directory and process each time).
-func (b *bench) cold(ctx context.Context, n int) (*scenario, error) {
-	s := &scenario{name: fmt.Sprintf("proxy cold, %d client(s)", n), clients: n, proxy: true, lines: map[string]int{}}
-	for i := range b.o.repeat {
-		name := "cold" + strconv.Itoa(n) + "-" + strconv.Itoa(i+1)
-		cache := filepath.Join(b.e.root, "cache", name)
-		pr, err := startProxy(ctx, b.e, b.o.proxyBin, name, cache, b.counted)
-		if err != nil {
-			return nil, err
-		}
-		smp, err := b.measure(ctx, pr, n, true)
-		if err != nil {
-			return nil, fmt.Errorf("%s run %d: %w; proxy log: %s", s.name, i+1, err, pr.log)
-		}
-		if err := b.finish(pr, s); err != nil {
-			return nil, err
-		}
-		if err := os.RemoveAll(cache); err != nil {
-			return nil, err
-		}
-		s.samples = append(s.samples, smp)
-		b.log("%s run %d/%d: %.2fs, upstream blob bytes %d (%.2fx) in %d GET(s), peak RSS %.1f MiB (anon %.1f), proxy CPU %.2fs, last-byte wait %dms",
-			s.name, i+1, b.o.repeat, smp.wall.Seconds(), smp.upstream.BlobBytes,
-			float64(smp.upstream.BlobBytes)/float64(b.img.blobSize), smp.upstream.BlobRequests, mib(smp.rss), mib(smp.anon), smp.cpu.Seconds(), smp.lastWait.Milliseconds())
+// rotate returns xs starting at index i (mod len), so that each run or
+// round of a set of systems has a different one first.
+func rotate(xs []string, i int) []string {
+	if len(xs) == 0 {
+		return nil
+	}
+	i %= len(xs)
+	return append(slices.Clone(xs[i:]), xs[:i]...)
+}
+
+// measure runs one round of n clients pulling img from in and records what
+// the upstream served meanwhile and the system's peak memory and CPU.
+func (b *bench) measure(ctx context.Context, in *instance, img *image, n int) (sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(b.o.roundTimeoutS)*time.Second)
+	defer cancel()
+	pids := in.measured()
+	resetPeak(pids)
+	in.mem.reset()
+	var before counts
+	if in.cnt != nil {
+		before = in.cnt.snapshot()
+	}
+	cpu0 := sumCPU(pids)
+	self0, _ := cpuTime(os.Getpid())
+	res, err := pullAll(ctx, in.t, img, n, b.o.parallel, b.o.verify)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s: %w", in, err)
+	}
+	self1, _ := cpuTime(os.Getpid())
+	if err := in.alive(); err != nil {
+		return sample{}, err
+	}
+	pids = in.measured()
+	s := sample{wall: res.wall, bytes: res.bytes, reqs: res.reqs, protos: res.protos, selfCPU: self1 - self0,
+		cpu: sumCPU(pids) - cpu0, rss: sumStatus(pids, "VmHWM")["VmHWM"]}
+	s.anon, _ = in.mem.reset()
+	if in.cnt != nil {
+		s.upstream = in.cnt.snapshot().sub(before)
+	} else {
+		// The row is the upstream: it served what the clients got.
+		k := int64(n)
+		s.upstream = counts{BlobRequests: k * int64(len(img.blobs())), BlobBytes: k * img.blobBytes(),
+			ManifestRequests: k, ManifestGETs: k, ManifestBytes: k * int64(len(img.manifest))}
 	}
 	return s, nil
 }
 
-// warm fills a cache with one pull, then starts a fresh proxy process on
-// it (so its peak RSS is the warm scenarios' alone) and times rounds of n
-// clients: repeat rounds whose bodies are hashed (the floor for a cold run
-// of n hashing clients on this machine), then warmRounds rounds that only
-// count bytes (the proxy's throughput).
-func (b *bench) warm(ctx context.Context, n int) (hashed, plain *scenario, err error) {
-	hashed = &scenario{name: fmt.Sprintf("proxy warm, %d client(s), bodies hashed", n), clients: n, proxy: true}
-	plain = &scenario{name: fmt.Sprintf("proxy warm, %d client(s)", n), clients: n, proxy: true, lines: map[string]int{},
-		linesOf: "both warm rows (one process)"}
-	cache := filepath.Join(b.e.root, "cache", "warm")
-	pr, err := startProxy(ctx, b.e, b.o.proxyBin, "warm-fill", cache, b.counted)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := b.measure(ctx, pr, 1, true); err != nil {
-		return nil, nil, fmt.Errorf("warm: filling the cache: %w; proxy log: %s", err, pr.log)
-	}
-	if err := waitCommitted(ctx, pr.p, cache, b.img.blobDigest, b.img.blobSize); err != nil {
-		return nil, nil, err
-	}
-	if err := b.stopProxy(pr); err != nil {
-		return nil, nil, err
-	}
-	if pr, err = startProxy(ctx, b.e, b.o.proxyBin, "warm", cache, b.counted); err != nil {
-		return nil, nil, err
-	}
-	for _, sc := range []*scenario{hashed, plain} {
-		rounds, verify := b.o.repeat, true
-		if sc == plain {
-			rounds, verify = b.o.warmRounds, false
+// coldSet runs cold pulls of img by n clients through each of systems,
+// repeat times: a fresh cache directory and a fresh process per run, the
+// systems' order rotating from run to run.
+func (b *bench) coldSet(ctx context.Context, systems []string, img *image, n int) error {
+	var todo []string
+	for _, sys := range systems {
+		if b.find(kindCold, sys, img, n) == nil {
+			todo = append(todo, sys)
+			b.rows = append(b.rows, &row{kind: kindCold, sys: sys, img: img, clients: n, lines: map[string]int{}})
 		}
-		for i := range rounds {
-			smp, err := b.measure(ctx, pr, n, verify)
+	}
+	for i := range b.o.repeat {
+		for _, sys := range rotate(todo, i) {
+			r := b.find(kindCold, sys, img, n)
+			name := fmt.Sprintf("cold-%s-%d-%d", img.repo[len("bench/"):], n, i+1)
+			in, err := b.start(ctx, sys, name)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s round %d: %w; proxy log: %s", sc.name, i+1, err, pr.log)
+				return err
 			}
-			sc.samples = append(sc.samples, smp)
-			b.log("%s round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, proxy CPU %.2fs",
-				sc.name, i+1, rounds, smp.wall.Seconds(), mbps(smp.bytes, smp.wall), smp.upstream.BlobRequests, smp.cpu.Seconds())
+			s, err := b.measure(ctx, in, img, n)
+			if err != nil {
+				_ = b.stop(in)
+				return fmt.Errorf("cold %s, %d client(s), run %d: %w", img.label, n, i+1, err)
+			}
+			if err := b.stop(in); err != nil {
+				b.log("%v", err)
+			}
+			if isOurs(sys) {
+				addLines(r.lines, in.logs[0])
+			}
+			if err := b.removeCache(sys, name); err != nil {
+				return err
+			}
+			r.samples = append(r.samples, s)
+			b.log("cold %s, %d client(s), %s, run %d/%d: %.2fs, upstream blob bytes %.2f× in %d blob GET(s), %d manifest req(s), peak RSS %.1f MiB (anon %.1f), CPU %.2fs",
+				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), float64(s.upstream.BlobBytes)/float64(img.blobBytes()),
+				s.upstream.BlobRequests, s.upstream.ManifestRequests, mib(s.rss), mib(s.anon), s.cpu.Seconds())
 		}
-	}
-	// Both share one process, whose VmHWM is its peak so far.
-	if err := b.finish(pr, plain); err != nil {
-		return nil, nil, err
-	}
-	return hashed, plain, nil
-}
-
-// measure runs one round of n clients against the proxy pr and records
-// what upstream served meanwhile and the proxy's peak RSS.
-func (b *bench) measure(ctx context.Context, pr *proxyRun, n int, verify bool) (sample, error) {
-	return b.measurePull(ctx, pr, b.cnt, pull{c: newClient(n), base: pr.base, name: upstreamNS + "/" + b.img.repo, tag: b.img.tag, img: b.img, verify: verify}, n)
-}
-
-// measurePull runs one round of n clients doing p against the proxy pr and
-// records what upstream served meanwhile (counted by cnt), the proxy's
-// peak RSS and CPU, and this program's CPU.
-func (b *bench) measurePull(ctx context.Context, pr *proxyRun, cnt *counter, p pull, n int) (sample, error) {
-	before := cnt.snapshot()
-	cpu0, err := cpuTime(pr.p.pid())
-	if err != nil {
-		return sample{}, err
-	}
-	self0, _ := cpuTime(os.Getpid())
-	pr.anon.reset()
-	res, err := pullAll(ctx, p, n)
-	if err != nil {
-		return sample{}, err
-	}
-	self1, _ := cpuTime(os.Getpid())
-	if err := pr.p.exited(); err != nil {
-		return sample{}, err
-	}
-	up := cnt.snapshot().sub(before)
-	rss, err := peakRSS(pr.p.pid())
-	if err != nil {
-		return sample{}, err
-	}
-	cpu1, err := cpuTime(pr.p.pid())
-	if err != nil {
-		return sample{}, err
-	}
-	return sample{wall: res.wall, bytes: res.bytes, upstream: up, rss: rss, anon: pr.anon.reset(), cpu: cpu1 - cpu0,
-		lastWait: res.lastWait, selfCPU: self1 - self0, protos: res.protos}, nil
-}
-
-// stopProxy stops the sampler and the proxy process.
-func (b *bench) stopProxy(pr *proxyRun) error {
-	pr.anon.close()
-	return b.e.stop(pr.p)
-}
-
-// finish stops the proxy and adds its access-log cache statuses to s.
-func (b *bench) finish(pr *proxyRun, s *scenario) error {
-	if err := b.stopProxy(pr); err != nil {
-		return err
-	}
-	lines, err := cacheLines(pr.log)
-	if err != nil {
-		return err
-	}
-	for k, v := range lines {
-		s.lines[k] += v
 	}
 	return nil
+}
+
+// addLines adds the proxy log's blob GET lines by cache status to m.
+func addLines(m map[string]int, log string) {
+	lines, err := cacheLines(log)
+	if err != nil {
+		return
+	}
+	for k, v := range lines {
+		m[k] += v
+	}
+}
+
+// warmImages are the images every warm instance holds.
+func (b *bench) warmImages() []*image {
+	out := []*image{b.big}
+	for _, n := range append(slices.Clone(b.o.warmClients), b.o.memClients) {
+		if img := b.warmImage(n); img != nil && !slices.Contains(out, img) {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// warmImage is the image n warm clients pull: the big one for up to
+// --clients clients, else the --many-mib one (so that a round moves a
+// similar amount of data).
+func (b *bench) warmImage(n int) *image {
+	if n <= b.o.clients {
+		return b.big
+	}
+	return b.singles[b.o.manyMiB]
+}
+
+// warmInstance returns a running instance of sys over a cache that holds
+// the warm images: filled by one client pull each, then served by a fresh
+// process (so that its memory is the warm rows' alone).
+func (b *bench) warmInstance(ctx context.Context, sys string) (*instance, error) {
+	if in := b.warm[sys]; in != nil {
+		return in, nil
+	}
+	in, err := b.start(ctx, sys, "warm")
+	if err != nil {
+		return nil, err
+	}
+	if hasCache(sys) {
+		for _, img := range b.warmImages() {
+			s, err := b.measure(ctx, in, img, 1)
+			if err != nil {
+				_ = b.stop(in)
+				return nil, fmt.Errorf("filling the warm cache of %s: %w", plainLabel(sys), err)
+			}
+			if err := b.committed(ctx, in, img); err != nil {
+				_ = b.stop(in)
+				return nil, err
+			}
+			b.log("warm %s: filled %s in %.2fs", plainLabel(sys), img.label, s.wall.Seconds())
+		}
+		if err := b.stop(in); err != nil {
+			return nil, err
+		}
+		if in, err = b.start(ctx, sys, "warm"); err != nil {
+			return nil, err
+		}
+	}
+	b.warm[sys] = in
+	return in, nil
+}
+
+// warmSet times rounds of n clients pulling img from each of systems'
+// warm instances, repeat rounds each, the systems interleaved and their
+// order rotating, so that drift in the machine's load hits all alike.
+func (b *bench) warmSet(ctx context.Context, systems []string, img *image, n int) error {
+	var todo []string
+	for _, sys := range systems {
+		if b.find(kindWarm, sys, img, n) != nil {
+			continue
+		}
+		if _, err := b.warmInstance(ctx, sys); err != nil {
+			return err
+		}
+		todo = append(todo, sys)
+		b.rows = append(b.rows, &row{kind: kindWarm, sys: sys, img: img, clients: n, lines: map[string]int{}})
+	}
+	for i := range b.o.repeat {
+		for _, sys := range rotate(todo, i) {
+			r := b.find(kindWarm, sys, img, n)
+			s, err := b.measure(ctx, b.warm[sys], img, n)
+			if err != nil {
+				return fmt.Errorf("warm %s, %d client(s), round %d: %w", img.label, n, i+1, err)
+			}
+			r.samples = append(r.samples, s)
+			b.log("warm %s, %d client(s), %s, round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, peak RSS %.1f MiB (anon %.1f), CPU %.2fs",
+				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), mbps(s.bytes, s.wall), s.upstream.BlobRequests,
+				mib(s.rss), mib(s.anon), s.cpu.Seconds())
+		}
+	}
+	return nil
+}
+
+// stopWarm stops the warm instances (adding ours' access-log lines to
+// its warm rows).
+func (b *bench) stopWarm() {
+	for sys, in := range b.warm {
+		if err := b.stop(in); err != nil {
+			b.log("%v", err)
+		}
+		if isOurs(sys) {
+			m := map[string]int{}
+			addLines(m, in.logs[0])
+			b.notes = append(b.notes, fmt.Sprintf("Blob GET lines in the access log of the warm process of %s (all its warm rounds) by `cache=`: %s.", plainLabel(sys), formatLines(m)))
+		}
+		delete(b.warm, sys)
+	}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

@@ -25,13 +25,35 @@ const (
 	mediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar"
 )
 
-// image is what was pushed to the upstream.
+// blob is one pushed blob.
+type blob struct {
+	digest string
+	size   int64
+}
+
+// image is what was pushed to the upstream: a manifest (tagged tag) with
+// a config and its layers.
 type image struct {
+	label          string // "256 MiB layer", "20 × 4 MiB layers"
 	repo, tag      string
-	blobDigest     string
-	blobSize       int64
+	config         blob
+	layers         []blob
+	manifest       []byte
 	manifestDigest string
 }
+
+// blobBytes is what one client fetches besides the manifest: the config
+// and every layer.
+func (im *image) blobBytes() int64 {
+	n := im.config.size
+	for _, l := range im.layers {
+		n += l.size
+	}
+	return n
+}
+
+// blobs returns the config and the layers, in pull order.
+func (im *image) blobs() []blob { return append([]blob{im.config}, im.layers...) }
 
 // registryConfig is distribution 2.8's configuration: plain HTTP on
 // loopback (startRegistry adds http.tls for the TLS instance), filesystem
@@ -54,15 +76,28 @@ http:
 health:
   storagedriver:
     enabled: false
-`
+%s`
 
-// startRegistry starts Debian's docker-registry and returns its base URL.
-// With pki it is a second instance that serves TLS with pki's server
-// certificate (http.tls.certificate/key; h2 and HTTP/1.1 by ALPN, the
-// 2.8 default) on the same storage directory as the plain-HTTP one, so
-// both serve the pushed image.
+// startRegistry starts Debian's docker-registry as the upstream and
+// returns its base URL. With pki it is a second instance that serves TLS
+// with pki's server certificate (http.tls.certificate/key; h2 and
+// HTTP/1.1 by ALPN, the 2.8 default) on the same storage directory as the
+// plain-HTTP one, so both serve the pushed images.
 func startRegistry(ctx context.Context, e *env, bin string, pki *testPKI) (*proc, string, error) {
-	dir := filepath.Join(e.root, "upstream")
+	name := "docker-registry"
+	if pki != nil {
+		name = "docker-registry-tls"
+	}
+	return startDistribution(ctx, e, bin, name, filepath.Join(e.root, "upstream"), pki, "")
+}
+
+// upstreamData is the upstream's storage root (filesystem driver).
+func (e *env) upstreamData() string { return filepath.Join(e.root, "upstream", "data") }
+
+// startDistribution starts docker-registry named name with its storage
+// in dir/data and its configuration and log in dir. With remote it runs in
+// pull-through proxy mode (proxy.remoteurl), the peer.
+func startDistribution(ctx context.Context, e *env, bin, name, dir string, pki *testPKI, remote string) (*proc, string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, "", err
 	}
@@ -70,10 +105,13 @@ func startRegistry(ctx context.Context, e *env, bin string, pki *testPKI) (*proc
 	if err != nil {
 		return nil, "", err
 	}
-	name, scheme := "docker-registry", "http"
-	cfgText := fmt.Sprintf(registryConfig, filepath.Join(dir, "data"), port)
+	scheme, proxy := "http", ""
+	if remote != "" {
+		proxy = fmt.Sprintf("proxy:\n  remoteurl: %s\n", remote)
+	}
+	cfgText := fmt.Sprintf(registryConfig, filepath.Join(dir, "data"), port, proxy)
 	if pki != nil {
-		name, scheme = "docker-registry-tls", "https"
+		scheme = "https"
 		addr := fmt.Sprintf("  addr: 127.0.0.1:%d\n", port)
 		cfgText = strings.Replace(cfgText, addr, addr+fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", pki.certFile, pki.keyFile), 1)
 	}
@@ -93,47 +131,65 @@ func startRegistry(ctx context.Context, e *env, bin string, pki *testPKI) (*proc
 	return p, base, nil
 }
 
+// distBlobPath is where distribution's filesystem driver keeps blob d
+// under root.
+func distBlobPath(root, d string) string {
+	alg, hex, _ := strings.Cut(d, ":")
+	return filepath.Join(root, "docker", "registry", "v2", "blobs", alg, hex[:2], hex, "data")
+}
+
 // pusher talks the registry's push API.
 type pusher struct {
 	base string
 	c    *http.Client
 }
 
-// pushImage pushes a random (incompressible) layer of size bytes, streamed
-// in PATCH chunks and hashed on the way, a config and an OCI manifest
-// tagged tag.
-func pushImage(ctx context.Context, base, repo, tag string, size int64) (image, error) {
+// pushImage pushes an image of random (incompressible) layers of the
+// given sizes, each streamed in PATCH chunks and hashed on the way, a
+// config and an OCI manifest tagged tag.
+func pushImage(ctx context.Context, base, label, repo, tag string, sizes []int64) (*image, error) {
 	p := &pusher{base: base, c: &http.Client{Transport: &http.Transport{Proxy: nil}}}
-	var seed [32]byte
-	if _, err := rand.Read(seed[:]); err != nil {
-		return image{}, err
-	}
-	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(mrand.NewChaCha8(seed), size), h)
-	blobDigest, err := p.pushStream(ctx, repo, src, size, h)
-	if err != nil {
-		return image{}, fmt.Errorf("pushing layer: %w", err)
+	img := &image{label: label, repo: repo, tag: tag}
+	var diffIDs []string
+	for i, size := range sizes {
+		var seed [32]byte
+		if _, err := rand.Read(seed[:]); err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		src := io.TeeReader(io.LimitReader(mrand.NewChaCha8(seed), size), h)
+		d, err := p.pushStream(ctx, repo, src, size, h)
+		if err != nil {
+			return nil, fmt.Errorf("pushing layer %d of %s: %w", i+1, repo, err)
+		}
+		img.layers = append(img.layers, blob{d, size})
+		diffIDs = append(diffIDs, d)
 	}
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{blobDigest}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
-	cfgDigest := digestOf(cfg)
-	if err := p.pushSmall(ctx, repo, cfg, cfgDigest); err != nil {
-		return image{}, fmt.Errorf("pushing config: %w", err)
+	img.config = blob{digestOf(cfg), int64(len(cfg))}
+	if err := p.pushSmall(ctx, repo, cfg, img.config.digest); err != nil {
+		return nil, fmt.Errorf("pushing config of %s: %w", repo, err)
+	}
+	var layers []any
+	for _, l := range img.layers {
+		layers = append(layers, map[string]any{"mediaType": mediaTypeLayer, "digest": l.digest, "size": l.size})
 	}
 	man, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     mediaTypeManifest,
-		"config":        map[string]any{"mediaType": mediaTypeConfig, "digest": cfgDigest, "size": len(cfg)},
-		"layers":        []any{map[string]any{"mediaType": mediaTypeLayer, "digest": blobDigest, "size": size}},
+		"config":        map[string]any{"mediaType": mediaTypeConfig, "digest": img.config.digest, "size": len(cfg)},
+		"layers":        layers,
 	})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(man))
 	req.Header.Set("Content-Type", mediaTypeManifest)
 	if _, err := p.do(req, http.StatusCreated); err != nil {
-		return image{}, fmt.Errorf("pushing manifest: %w", err)
+		return nil, fmt.Errorf("pushing manifest of %s: %w", repo, err)
 	}
-	return image{repo: repo, tag: tag, blobDigest: blobDigest, blobSize: size, manifestDigest: digestOf(man)}, nil
+	img.manifest, img.manifestDigest = man, digestOf(man)
+	return img, nil
 }
 
 // chunkSize is the size of one PATCH of a streamed upload.
