@@ -163,13 +163,14 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, werr := up.Write(buf[:n]); werr != nil {
+			// Readers get the bytes as soon as they are spooled; the hash
+			// runs after (their last byte waits for Verify anyway).
+			if _, werr := up.WriteThen(buf[:n], func(k int) { f.progress(int64(k)) }); werr != nil {
 				_ = up.Cancel(ctx)
 				m.diskError(ctx, werr)
 				m.endFill(f, errNoCache)
 				return
 			}
-			f.progress(int64(n))
 			if size >= 0 && up.Size() > size {
 				fail(oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream %s sent more than the %d bytes it announced for %s", t.reg.Host, size, f.digest))
 				return

@@ -85,8 +85,19 @@ func (u *Upload) ID() string { return u.id }
 // of the driver is remembered and reported by Commit, so that clients
 // reading the spool still receive the bytes.
 func (u *Upload) Write(p []byte) (int, error) {
+	return u.WriteThen(p, nil)
+}
+
+// WriteThen is Write that calls spooled(n) as soon as the bytes are in the
+// spool, before they are hashed and sent to a remote driver: readers of
+// the spool get them while the hash runs. (Their last byte still waits for
+// Verify.)
+func (u *Upload) WriteThen(p []byte, spooled func(n int)) (int, error) {
 	n, err := u.spool.Write(p)
 	u.size += int64(n)
+	if n > 0 && spooled != nil {
+		spooled(n)
+	}
 	u.digest.Hash().Write(p[:n])
 	if err != nil {
 		return n, fmt.Errorf("upload: spool write: %w", err)
