@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
 	"github.com/gmarcy/container-registry-proxy/storage"
 )
@@ -85,5 +84,3 @@ func TestDiskErrorsStillServeUpstreamBytes(t *testing.T) {
 		})
 	}
 }
-
-var _ = filesystem.New
