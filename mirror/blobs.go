@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -35,13 +36,17 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 	// Two rounds at most: a fill may find the blob committed by someone
 	// else and send us back to storage.
 	for range 2 {
-		size, err := m.store.StatBlob(ctx, d)
+		unpin := m.pin(d)
+		rc, size, err := m.openStored(ctx, d)
 		if err == nil {
+			defer unpin()
+			defer rc.Close()
 			if err := m.ensureLinked(ctx, t, d); err != nil {
 				return err
 			}
-			return m.serveStored(w, r, d, size)
+			return m.serveStored(w, r, d, rc, size)
 		}
+		unpin()
 		if !errors.Is(err, storage.ErrNotFound) {
 			logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
 		}
@@ -70,7 +75,7 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 // shared by all repositories; this keeps one repository's path from
 // reading another's private layers.
 func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) error {
-	if _, err := m.store.Linked(ctx, t.reg.Namespace, t.repo, d); err == nil {
+	if m.store.HasLink(ctx, t.reg.Namespace, t.repo, d) {
 		return nil
 	}
 	key := "link|" + t.reg.Host + "|" + t.repo + "|" + d.String()
@@ -100,21 +105,39 @@ func blobHeaders(w http.ResponseWriter, d digest.Digest) {
 	h.Set("Cache-Control", "max-age=31536000")
 }
 
+// openStored opens a committed blob and returns its size: with the
+// filesystem driver from the open file itself, so a hit costs one path
+// lookup. The caller holds a pin, so eviction cannot remove it meanwhile.
+func (m *Mirror) openStored(ctx context.Context, d digest.Digest) (io.ReadCloser, int64, error) {
+	rc, err := m.store.OpenBlob(ctx, d, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	if f, ok := rc.(*os.File); ok {
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return rc, fi.Size(), nil
+	}
+	size, err := m.store.StatBlob(ctx, d)
+	if err != nil {
+		rc.Close()
+		return nil, 0, err
+	}
+	return rc, size, nil
+}
+
 // serveStored answers from a committed blob. With the filesystem driver
 // the file goes to http.ServeContent untouched (Range, HEAD, sendfile).
-func (m *Mirror) serveStored(w http.ResponseWriter, r *http.Request, d digest.Digest, size int64) error {
+func (m *Mirror) serveStored(w http.ResponseWriter, r *http.Request, d digest.Digest, rc io.ReadCloser, size int64) error {
 	ctx := r.Context()
 	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
 	if err != nil {
 		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 		return err
 	}
-	defer m.pin(d)()
-	rc, err := m.store.OpenBlob(ctx, d, 0)
-	if err != nil {
-		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "reading cached blob")
-	}
-	defer rc.Close()
 	if m.opts.OnHit != nil {
 		m.opts.OnHit(d)
 	}

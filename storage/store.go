@@ -162,6 +162,13 @@ func (s *Store) Link(ctx context.Context, ns, repo string, d digest.Digest, info
 	return s.putJSON(ctx, linkPath(ns, repo, d), info)
 }
 
+// HasLink reports whether repo of upstream namespace ns is known to
+// contain d. It only stats the link (the blob hit path needs no more).
+func (s *Store) HasLink(ctx context.Context, ns, repo string, d digest.Digest) bool {
+	_, err := s.driver.Stat(ctx, linkPath(ns, repo, d))
+	return err == nil
+}
+
 // Linked returns the link of d in repo, or ErrNotFound.
 func (s *Store) Linked(ctx context.Context, ns, repo string, d digest.Digest) (LinkInfo, error) {
 	var li LinkInfo
