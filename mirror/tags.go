@@ -61,9 +61,13 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 		case err != nil:
 			return nil, err
 		case desc.Digest == rec.Digest.String():
-			rec.FetchedAt = m.opts.Now().UTC()
-			if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, rec); err != nil {
-				log.WithError(err).Warn("updating tag record")
+			// Only a TTL tier reads FetchedAt: without one, rewriting the
+			// record on every pull would be a write per request for nothing.
+			if m.opts.TagTTL(tag) > 0 {
+				rec.FetchedAt = m.opts.Now().UTC()
+				if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, rec); err != nil {
+					log.WithError(err).Warn("updating tag record")
+				}
 			}
 			out := *cached
 			out.cache = CacheRevalidated
