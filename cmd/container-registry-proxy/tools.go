@@ -13,6 +13,7 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/internal/status"
 	"github.com/gmarcy/container-registry-proxy/storage"
 )
 
@@ -87,18 +88,7 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 	return 0
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func human(n int64) string { return status.HumanBytes(float64(n)) }
 
 func printUsage(w io.Writer, rows []storage.UsageRow, max int64) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -176,16 +176,22 @@ func (p *Page) snippets(d *pageData) {
 	d.Setup = fmt.Sprintf("http://%s/setup/registries.conf", addr)
 }
 
+// human formats the template's byte counts (int64 or float64).
 func human(n any) string {
-	var f float64
 	switch v := n.(type) {
 	case int64:
-		f = float64(v)
+		return HumanBytes(float64(v))
 	case float64:
-		f = v
+		return HumanBytes(v)
 	case int:
-		f = float64(v)
+		return HumanBytes(float64(v))
 	}
+	return fmt.Sprint(n)
+}
+
+// HumanBytes formats a byte count with binary units ("3.4 MiB"), as the
+// status page, du, gc and warm print them.
+func HumanBytes(f float64) string {
 	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
 	i := 0
 	for f >= 1024 && i < len(units)-1 {
