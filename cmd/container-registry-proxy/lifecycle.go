@@ -52,10 +52,17 @@ func evictOptions(cfg *config.Config, log *logrus.Logger) storage.EvictOptions {
 	if log != nil {
 		opts.Log = func(msg string, fields map[string]any) { log.WithFields(fields).Info(msg) }
 	}
-	if name, params := cfg.StorageDriver(); name == "filesystem" {
-		if root, _ := params["rootdirectory"].(string); root != "" {
-			opts.FreeSpace = storage.DiskFree(root)
+	name, params := cfg.StorageDriver()
+	if root, _ := params["rootdirectory"].(string); name == "filesystem" && root != "" {
+		opts.FreeSpace = storage.DiskFree(root)
+	} else if opts.MinFree > 0 {
+		// Free space is a local disk's: evicting from a bucket (or from
+		// memory) would not raise it. The default 1g must not stop such a
+		// configuration from starting.
+		if log != nil {
+			log.WithField("minFree", cfg.Cache.MinFree.String()).Infof("CACHE_MIN_FREE (cache.minFree) measures the filesystem driver's disk: not applied to storage.%s", name)
 		}
+		opts.MinFree = 0
 	}
 	return opts
 }
@@ -115,7 +122,7 @@ func openLifecycle(ctx context.Context, cfg *config.Config, log *logrus.Logger, 
 		l.ev.Run(runCtx)
 	}()
 	bytes, count, _ := bi.Usage(ctx)
-	log.WithFields(logrus.Fields{"bytes": bytes, "objects": count, "maxSize": cfg.Cache.MaxSize.String(), "minFree": cfg.Cache.MinFree.String(), "inactiveTime": cfg.Cache.InactiveTime.String()}).Info("cache bounds in force")
+	log.WithFields(logrus.Fields{"bytes": bytes, "objects": count, "maxSize": cfg.Cache.MaxSize.String(), "minFree": config.Size(l.opts.MinFree).String(), "inactiveTime": cfg.Cache.InactiveTime.String()}).Info("cache bounds in force")
 	return l, nil
 }
 

@@ -174,3 +174,35 @@ registries:
 		t.Fatalf("after gc the cache holds %d bytes, over 40 MiB", got)
 	}
 }
+
+// TestNonFilesystemStorageIgnoresMinFree: CACHE_MIN_FREE (default 1g)
+// measures a local disk, so a storage driver without one (inmemory here;
+// s3, gcs, azure alike) starts with it, says it is not applied, and
+// caches.
+func TestNonFilesystemStorageIgnoresMinFree(t *testing.T) {
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	d, _ := reg.PushBigBlob(t, "app", 1)
+	addr, logs, _, _ := runProxyIn(t, t.TempDir(), fmt.Sprintf(`
+dockerHub: false
+storage:
+  inmemory: {}
+registries:
+  - host: reg.test
+    endpoint: %s
+    caFile: %s
+`, reg.URL, reg.CAFile))
+	for _, want := range []string{"MISS", "HIT"} {
+		resp, err := http.Get("http://" + addr + "/v2/reg.test/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != 1<<20 || resp.Header.Get("X-Cache") != want {
+			t.Fatalf("GET blob: %d, %d bytes, X-Cache %q; want 200, 1 MiB, %s", resp.StatusCode, n, resp.Header.Get("X-Cache"), want)
+		}
+	}
+	if !strings.Contains(logs.String(), "not applied to storage.inmemory") {
+		t.Errorf("logs do not say that CACHE_MIN_FREE is not applied:\n%s", logs)
+	}
+}
