@@ -22,6 +22,12 @@ func (c *Config) StorageDriver() (string, map[string]any) {
 	return "", nil
 }
 
+// StorageDriverName returns the configured driver's name.
+func (c *Config) StorageDriverName() string {
+	name, _ := c.StorageDriver()
+	return name
+}
+
 func (c *Config) validateStorage() error {
 	key := c.keyFor("storage")
 	if c.Storage == nil {

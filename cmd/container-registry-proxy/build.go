@@ -21,13 +21,6 @@ import (
 	"github.com/gmarcy/container-registry-proxy/upstream"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
-
-	// Storage drivers selectable with the storage: configuration.
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/azure"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/gcs"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 )
 
 // app is the assembled proxy.

@@ -155,7 +155,7 @@ func TestVersion(t *testing.T) {
 		if code := run(args, envMap(map[string]string{}), &out, io.Discard); code != 0 {
 			t.Fatalf("%v: exit %d", args, code)
 		}
-		want := "container-registry-proxy " + Version + " (commit " + Commit + ", " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + ")\n"
+		want := "container-registry-proxy " + Version + " (commit " + Commit + ", " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + ", storage drivers: filesystem inmemory s3 gcs azure)\n"
 		if out.String() != want {
 			t.Errorf("%v: %q, want %q", args, out.String(), want)
 		}

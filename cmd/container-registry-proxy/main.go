@@ -62,6 +62,9 @@ func run(args []string, env func(string) string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "Usage: container-registry-proxy [flags]\n       container-registry-proxy warm|gc|du|healthcheck [flags] (--help for each)\n\n%s", config.Usage())
 		return 0
 	}
+	if err == nil {
+		err = needDriver(cfg.StorageDriverName())
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy: configuration error: %s\n", oneLine(err))
 		return 2
@@ -216,5 +219,5 @@ func versionLine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("container-registry-proxy %s (commit %s, %s %s/%s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("container-registry-proxy %s (commit %s, %s %s/%s, storage drivers: %s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, strings.Join(drivers(), " "))
 }

@@ -32,6 +32,9 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		rest = append(rest, a)
 	}
 	cfg, err := config.Load(rest, env)
+	if err == nil {
+		err = needDriver(cfg.StorageDriverName())
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy %s: configuration error: %s\n", name, oneLine(err))
 		return 2

@@ -420,6 +420,15 @@ func TestContainerfileRuntime(t *testing.T) {
 	if src, ok := copiedFrom(rt, build.name, entry[0]); !ok || path.Clean(src) != path.Clean(out) {
 		t.Errorf("ENTRYPOINT %s: not the binary go build writes (%s), copied --from=%s", entry[0], out, build.name)
 	}
+	// The entrypoint is the lean build; the full build lies beside it
+	// under the name the lean one runs for the cloud storage drivers.
+	outs := regexp.MustCompile(`\s-o\s+(\S+)`).FindAllStringSubmatch(goBuildRun(t, build).args, -1)
+	builds := strings.Split(goBuildRun(t, build).args, "&&")
+	if len(outs) != 2 || len(builds) != 2 || !strings.Contains(builds[0], "-tags lean") || strings.Contains(builds[1], "lean") {
+		t.Errorf("build stage: want two go builds, the first -tags lean (the entrypoint) and the second full: %s", goBuildRun(t, build).args)
+	} else if src, ok := copiedFrom(rt, build.name, entry[0]+"-full"); !ok || path.Clean(src) != path.Clean(outs[1][1]) {
+		t.Errorf("%s-full: not the full build (%s) copied --from=%s; the lean entrypoint runs it for s3, gcs and azure", entry[0], outs[1][1], build.name)
+	}
 
 	// HEALTHCHECK runs the binary's healthcheck subcommand (no curl in a
 	// distroless image).
