@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -50,10 +51,13 @@ func newTLSClient(roots *x509.CertPool, proxy *url.URL, http1 bool) *http.Client
 
 // target is where clients pull from: a registry base URL, the name under
 // which the image's repository is reached there, and a maker of clients.
+// splice: blob GETs of clients that do not verify digests go through a
+// spliceClient (plain HTTP only; --client splice).
 type target struct {
 	base      string
 	name      func(repo string) string
 	newClient func() *http.Client
+	splice    bool
 }
 
 // got is what one client received.
@@ -65,8 +69,9 @@ type got struct {
 
 // pullImage is what a client does: GET the manifest by tag, then the
 // config and the layers, parallel at a time (as Docker does), checking
-// every body's length and, when verify, its digest.
-func pullImage(ctx context.Context, c *http.Client, t target, img *image, parallel int, verify bool) (got, error) {
+// every body's length and, when verify, its digest. Blob bodies go to
+// /dev/null through sc when not nil (it never verifies).
+func pullImage(ctx context.Context, c *http.Client, sc *spliceClient, t target, img *image, parallel int, verify bool) (got, error) {
 	name := t.name(img.repo)
 	g := got{}
 	body, proto, err := getManifest(ctx, c, t.base, name, img.tag)
@@ -89,7 +94,15 @@ func pullImage(ctx context.Context, c *http.Client, t target, img *image, parall
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n, err := getBlob(ctx, c, t.base, name, b, verify)
+			var (
+				n   int64
+				err error
+			)
+			if sc != nil && !verify {
+				n, err = sc.getBlob(ctx, t.base, name, b)
+			} else {
+				n, err = getBlob(ctx, c, t.base, name, b, verify)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			g.bytes += n
@@ -137,7 +150,12 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // getBlob GETs blob b, checks the body's length (and digest when verify)
 // and returns the body bytes received.
 func getBlob(ctx context.Context, c *http.Client, base, name string, b blob, verify bool) (int64, error) {
-	u := base + "/v2/" + name + "/blobs/" + b.digest
+	return getBlobURL(ctx, c, base+"/v2/"+name+"/blobs/"+b.digest, b, verify)
+}
+
+// getBlobURL is getBlob from URL u: net/http, the body copied into user
+// space (and hashed when verify), redirects followed.
+func getBlobURL(ctx context.Context, c *http.Client, u string, b blob, verify bool) (int64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -195,15 +213,19 @@ func pullAll(ctx context.Context, t target, img *image, n, parallel int, verify 
 		first  error
 		gate   = make(chan struct{})
 		cls    = make([]*http.Client, n)
+		scs    = make([]*spliceClient, n)
 		hashes = func(i int) bool { return verify == "all" || (verify == "one" && i == 0) }
 	)
 	for i := range n {
 		cls[i] = t.newClient()
+		if t.splice && !hashes(i) && strings.HasPrefix(t.base, "http://") {
+			scs[i] = newSpliceClient(cls[i])
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-gate
-			g, err := pullImage(ctx, cls[i], t, img, parallel, hashes(i))
+			g, err := pullImage(ctx, cls[i], scs[i], t, img, parallel, hashes(i))
 			mu.Lock()
 			defer mu.Unlock()
 			res.bytes += g.bytes
@@ -221,8 +243,11 @@ func pullAll(ctx context.Context, t target, img *image, n, parallel int, verify 
 	close(gate)
 	wg.Wait()
 	res.wall = time.Since(start)
-	for _, c := range cls {
+	for i, c := range cls {
 		c.CloseIdleConnections()
+		if scs[i] != nil {
+			scs[i].closeIdle()
+		}
 	}
 	if first != nil {
 		return result{}, first

@@ -57,6 +57,7 @@ type options struct {
 	repeat        int
 	parallel      int
 	verify        string
+	client        string
 	groups        []string
 	systems       []string
 	tlsHTTP1      bool
@@ -93,6 +94,7 @@ func main() {
 	flag.IntVar(&o.repeat, "repeat", 3, "runs (cold) or rounds (warm) of each timed figure")
 	flag.IntVar(&o.parallel, "parallel", 3, "concurrent blob downloads per client (Docker's default is 3)")
 	flag.StringVar(&o.verify, "verify", "one", "which clients hash bodies and check the digest: one (the first of each run), all, none")
+	flag.StringVar(&o.client, "client", "splice", "how clients take plain-HTTP blob bodies: splice (to /dev/null with splice(2), zero-copy, unless they verify the digest) or copy (read into user space, like curl); TLS rows and digest checks always copy")
 	flag.StringVar(&o.rawOnly, "only", "all", "groups to run, comma-separated: "+strings.Join(allGroups, ", ")+" (shim = tls), or all")
 	flag.StringVar(&o.rawSystems, "systems", "all", "systems, comma-separated: "+strings.Join(allSystems, ", ")+", or all")
 	flag.BoolVar(&o.tlsHTTP1, "tls-http1", false, "TLS rows: clients speak HTTP/1.1 only (default: h2 by ALPN)")
@@ -161,6 +163,11 @@ func (o *options) parse() error {
 	case "one", "all", "none":
 	default:
 		return fmt.Errorf("--verify %q: want one, all or none", o.verify)
+	}
+	switch o.client {
+	case "splice", "copy":
+	default:
+		return fmt.Errorf("--client %q: want splice or copy", o.client)
 	}
 	if o.groups, err = pick(o.rawOnly, allGroups, map[string]string{"shim": "tls"}); err != nil {
 		return fmt.Errorf("--only: %w", err)

@@ -110,8 +110,9 @@ type report struct {
 	chartFiles []string // PNG files written, for links
 }
 
-// rowsOf returns the rows of kind for img and clients (img nil: any), in
-// the order of systems.
+// rowsOf returns the rows of kind for img and clients (img nil: any
+// image, clients 0: any count), in the order of systems. Callers with an
+// image that may not exist must check it: nil is not "none".
 func (r *report) rowsOf(kind string, img *image, clients int) []*row {
 	var out []*row
 	for _, x := range r.b.rows {
@@ -277,10 +278,13 @@ func (r *report) memoryTable() string {
 	if big := r.b.singles[slices.Max(o.scalingMiB)]; big != nil {
 		scs = append(scs, sc{kindCold, big, o.clients, fmt.Sprintf("%d concurrent cold pulls (%s)", o.clients, big.label)})
 	}
-	if r.b.singles[slices.Max(o.scalingMiB)] != r.b.big {
+	if r.b.big != nil && r.b.singles[slices.Max(o.scalingMiB)] != r.b.big {
 		scs = append(scs, sc{kindCold, r.b.big, o.clients, fmt.Sprintf("%d concurrent cold pulls (%s)", o.clients, r.b.big.label)})
 	}
 	for _, s := range scs {
+		if s.img == nil {
+			continue
+		}
 		rows := r.rowsOf(s.kind, s.img, s.n)
 		ou := ours(rows)
 		for _, x := range rows {
@@ -301,7 +305,13 @@ func (r *report) scalingTable() string {
 	b.WriteString("| system | layer | clients | wall time, s | time ÷ ours | throughput, MB/s | upstream blob bytes (× layer) | upstream blob GETs | peak RSS, MiB |\n")
 	b.WriteString("|---|---|---:|---|---:|---|---|---|---|\n")
 	for _, m := range r.b.o.scalingMiB {
-		rows := r.rowsOf(kindCold, r.b.singles[m], r.b.o.clients)
+		img := r.b.singles[m]
+		if img == nil {
+			// Not pushed (scaling did not run); rowsOf would take nil
+			// for any image.
+			continue
+		}
+		rows := r.rowsOf(kindCold, img, r.b.o.clients)
 		rows = slices.DeleteFunc(rows, func(x *row) bool { return x.sys == sysDirect })
 		o := ours(rows)
 		for _, x := range rows {
@@ -332,26 +342,40 @@ func (r *report) sections() []string {
 		}
 		out = append(out, s+table)
 	}
-	if r.b.big != nil {
+	// A section shows its own scenario's rows only: rows of other groups
+	// can match its tables (scaling holds the big image at --clients
+	// clients, the memory table cold rows), so it is left out when its
+	// group did not run.
+	if o.runs("cold") && r.b.big != nil {
 		add("1. Cold pull of one "+r.b.big.label, fmt.Sprintf("Each client GETs the manifest by tag, the config and the layer; a fresh cache and a fresh process per run. %s.", plural(o.repeat, "run")), r.coldTable(r.b.big))
 	}
-	if r.b.layered != nil {
+	if o.runs("image") && r.b.layered != nil {
 		add(fmt.Sprintf("2. Cold pull of an image of %s", r.b.layered.label), fmt.Sprintf("Each client GETs the manifest, then the config and the layers, %d at a time (Docker's default).", o.parallel), r.coldTable(r.b.layered))
 	}
 	warmSys := []string{sysDirect, sysOurs, sysDist, sysNginx, sysStatic}
-	add("3. Warm blob throughput, plain HTTP", fmt.Sprintf("From a filled cache, served by a fresh process; %s per system, the systems interleaved. Up to %d clients pull the %s image, more clients the %s one, so that a round moves a similar amount of data.",
-		plural(o.repeat, "round"), o.clients, r.b.big.label, fmt.Sprintf("%d MiB layer", o.manyMiB)), r.warmTable(warmSys, o.warmClients))
+	if o.runs("warm") {
+		add("3. Warm blob throughput, plain HTTP", fmt.Sprintf("From a filled cache, served by a fresh process; %s per system, the systems interleaved. Up to %d clients pull the %s image, more clients the %s one, so that a round moves a similar amount of data.",
+			plural(o.repeat, "round"), o.clients, r.b.big.label, fmt.Sprintf("%d MiB layer", o.manyMiB)), r.warmTable(warmSys, o.warmClients))
+	}
 	proto := "h2 by ALPN"
 	if o.tlsHTTP1 {
 		proto = "HTTP/1.1 only (`--tls-http1`)"
 	}
-	add("3b. Warm blob throughput over TLS: ours through the CONNECT shim vs a direct TLS download",
-		fmt.Sprintf("Clients speak TLS (%s), each on its own connection: directly to the TLS upstream, or to `https://%s/…` through our proxy as their HTTPS proxy (CONNECT, TLS terminated by the shim with its own CA) from a cache filled through the shim. Rounds interleaved.", proto, upstreamTLSHost),
-		r.warmTable([]string{sysDirectTLS, sysShim}, o.warmClients))
-	add("4. Manifests by tag: upstream requests", fmt.Sprintf("One client GETs the manifest by tag %d times in a row (after one GET that filled the cache); %s per system. The tag `v1` falls in the default tier (`MANIFEST_CACHE_DEFAULT_TIME`, 1 h) when the cache is on.", o.tagPulls, plural(o.repeat, "run")), r.tagTable())
-	add("4b. Cached manifest GETs: latency at "+fmt.Sprint(o.manClients)+" concurrent clients", fmt.Sprintf("A Go load generator: %d clients, each on a keep-alive connection of its own (opened before the timed part), GET the manifest by tag one request after the other, as fast as they can, for %gs (at most %d GETs each); latency of every GET, %s per system, the systems interleaved.", o.manClients, o.manSeconds, o.manRequests, plural(o.repeat, "run")), r.latencyTable())
-	add("5. Memory", "Peak RSS is the sum of `VmHWM` over the system's processes (nginx: master, workers, cache manager), reset before each run through `/proc/<pid>/clear_refs`. RssAnon is the process's own memory without the executable's pages, sampled every 20 ms.", r.memoryTable())
-	add("6. Scaling with the blob size, "+fmt.Sprint(o.clients)+" cold clients", "The cost should grow with the blob, not with the number of clients: 1.00× upstream bytes for every size.", r.scalingTable())
+	if o.runs("tls") {
+		add("3b. Warm blob throughput over TLS: ours through the CONNECT shim vs a direct TLS download",
+			fmt.Sprintf("Clients speak TLS (%s), each on its own connection: directly to the TLS upstream, or to `https://%s/…` through our proxy as their HTTPS proxy (CONNECT, TLS terminated by the shim with its own CA) from a cache filled through the shim. Rounds interleaved.", proto, upstreamTLSHost),
+			r.warmTable([]string{sysDirectTLS, sysShim}, o.warmClients))
+	}
+	if o.runs("manifest") {
+		add("4. Manifests by tag: upstream requests", fmt.Sprintf("One client GETs the manifest by tag %d times in a row (after one GET that filled the cache); %s per system. The tag `v1` falls in the default tier (`MANIFEST_CACHE_DEFAULT_TIME`, 1 h) when the cache is on.", o.tagPulls, plural(o.repeat, "run")), r.tagTable())
+		add("4b. Cached manifest GETs: latency at "+fmt.Sprint(o.manClients)+" concurrent clients", fmt.Sprintf("A Go load generator: %d clients, each on a keep-alive connection of its own (opened before the timed part), GET the manifest by tag one request after the other, as fast as they can, for %gs (at most %d GETs each); latency of every GET, %s per system, the systems interleaved.", o.manClients, o.manSeconds, o.manRequests, plural(o.repeat, "run")), r.latencyTable())
+	}
+	if o.runs("memory") {
+		add("5. Memory", "Peak RSS is the sum of `VmHWM` over the system's processes (nginx: master, workers, cache manager), reset before each run through `/proc/<pid>/clear_refs`. RssAnon is the process's own memory without the executable's pages, sampled every 20 ms.", r.memoryTable())
+	}
+	if o.runs("scaling") {
+		add("6. Scaling with the blob size, "+fmt.Sprint(o.clients)+" cold clients", "The cost should grow with the blob, not with the number of clients: 1.00× upstream bytes for every size.", r.scalingTable())
+	}
 	return out
 }
 
@@ -616,7 +640,11 @@ func (r *report) losses() []string {
 	ns := append(slices.Clone(r.b.o.warmClients), r.b.o.memClients)
 	slices.Sort(ns)
 	for _, n := range slices.Compact(ns) {
-		rows := r.rowsOf(kindWarm, r.b.warmImage(n), n)
+		img := r.b.warmImage(n)
+		if img == nil {
+			continue
+		}
+		rows := r.rowsOf(kindWarm, img, n)
 		plain := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys == sysShim || x.sys == sysDirectTLS })
 		check(fmt.Sprintf("warm %d clients", n), plain, sysOurs, thr, rss)
 		tls := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys != sysShim && x.sys != sysDirectTLS })
@@ -644,7 +672,8 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- nginx: %s (Debian `nginx`)\n", strings.TrimPrefix(m.nginxVer, "nginx version: "))
 	fmt.Fprintf(&b, "- ours: %s\n", m.proxyVersion)
 	fmt.Fprintf(&b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
-	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n\n", m.load0, m.load1)
+	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n", m.load0, m.load1)
+	fmt.Fprintf(&b, "- clients: %s\n\n", r.clientMode())
 	b.WriteString("## Command\n\n```sh\n" + cmd + "\n```\n\n")
 	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--repeat` change sizes and concurrency.\n\n")
 	b.WriteString("## Systems\n\n")
@@ -663,6 +692,7 @@ func (r *report) markdown() string {
 	default:
 		b.WriteString("no body is hashed (`--verify none`). ")
 	}
+	fmt.Fprintf(&b, "Blob bodies that are not hashed: `--client %s` (see Machine). ", o.client)
 	b.WriteString("Cells show the median and, in parentheses, min–max over the runs or rounds. MB = 10⁶ bytes; throughput = body bytes of all clients ÷ wall time. \"÷ ours\" is the row's figure divided by ours' in the same scenario. CPU is user+system time of the system's processes during the run. Everything shares the machine's CPUs: the upstream, the counting proxy, the system under test and the clients.\n\n")
 	if len(r.chartFiles) > 0 {
 		b.WriteString("## Charts\n\n")
@@ -701,6 +731,22 @@ func (r *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// clientMode says how the clients take plain-HTTP blob bodies (--client).
+func (r *report) clientMode() string {
+	o := r.b.o
+	if o.client == "copy" {
+		return "`--client copy`: every client reads blob bodies into user space (Go net/http, like curl), which on a loopback bench costs the machine's CPUs as much as serving them."
+	}
+	s := fmt.Sprintf("`--client splice`: clients discard blob bodies with splice(2) to /dev/null (zero-copy: a minimal HTTP/1.1 client on a raw TCP connection, body length checked) unless they verify the digest, so that the %d CPUs serve the servers; `--client copy` reads them into user space like curl.", r.machine.nproc)
+	switch o.verify {
+	case "one":
+		s += " The first client of each run verifies, so it copies and hashes."
+	case "all":
+		s += " With `--verify all` every client verifies, so all copy and hash."
+	}
+	return s + " Manifests and the TLS rows always use Go's net/http (TLS cannot be spliced)."
 }
 
 func (r *report) notes() []string {

@@ -22,6 +22,8 @@ func run(ctx context.Context, e *env, o options) error {
 		return err
 	}
 	logf("upstream docker-registry pid %d at %s", reg.pid(), direct)
+	logf("clients: --client %s (plain-HTTP blob bodies %s), --verify %s", o.client,
+		map[string]string{"splice": "spliced to /dev/null unless verified", "copy": "read into user space"}[o.client], o.verify)
 	b := &bench{e: e, o: o, reg: reg, direct: direct, log: logf, singles: map[int]*image{}, warm: map[string]*instance{}}
 	if err := b.push(ctx); err != nil {
 		return err

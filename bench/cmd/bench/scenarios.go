@@ -17,7 +17,7 @@ type sample struct {
 	rss      int64         // peak RSS: VmHWM summed over the system's processes (reset before the run)
 	anon     int64         // peak of the sampled sum of RssAnon
 	cpu      time.Duration // the system's CPU time (user+system, all its processes)
-	selfCPU  time.Duration // this program's CPU time (clients, counter)
+	selfCPU  time.Duration // this program's CPU time (clients, counting proxy)
 	protos   map[string]int
 	p50, p99 time.Duration // latency rows
 }
@@ -178,9 +178,9 @@ func (b *bench) coldSet(ctx context.Context, systems []string, img *image, n int
 				return err
 			}
 			r.samples = append(r.samples, s)
-			b.log("cold %s, %d client(s), %s, run %d/%d: %.2fs, upstream blob bytes %.2f× in %d blob GET(s), %d manifest req(s), peak RSS %.1f MiB (anon %.1f), CPU %.2fs",
+			b.log("cold %s, %d client(s), %s, run %d/%d: %.2fs, upstream blob bytes %.2f× in %d blob GET(s), %d manifest req(s), peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs)",
 				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), float64(s.upstream.BlobBytes)/float64(img.blobBytes()),
-				s.upstream.BlobRequests, s.upstream.ManifestRequests, mib(s.rss), mib(s.anon), s.cpu.Seconds())
+				s.upstream.BlobRequests, s.upstream.ManifestRequests, mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds())
 		}
 	}
 	return nil
@@ -276,9 +276,9 @@ func (b *bench) warmSet(ctx context.Context, systems []string, img *image, n int
 				return fmt.Errorf("warm %s, %d client(s), round %d: %w", img.label, n, i+1, err)
 			}
 			r.samples = append(r.samples, s)
-			b.log("warm %s, %d client(s), %s, round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, peak RSS %.1f MiB (anon %.1f), CPU %.2fs",
+			b.log("warm %s, %d client(s), %s, round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs)",
 				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), mbps(s.bytes, s.wall), s.upstream.BlobRequests,
-				mib(s.rss), mib(s.anon), s.cpu.Seconds())
+				mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds())
 		}
 	}
 	return nil

@@ -109,7 +109,9 @@ func (b *bench) stop(in *instance) error {
 // reuses what an earlier instance filled).
 func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, error) {
 	plain := func(repo string) string { return repo }
-	in := &instance{sys: sys, cnt: b.cnt, t: target{name: plain, newClient: newClient}}
+	// Plain-HTTP blob GETs splice unless --client copy; the TLS systems
+	// below turn it off.
+	in := &instance{sys: sys, cnt: b.cnt, t: target{name: plain, newClient: newClient, splice: b.o.client == "splice"}}
 	dir := filepath.Join(b.e.root, "sys", sys, cacheName)
 	var (
 		p   *proc
@@ -121,7 +123,7 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 		in.pids = b.reg.pid
 	case sysDirectTLS:
 		roots := b.tls.pki.roots
-		in.t.base, in.cnt = b.tls.direct, nil
+		in.t.base, in.cnt, in.t.splice = b.tls.direct, nil, false
 		in.t.newClient = func() *http.Client { return newTLSClient(roots, nil, b.o.tlsHTTP1) }
 		in.pids = b.tls.reg.pid
 	case sysOurs, sysOursOn, sysOursOff:
@@ -150,7 +152,7 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 			return nil, err
 		}
 		in.cnt = b.tls.cnt
-		in.t.base = "https://" + upstreamTLSHost
+		in.t.base, in.t.splice = "https://"+upstreamTLSHost, false
 		in.t.newClient = func() *http.Client { return newTLSClient(ours, proxyURL, b.o.tlsHTTP1) }
 	case sysDist:
 		if p, in.t.base, err = startDistribution(ctx, b.e, b.o.registryBin, "distribution-proxy", dir, nil, b.counted); err != nil {
