@@ -164,7 +164,8 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			// Readers get the bytes as soon as they are spooled; the hash
-			// runs after (their last byte waits for Verify anyway).
+			// follows on the upload's own goroutine (their last byte waits
+			// for Verify anyway).
 			if _, werr := up.WriteThen(buf[:n], func(k int) { f.progress(int64(k)) }); werr != nil {
 				_ = up.Cancel(ctx)
 				m.diskError(ctx, werr)
@@ -186,6 +187,13 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	}
 	if err := up.Verify(f.digest, size); err != nil {
 		_ = up.Cancel(ctx)
+		if errors.Is(err, storage.ErrStorageWrite) {
+			// The spool could not be read back for the hash: the disk's
+			// fault, not upstream's.
+			m.diskError(ctx, err)
+			m.endFill(f, errNoCache)
+			return
+		}
 		m.opts.Observer.DigestMismatch(t.reg.Host)
 		log.WithError(err).Error("blob fill: upstream content does not match its digest; nothing committed")
 		m.endFill(f, oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, err, "upstream %s sent content that does not match %s", t.reg.Host, f.digest))

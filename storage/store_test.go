@@ -262,6 +262,8 @@ func TestPurgeUploads(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			u := writeUpload(t, s, []byte("abandoned by a crash"))
+			// The process lives on in a test: release the spool and its hasher.
+			defer u.Close()
 			if !u.inPlace {
 				// Remote drivers only show an upload once written through.
 				if err := u.w.Commit(ctx); err != nil {

@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -25,12 +28,19 @@ import (
 // file, so a crash leaves nothing behind locally, and the driver receives
 // the same bytes through its FileWriter.
 //
-// Write, Commit and Cancel are called by one goroutine; ReadAt may be
-// called concurrently by any number of readers.
+// The hash is off the writer's path: a goroutine of the upload's own
+// follows the spool as it grows and hashes what it reads back from it
+// (the page cache), so the writer goes on to its next bytes at once.
+// Verify waits for it to catch up; Commit, Cancel and Close stop it.
+//
+// Write, Verify, Commit and Cancel are called by one goroutine; ReadAt
+// and OpenSpool may be called concurrently by any number of readers;
+// Close may be called from any goroutine once Commit or Cancel returned.
 type Upload struct {
 	s       *Store
 	id      string
 	digest  digest.Digester
+	hash    *spoolHasher
 	spool   *os.File
 	inPlace bool
 	w       storagedriver.FileWriter
@@ -60,6 +70,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 			return nil, fmt.Errorf("upload: %w", err)
 		}
 		u.spool, u.inPlace = f, true
+		u.hash = newSpoolHasher(f, u.digest.Hash())
 		return u, nil
 	}
 	f, err := os.CreateTemp(s.spoolDir, "crp-spool-*")
@@ -75,6 +86,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 		return nil, fmt.Errorf("upload: driver writer: %w", err)
 	}
 	u.spool, u.w = f, w
+	u.hash = newSpoolHasher(f, u.digest.Hash())
 	return u, nil
 }
 
@@ -83,22 +95,25 @@ func (u *Upload) ID() string { return u.id }
 
 // Write appends p to the spool, the hash and the driver upload. A failure
 // of the driver is remembered and reported by Commit, so that clients
-// reading the spool still receive the bytes.
+// reading the spool still receive the bytes. The hash runs behind, on the
+// upload's own goroutine; Verify waits for it.
 func (u *Upload) Write(p []byte) (int, error) {
 	return u.WriteThen(p, nil)
 }
 
 // WriteThen is Write that calls spooled(n) as soon as the bytes are in the
-// spool, before they are hashed and sent to a remote driver: readers of
-// the spool get them while the hash runs. (Their last byte still waits for
-// Verify.)
+// spool, before they are sent to a remote driver: readers of the spool get
+// them while the hash (on its own goroutine) and the driver write run.
+// (Their last byte still waits for Verify.)
 func (u *Upload) WriteThen(p []byte, spooled func(n int)) (int, error) {
 	n, err := u.spool.Write(p)
 	u.size += int64(n)
-	if n > 0 && spooled != nil {
-		spooled(n)
+	if n > 0 {
+		u.hash.advance(int64(n))
+		if spooled != nil {
+			spooled(n)
+		}
 	}
-	u.digest.Hash().Write(p[:n])
 	if err != nil {
 		return n, fmt.Errorf("upload: spool write: %w", err)
 	}
@@ -132,7 +147,13 @@ var ErrStorageWrite = errors.New("storage write failed")
 
 // Verify checks the bytes written so far against want (and wantSize when
 // >= 0) without committing anything; it returns a *VerifyError on mismatch.
+// It first waits until every byte written has been hashed; when the spool
+// could not be read back for the hash it returns that error (wrapping
+// ErrStorageWrite) instead.
 func (u *Upload) Verify(want digest.Digest, wantSize int64) error {
+	if err := u.hash.wait(); err != nil {
+		return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
+	}
 	got := u.digest.Digest()
 	if got != want || (wantSize >= 0 && u.size != wantSize) {
 		return &VerifyError{Digest: want, Got: got, Size: u.size, WantSize: wantSize}
@@ -142,8 +163,11 @@ func (u *Upload) Verify(want digest.Digest, wantSize int64) error {
 
 // Commit verifies that the content matches want (and wantSize when >= 0),
 // then moves it into place. On any mismatch nothing is committed and the
-// upload is removed; the error is a *VerifyError.
+// upload is removed; the error is a *VerifyError (or wraps ErrStorageWrite
+// when the spool could not be read back for the hash).
 func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64) error {
+	// Commit ends the upload either way: the hasher has nothing left to do.
+	defer u.hash.stop()
 	if err := u.Verify(want, wantSize); err != nil {
 		_ = u.Cancel(ctx)
 		return err
@@ -179,6 +203,7 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 // Cancel abandons the upload: nothing is committed. Readers that hold the
 // spool open can still read what was written until Close.
 func (u *Upload) Cancel(ctx context.Context) error {
+	u.hash.stop()
 	var err error
 	if u.w != nil {
 		err = u.w.Cancel(ctx)
@@ -191,10 +216,153 @@ func (u *Upload) Cancel(ctx context.Context) error {
 	return err
 }
 
-// Close releases the spool. Call it after Commit or Cancel, once no
-// reader needs the spool any more.
+// Close releases the spool (and stops the hasher if Commit or Cancel did
+// not). Call it after Commit or Cancel, once no reader needs the spool any
+// more.
 func (u *Upload) Close() error {
+	u.hash.stop()
 	return u.spool.Close()
+}
+
+// hashChunk is how much the hasher reads back from the spool at a time.
+const hashChunk = 256 << 10
+
+var hashBufPool = sync.Pool{New: func() any { b := make([]byte, hashChunk); return &b }}
+
+// errHashStopped is what waiting for a stopped hasher that had not caught
+// up returns: the upload was cancelled or closed.
+var errHashStopped = errors.New("upload: hashing stopped before the end (upload cancelled or closed)")
+
+// spoolHasher hashes a spool behind its writer. The writer reports each
+// write with advance; a goroutine, started by the first advance, reads the
+// new bytes back with ReadAt in chunks of at most hashChunk into a buffer
+// of its own and feeds the hash. It sleeps on a condition variable when it
+// has caught up. wait blocks until every byte advanced is hashed; stop ends
+// the goroutine and waits for it. Its memory is one buffer, whatever the
+// writer's lead.
+type spoolHasher struct {
+	src io.ReaderAt
+	h   hash.Hash // written only by the goroutine, read after wait
+
+	mu      sync.Mutex
+	more    sync.Cond // the writer advanced, or stop: for the goroutine
+	caught  sync.Cond // hashed advanced, or the goroutine ended: for wait
+	avail   int64     // bytes in the spool
+	hashed  int64     // bytes hashed
+	err     error     // the spool could not be read back; sticky
+	started bool
+	stopped bool          // stop was called
+	ended   bool          // the goroutine returned (or never will start)
+	done    chan struct{} // closed when the goroutine returned
+}
+
+func newSpoolHasher(src io.ReaderAt, h hash.Hash) *spoolHasher {
+	sh := &spoolHasher{src: src, h: h, done: make(chan struct{})}
+	sh.more.L = &sh.mu
+	sh.caught.L = &sh.mu
+	return sh
+}
+
+// advance records n more bytes in the spool and wakes the goroutine,
+// starting it on the first call. After stop the bytes are only counted,
+// so that wait reports them as never hashed.
+func (sh *spoolHasher) advance(n int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.avail += n
+	if sh.stopped {
+		return
+	}
+	if !sh.started {
+		sh.started = true
+		go sh.run()
+		return
+	}
+	sh.more.Signal()
+}
+
+// wait blocks until every byte advanced has been hashed, and returns the
+// read error that stopped the hasher, if any.
+func (sh *spoolHasher) wait() error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for sh.hashed < sh.avail && sh.err == nil && !sh.ended {
+		sh.caught.Wait()
+	}
+	switch {
+	case sh.err != nil:
+		return sh.err
+	case sh.hashed < sh.avail:
+		return errHashStopped
+	}
+	return nil
+}
+
+// stop ends the goroutine and waits until it returned. It may be called
+// more than once, from any goroutine.
+func (sh *spoolHasher) stop() {
+	sh.mu.Lock()
+	sh.stopped = true
+	started := sh.started
+	if !started {
+		sh.ended = true
+	}
+	sh.more.Signal()
+	sh.caught.Broadcast()
+	sh.mu.Unlock()
+	if started {
+		<-sh.done
+	}
+}
+
+func (sh *spoolHasher) run() {
+	bufp := hashBufPool.Get().(*[]byte)
+	buf := *bufp
+	defer func() {
+		hashBufPool.Put(bufp)
+		sh.mu.Lock()
+		sh.ended = true
+		sh.caught.Broadcast()
+		sh.mu.Unlock()
+		close(sh.done)
+	}()
+	for {
+		sh.mu.Lock()
+		for sh.hashed == sh.avail && !sh.stopped {
+			sh.more.Wait()
+		}
+		if sh.stopped {
+			sh.mu.Unlock()
+			return
+		}
+		off := sh.hashed
+		want := min(sh.avail-off, int64(len(buf)))
+		sh.mu.Unlock()
+
+		n, err := sh.src.ReadAt(buf[:want], off)
+		if int64(n) == want {
+			err = nil // io.EOF with every byte asked for is no error
+		} else if err == nil || err == io.EOF {
+			err = fmt.Errorf("spool holds %d bytes, %d were written: %w", off+int64(n), off+want, io.ErrUnexpectedEOF)
+		}
+		if err == nil {
+			sh.h.Write(buf[:n])
+		}
+
+		sh.mu.Lock()
+		if err != nil {
+			sh.err = fmt.Errorf("upload: reading the spool back for the hash: %w", err)
+		} else {
+			sh.hashed += int64(n)
+		}
+		if sh.err != nil || sh.hashed == sh.avail {
+			sh.caught.Broadcast()
+		}
+		sh.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
 }
 
 // PurgeUploads removes uploads whose data was last written more than
