@@ -234,11 +234,13 @@ var hashBufPool = sync.Pool{New: func() any { b := make([]byte, hashChunk); retu
 var errHashStopped = errors.New("upload: hashing stopped before the end (upload cancelled or closed)")
 
 // spoolHasher hashes a spool behind its writer. The writer reports each
-// write with advance; a goroutine, started by the first advance, reads the
-// new bytes back with ReadAt in chunks of at most hashChunk into a buffer
-// of its own and feeds the hash. It sleeps on a condition variable when it
-// has caught up. wait blocks until every byte advanced is hashed; stop ends
-// the goroutine and waits for it. Its memory is one buffer, whatever the
+// write with advance; a goroutine, started once a whole chunk is waiting,
+// reads the new bytes back with ReadAt in chunks of hashChunk into a
+// buffer of its own and feeds the hash. It sleeps on a condition variable
+// while less than a chunk waits (socket reads are often 32 KiB: waking
+// for each would cost more than it saves), and wait makes it take the
+// rest. wait blocks until every byte advanced is hashed; stop ends the
+// goroutine and waits for it. Its memory is one buffer, whatever the
 // writer's lead.
 type spoolHasher struct {
 	src io.ReaderAt
@@ -251,6 +253,7 @@ type spoolHasher struct {
 	hashed  int64     // bytes hashed
 	err     error     // the spool could not be read back; sticky
 	started bool
+	flush   bool          // wait wants every byte, even less than a chunk
 	stopped bool          // stop was called
 	ended   bool          // the goroutine returned (or never will start)
 	done    chan struct{} // closed when the goroutine returned
@@ -270,9 +273,14 @@ func (sh *spoolHasher) advance(n int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.avail += n
-	if sh.stopped {
+	if sh.stopped || sh.avail-sh.hashed < hashChunk {
 		return
 	}
+	sh.wake()
+}
+
+// wake starts the goroutine, or signals it. sh.mu is held.
+func (sh *spoolHasher) wake() {
 	if !sh.started {
 		sh.started = true
 		go sh.run()
@@ -286,9 +294,14 @@ func (sh *spoolHasher) advance(n int64) {
 func (sh *spoolHasher) wait() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if sh.hashed < sh.avail && !sh.stopped {
+		sh.flush = true
+		sh.wake()
+	}
 	for sh.hashed < sh.avail && sh.err == nil && !sh.ended {
 		sh.caught.Wait()
 	}
+	sh.flush = false
 	switch {
 	case sh.err != nil:
 		return sh.err
@@ -328,7 +341,7 @@ func (sh *spoolHasher) run() {
 	}()
 	for {
 		sh.mu.Lock()
-		for sh.hashed == sh.avail && !sh.stopped {
+		for !sh.stopped && (sh.hashed == sh.avail || (!sh.flush && sh.avail-sh.hashed < hashChunk)) {
 			sh.more.Wait()
 		}
 		if sh.stopped {
