@@ -58,7 +58,7 @@ var errStored = errors.New("blob already stored")
 var errNotKept = errors.New("blob not kept: larger than the cache")
 
 // copyBufPool holds the buffers of fills and fill readers.
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // joinFill returns the fill in flight for d, or starts one for t. The
 // caller holds a reference and must call release.

@@ -225,7 +225,7 @@ func (u *Upload) Close() error {
 }
 
 // hashChunk is how much the hasher reads back from the spool at a time.
-const hashChunk = 256 << 10
+const hashChunk = 64 << 10
 
 var hashBufPool = sync.Pool{New: func() any { b := make([]byte, hashChunk); return &b }}
 
