@@ -28,10 +28,12 @@ import (
 // file, so a crash leaves nothing behind locally, and the driver receives
 // the same bytes through its FileWriter.
 //
-// The hash is off the writer's path: a goroutine of the upload's own
-// follows the spool as it grows and hashes what it reads back from it
-// (the page cache), so the writer goes on to its next bytes at once.
-// Verify waits for it to catch up; Commit, Cancel and Close stop it.
+// The hash and the remote driver's writes are off the writer's path:
+// goroutines of the upload's own follow the spool as it grows and read it
+// back (the page cache), one to hash, one (remote drivers) to write to the
+// driver in large pieces, so the writer goes on to its next bytes at once
+// (an S3 part upload does not stall the download). Verify waits for the
+// hash, Commit for the driver; Commit, Cancel and Close stop both.
 //
 // Write, Verify, Commit and Cancel are called by one goroutine; ReadAt
 // and OpenSpool may be called concurrently by any number of readers;
@@ -40,11 +42,11 @@ type Upload struct {
 	s       *Store
 	id      string
 	digest  digest.Digester
-	hash    *spoolHasher
+	hash    *spoolFollower
+	push    *spoolFollower // remote drivers: feeds w
 	spool   *os.File
 	inPlace bool
 	w       storagedriver.FileWriter
-	werr    error
 	size    int64
 }
 
@@ -70,7 +72,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 			return nil, fmt.Errorf("upload: %w", err)
 		}
 		u.spool, u.inPlace = f, true
-		u.hash = newSpoolHasher(f, u.digest.Hash())
+		u.hash = newHasher(f, u.digest.Hash())
 		return u, nil
 	}
 	f, err := os.CreateTemp(s.spoolDir, "crp-spool-*")
@@ -86,17 +88,21 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 		return nil, fmt.Errorf("upload: driver writer: %w", err)
 	}
 	u.spool, u.w = f, w
-	u.hash = newSpoolHasher(f, u.digest.Hash())
+	u.hash = newHasher(f, u.digest.Hash())
+	u.push = newSpoolFollower(f, driverChunk, &driverBufPool, "the storage driver's upload", func(p []byte) error {
+		_, err := w.Write(p)
+		return err
+	})
 	return u, nil
 }
 
 // ID returns the upload's identifier (its directory under _uploads).
 func (u *Upload) ID() string { return u.id }
 
-// Write appends p to the spool, the hash and the driver upload. A failure
-// of the driver is remembered and reported by Commit, so that clients
-// reading the spool still receive the bytes. The hash runs behind, on the
-// upload's own goroutine; Verify waits for it.
+// Write appends p to the spool; the hash and the driver upload follow on
+// the upload's own goroutines. A failure of the driver is remembered and
+// reported by Commit, so that clients reading the spool still receive the
+// bytes.
 func (u *Upload) Write(p []byte) (int, error) {
 	return u.WriteThen(p, nil)
 }
@@ -109,18 +115,16 @@ func (u *Upload) WriteThen(p []byte, spooled func(n int)) (int, error) {
 	n, err := u.spool.Write(p)
 	u.size += int64(n)
 	if n > 0 {
-		u.hash.advance(int64(n))
 		if spooled != nil {
 			spooled(n)
+		}
+		u.hash.advance(int64(n))
+		if u.push != nil {
+			u.push.advance(int64(n))
 		}
 	}
 	if err != nil {
 		return n, fmt.Errorf("upload: spool write: %w", err)
-	}
-	if u.w != nil && u.werr == nil {
-		if _, err := u.w.Write(p); err != nil {
-			u.werr = err
-		}
 	}
 	return n, nil
 }
@@ -166,8 +170,9 @@ func (u *Upload) Verify(want digest.Digest, wantSize int64) error {
 // upload is removed; the error is a *VerifyError (or wraps ErrStorageWrite
 // when the spool could not be read back for the hash).
 func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64) error {
-	// Commit ends the upload either way: the hasher has nothing left to do.
-	defer u.hash.stop()
+	// Commit ends the upload either way: the followers have nothing left
+	// to do.
+	defer u.stopFollowers()
 	if err := u.Verify(want, wantSize); err != nil {
 		_ = u.Cancel(ctx)
 		return err
@@ -178,9 +183,9 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 			return fmt.Errorf("%w: blob %s: sync: %v", ErrStorageWrite, want, err)
 		}
 	} else {
-		if u.werr != nil {
+		if err := u.push.wait(); err != nil {
 			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: %v", ErrStorageWrite, want, u.werr)
+			return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
 		}
 		if err := u.w.Commit(ctx); err != nil {
 			_ = u.Cancel(ctx)
@@ -203,7 +208,7 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 // Cancel abandons the upload: nothing is committed. Readers that hold the
 // spool open can still read what was written until Close.
 func (u *Upload) Cancel(ctx context.Context) error {
-	u.hash.stop()
+	u.stopFollowers()
 	var err error
 	if u.w != nil {
 		err = u.w.Cancel(ctx)
@@ -216,42 +221,69 @@ func (u *Upload) Cancel(ctx context.Context) error {
 	return err
 }
 
-// Close releases the spool (and stops the hasher if Commit or Cancel did
-// not). Call it after Commit or Cancel, once no reader needs the spool any
-// more.
+// Close releases the spool (and stops the followers if Commit or Cancel
+// did not). Call it after Commit or Cancel, once no reader needs the spool
+// any more.
 func (u *Upload) Close() error {
-	u.hash.stop()
+	u.stopFollowers()
 	return u.spool.Close()
+}
+
+// stopFollowers ends the hash and driver goroutines (waiting for a driver
+// write in progress).
+func (u *Upload) stopFollowers() {
+	u.hash.stop()
+	if u.push != nil {
+		u.push.stop()
+	}
 }
 
 // hashChunk is how much the hasher reads back from the spool at a time.
 const hashChunk = 64 << 10
 
-var hashBufPool = sync.Pool{New: func() any { b := make([]byte, hashChunk); return &b }}
+// driverChunk is the size of a remote driver's writes: drivers that
+// buffer by reallocating (inmemory) cost a copy of the whole upload per
+// write, and S3 uploads parts of 10 MiB or more anyway.
+const driverChunk = 4 << 20
+
+var (
+	hashBufPool   = sync.Pool{New: func() any { b := make([]byte, hashChunk); return &b }}
+	driverBufPool = sync.Pool{New: func() any { b := make([]byte, driverChunk); return &b }}
+)
+
+func newHasher(src io.ReaderAt, h hash.Hash) *spoolFollower {
+	return newSpoolFollower(src, hashChunk, &hashBufPool, "the hash", func(p []byte) error {
+		h.Write(p)
+		return nil
+	})
+}
 
 // errHashStopped is what waiting for a stopped hasher that had not caught
 // up returns: the upload was cancelled or closed.
 var errHashStopped = errors.New("upload: hashing stopped before the end (upload cancelled or closed)")
 
-// spoolHasher hashes a spool behind its writer. The writer reports each
-// write with advance; a goroutine, started once a whole chunk is waiting,
-// reads the new bytes back with ReadAt in chunks of hashChunk into a
-// buffer of its own and feeds the hash. It sleeps on a condition variable
-// while less than a chunk waits (socket reads are often 32 KiB: waking
-// for each would cost more than it saves), and wait makes it take the
-// rest. wait blocks until every byte advanced is hashed; stop ends the
-// goroutine and waits for it. Its memory is one buffer, whatever the
-// writer's lead.
-type spoolHasher struct {
-	src io.ReaderAt
-	h   hash.Hash // written only by the goroutine, read after wait
+// spoolFollower feeds a spool to sink behind its writer (the hash, a
+// driver upload). The writer reports each write with advance; a
+// goroutine, started once a whole chunk is waiting, reads the new bytes
+// back with ReadAt in chunks into a buffer of its own and passes them to
+// sink. It sleeps on a condition variable while less than a chunk waits
+// (socket reads are often 32 KiB: waking for each would cost more than it
+// saves), and wait makes it take the rest. wait blocks until every byte
+// advanced is fed; stop ends the goroutine and waits for it. Its memory
+// is one buffer, whatever the writer's lead.
+type spoolFollower struct {
+	src   io.ReaderAt
+	sink  func([]byte) error // called only by the goroutine
+	chunk int64
+	pool  *sync.Pool
+	what  string // for errors: "the hash"
 
 	mu      sync.Mutex
 	more    sync.Cond // the writer advanced, or stop: for the goroutine
 	caught  sync.Cond // hashed advanced, or the goroutine ended: for wait
 	avail   int64     // bytes in the spool
-	hashed  int64     // bytes hashed
-	err     error     // the spool could not be read back; sticky
+	hashed  int64     // bytes fed to sink
+	err     error     // reading the spool or sink failed; sticky
 	started bool
 	flush   bool          // wait wants every byte, even less than a chunk
 	stopped bool          // stop was called
@@ -259,8 +291,8 @@ type spoolHasher struct {
 	done    chan struct{} // closed when the goroutine returned
 }
 
-func newSpoolHasher(src io.ReaderAt, h hash.Hash) *spoolHasher {
-	sh := &spoolHasher{src: src, h: h, done: make(chan struct{})}
+func newSpoolFollower(src io.ReaderAt, chunk int64, pool *sync.Pool, what string, sink func([]byte) error) *spoolFollower {
+	sh := &spoolFollower{src: src, sink: sink, chunk: chunk, pool: pool, what: what, done: make(chan struct{})}
 	sh.more.L = &sh.mu
 	sh.caught.L = &sh.mu
 	return sh
@@ -269,18 +301,18 @@ func newSpoolHasher(src io.ReaderAt, h hash.Hash) *spoolHasher {
 // advance records n more bytes in the spool and wakes the goroutine,
 // starting it on the first call. After stop the bytes are only counted,
 // so that wait reports them as never hashed.
-func (sh *spoolHasher) advance(n int64) {
+func (sh *spoolFollower) advance(n int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.avail += n
-	if sh.stopped || sh.avail-sh.hashed < hashChunk {
+	if sh.stopped || sh.avail-sh.hashed < sh.chunk {
 		return
 	}
 	sh.wake()
 }
 
 // wake starts the goroutine, or signals it. sh.mu is held.
-func (sh *spoolHasher) wake() {
+func (sh *spoolFollower) wake() {
 	if !sh.started {
 		sh.started = true
 		go sh.run()
@@ -291,7 +323,7 @@ func (sh *spoolHasher) wake() {
 
 // wait blocks until every byte advanced has been hashed, and returns the
 // read error that stopped the hasher, if any.
-func (sh *spoolHasher) wait() error {
+func (sh *spoolFollower) wait() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.hashed < sh.avail && !sh.stopped {
@@ -313,7 +345,7 @@ func (sh *spoolHasher) wait() error {
 
 // stop ends the goroutine and waits until it returned. It may be called
 // more than once, from any goroutine.
-func (sh *spoolHasher) stop() {
+func (sh *spoolFollower) stop() {
 	sh.mu.Lock()
 	sh.stopped = true
 	started := sh.started
@@ -328,11 +360,11 @@ func (sh *spoolHasher) stop() {
 	}
 }
 
-func (sh *spoolHasher) run() {
-	bufp := hashBufPool.Get().(*[]byte)
-	buf := *bufp
+func (sh *spoolFollower) run() {
+	bufp := sh.pool.Get().(*[]byte)
+	buf := (*bufp)[:sh.chunk]
 	defer func() {
-		hashBufPool.Put(bufp)
+		sh.pool.Put(bufp)
 		sh.mu.Lock()
 		sh.ended = true
 		sh.caught.Broadcast()
@@ -341,7 +373,7 @@ func (sh *spoolHasher) run() {
 	}()
 	for {
 		sh.mu.Lock()
-		for !sh.stopped && (sh.hashed == sh.avail || (!sh.flush && sh.avail-sh.hashed < hashChunk)) {
+		for !sh.stopped && (sh.hashed == sh.avail || (!sh.flush && sh.avail-sh.hashed < sh.chunk)) {
 			sh.more.Wait()
 		}
 		if sh.stopped {
@@ -358,13 +390,15 @@ func (sh *spoolHasher) run() {
 		} else if err == nil || err == io.EOF {
 			err = fmt.Errorf("spool holds %d bytes, %d were written: %w", off+int64(n), off+want, io.ErrUnexpectedEOF)
 		}
-		if err == nil {
-			sh.h.Write(buf[:n])
+		if err != nil {
+			err = fmt.Errorf("upload: reading the spool back for %s: %w", sh.what, err)
+		} else if err = sh.sink(buf[:n]); err != nil {
+			err = fmt.Errorf("upload: %s: %w", sh.what, err)
 		}
 
 		sh.mu.Lock()
 		if err != nil {
-			sh.err = fmt.Errorf("upload: reading the spool back for the hash: %w", err)
+			sh.err = err
 		} else {
 			sh.hashed += int64(n)
 		}

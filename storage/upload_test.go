@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -55,18 +57,7 @@ func (f *failingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // hasherEnded reports whether u's hasher goroutine has returned (or was
 // never started and never will be).
 func hasherEnded(u *Upload) bool {
-	u.hash.mu.Lock()
-	started, ended := u.hash.started, u.hash.ended
-	u.hash.mu.Unlock()
-	if !started {
-		return ended
-	}
-	select {
-	case <-u.hash.done:
-		return true
-	default:
-		return false
-	}
+	return followerEnded(u.hash)
 }
 
 // commitAndCheck commits u as d and checks that the stored blob is content.
@@ -480,5 +471,136 @@ func TestUploadHasherDoesNotLeak(t *testing.T) {
 				t.Fatalf("%d goroutines after the uploads, %d before:\n%s", n, before, buf)
 			}
 		})
+	}
+}
+
+// heldDriver is an inmemory driver whose upload writers block their first
+// Write until release is closed, and fail every Write once failAfter bytes
+// were written (failAfter > 0).
+type heldDriver struct {
+	storagedriver.StorageDriver
+	entered, release chan struct{}
+	once             sync.Once
+	failAfter        int64
+	err              error
+}
+
+func (d *heldDriver) Writer(ctx context.Context, p string, appendMode bool) (storagedriver.FileWriter, error) {
+	w, err := d.StorageDriver.Writer(ctx, p, appendMode)
+	if err != nil {
+		return nil, err
+	}
+	return &heldWriter{FileWriter: w, d: d}, nil
+}
+
+type heldWriter struct {
+	storagedriver.FileWriter
+	d       *heldDriver
+	written int64
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	if w.d.release != nil {
+		w.d.once.Do(func() {
+			close(w.d.entered)
+			<-w.d.release
+		})
+	}
+	if w.d.failAfter > 0 && w.written >= w.d.failAfter {
+		return 0, w.d.err
+	}
+	n, err := w.FileWriter.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+// TestUploadRemoteDriverOffTheWriterPath: a remote driver that takes its
+// time (an S3 part upload) does not hold the writer: every byte is
+// written and readable while the driver's first write waits, and the
+// commit then stores them all.
+func TestUploadRemoteDriverOffTheWriterPath(t *testing.T) {
+	d := &heldDriver{StorageDriver: inmemory.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	s, err := New(d, Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := randomBytes(t, 3*driverChunk+12345)
+	u, err := s.NewUpload(context.Background(), digest.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(content); off += 64 << 10 {
+		if _, err := u.Write(content[off:min(off+64<<10, len(content))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-d.entered
+	all := make([]byte, len(content))
+	if _, err := u.ReadAt(all, 0); err != nil || !bytes.Equal(all, content) {
+		t.Fatalf("spool while the driver waits: %v", err)
+	}
+	if err := u.Verify(digest.FromBytes(content), int64(len(content))); err != nil {
+		t.Fatalf("Verify while the driver waits: %v", err)
+	}
+	close(d.release)
+	commitAndCheck(t, s, u, content)
+}
+
+// TestUploadRemoteDriverFailure: a driver that fails mid-upload costs the
+// writer nothing (readers get every byte) and makes Commit fail with
+// ErrStorageWrite and the driver's error; nothing is stored and nothing
+// keeps running.
+func TestUploadRemoteDriverFailure(t *testing.T) {
+	injected := errors.New("injected: bucket unreachable")
+	d := &heldDriver{StorageDriver: inmemory.New(), failAfter: driverChunk, err: injected}
+	s, err := New(d, Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := randomBytes(t, 3*driverChunk)
+	u, err := s.NewUpload(context.Background(), digest.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(content); off += 64 << 10 {
+		if _, err := u.Write(content[off:min(off+64<<10, len(content))]); err != nil {
+			t.Fatalf("Write at %d: %v; want the driver's failure kept for Commit", off, err)
+		}
+	}
+	all := make([]byte, len(content))
+	if _, err := u.ReadAt(all, 0); err != nil || !bytes.Equal(all, content) {
+		t.Fatalf("spool: %v", err)
+	}
+	dg := digest.FromBytes(content)
+	err = u.Commit(context.Background(), dg, int64(len(content)))
+	if !errors.Is(err, ErrStorageWrite) || !errors.Is(err, injected) {
+		t.Fatalf("Commit = %v, want ErrStorageWrite with the driver's error", err)
+	}
+	if !hasherEnded(u) || !followerEnded(u.push) {
+		t.Fatal("a follower still runs after a failed Commit")
+	}
+	u.Close()
+	if _, err := s.StatBlob(context.Background(), dg); err == nil {
+		t.Fatal("the blob was stored although the driver failed")
+	}
+	if ids := listUploads(t, s); len(ids) != 0 {
+		t.Fatalf("uploads left behind: %v", ids)
+	}
+}
+
+// followerEnded reports whether f's goroutine has returned (or never
+// started and never will).
+func followerEnded(f *spoolFollower) bool {
+	f.mu.Lock()
+	started, ended := f.started, f.ended
+	f.mu.Unlock()
+	if !started {
+		return ended
+	}
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
 	}
 }
