@@ -456,6 +456,11 @@ func (r *report) targetList() []goal {
 			t.ran = true
 			a, b := x.wall().med, one.wall().med
 			s := fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b)
+			if w := get(kindWarm, sysOurs, img, o.clients); w != nil {
+				// The floor: the same bytes to the same clients with
+				// nothing to fetch.
+				s += fmt.Sprintf("; ours serving %d clients warm: %.2fs", o.clients, w.wall().med)
+			}
 			if n := get(kindCold, sysNginx, img, o.clients); n != nil {
 				if n1 := get(kindCold, sysNginx, img, 1); n1 != nil {
 					s += fmt.Sprintf(" (nginx %.2f×", n.wall().med/n1.wall().med)
