@@ -86,9 +86,7 @@ func commitAndCheck(t *testing.T, s *Store, u *Upload, content []byte) {
 	if !bytes.Equal(all, content) {
 		t.Fatalf("stored blob differs: %d bytes, want %d", len(all), len(content))
 	}
-	if ids := listUploads(t, s); len(ids) != 0 {
-		t.Fatalf("uploads left behind: %v", ids)
-	}
+	noUploadsLeft(t, s)
 }
 
 func TestUploadHashManySmallWrites(t *testing.T) {
@@ -96,10 +94,7 @@ func TestUploadHashManySmallWrites(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 3<<20+12345)
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			// Writes from 1 byte to a few chunks, with readers notified as a
 			// fill does; Verify in the middle sees exactly the prefix.
 			r := rand.New(rand.NewPCG(1, 2))
@@ -140,10 +135,7 @@ func TestUploadHashOneHugeWrite(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 17*hashChunk+7) // many hasher chunks, a ragged end
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			if n, err := u.Write(content); err != nil || n != len(content) {
 				t.Fatalf("Write = %d, %v", n, err)
 			}
@@ -156,10 +148,7 @@ func TestUploadHashEmpty(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			if n, err := u.Write(nil); err != nil || n != 0 {
 				t.Fatalf("Write(nil) = %d, %v", n, err)
 			}
@@ -209,9 +198,7 @@ func TestUploadVerifyMismatchIsUnchanged(t *testing.T) {
 			if _, err := s.StatBlob(context.Background(), want); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("blob committed despite mismatch: %v", err)
 			}
-			if ids := listUploads(t, s); len(ids) != 0 {
-				t.Fatalf("upload left behind: %v", ids)
-			}
+			noUploadsLeft(t, s)
 		})
 	}
 }
@@ -224,17 +211,10 @@ func TestUploadWriterNotHeldByHasher(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 2<<20+99)
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			gate := newGate(u.spool)
 			u.hash.src = gate
-			for off := 0; off < len(content); off += 64 << 10 {
-				if _, err := u.Write(content[off:min(off+64<<10, len(content))]); err != nil {
-					t.Fatal(err)
-				}
-			}
+			writeIn(t, u, content, 64<<10)
 			<-gate.entered
 			all := make([]byte, len(content))
 			if _, err := u.ReadAt(all, 0); err != nil || !bytes.Equal(all, content) {
@@ -259,10 +239,7 @@ func TestUploadCancelWhileHashing(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 8*hashChunk)
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			gate := newGate(u.spool)
 			u.hash.src = gate
 			if _, err := u.Write(content); err != nil {
@@ -298,9 +275,7 @@ func TestUploadCancelWhileHashing(t *testing.T) {
 			if err := u.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if ids := listUploads(t, s); len(ids) != 0 {
-				t.Fatalf("upload left behind: %v", ids)
-			}
+			noUploadsLeft(t, s)
 		})
 	}
 }
@@ -312,10 +287,7 @@ func TestUploadSpoolWriteFailsMidway(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 3*hashChunk)
-			u, err := s.NewUpload(context.Background(), digest.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := newUpload(t, s)
 			if _, err := u.Write(content[:2*hashChunk]); err != nil {
 				t.Fatal(err)
 			}
@@ -340,9 +312,7 @@ func TestUploadSpoolWriteFailsMidway(t *testing.T) {
 				t.Fatal(err)
 			}
 			orig.Close()
-			if ids := listUploads(t, s); len(ids) != 0 {
-				t.Fatalf("upload left behind: %v", ids)
-			}
+			noUploadsLeft(t, s)
 		})
 	}
 }
@@ -380,9 +350,7 @@ func TestUploadHashReadError(t *testing.T) {
 			if _, err := s.StatBlob(ctx, d); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("blob committed despite the read error: %v", err)
 			}
-			if ids := listUploads(t, s); len(ids) != 0 {
-				t.Fatalf("upload left behind: %v", ids)
-			}
+			noUploadsLeft(t, s)
 		})
 		t.Run(b.name+"/spool truncated", func(t *testing.T) {
 			// The real spool file loses its tail before the hasher reads it.
@@ -525,15 +493,8 @@ func TestUploadRemoteDriverOffTheWriterPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	content := randomBytes(t, 3*driverChunk+12345)
-	u, err := s.NewUpload(context.Background(), digest.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for off := 0; off < len(content); off += 64 << 10 {
-		if _, err := u.Write(content[off:min(off+64<<10, len(content))]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	u := newUpload(t, s)
+	writeIn(t, u, content, 64<<10)
 	<-d.entered
 	all := make([]byte, len(content))
 	if _, err := u.ReadAt(all, 0); err != nil || !bytes.Equal(all, content) {
@@ -558,10 +519,7 @@ func TestUploadRemoteDriverFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	content := randomBytes(t, 3*driverChunk)
-	u, err := s.NewUpload(context.Background(), digest.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := newUpload(t, s)
 	for off := 0; off < len(content); off += 64 << 10 {
 		if _, err := u.Write(content[off:min(off+64<<10, len(content))]); err != nil {
 			t.Fatalf("Write at %d: %v; want the driver's failure kept for Commit", off, err)
@@ -583,9 +541,7 @@ func TestUploadRemoteDriverFailure(t *testing.T) {
 	if _, err := s.StatBlob(context.Background(), dg); err == nil {
 		t.Fatal("the blob was stored although the driver failed")
 	}
-	if ids := listUploads(t, s); len(ids) != 0 {
-		t.Fatalf("uploads left behind: %v", ids)
-	}
+	noUploadsLeft(t, s)
 }
 
 // followerEnded reports whether f's goroutine has returned (or never
@@ -602,5 +558,33 @@ func followerEnded(f *spoolFollower) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// newUpload starts a SHA-256 upload in s.
+func newUpload(t *testing.T, s *Store) *Upload {
+	t.Helper()
+	u, err := s.NewUpload(context.Background(), digest.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// writeIn writes content to u in pieces of size bytes, as socket reads do.
+func writeIn(t *testing.T, u *Upload, content []byte, size int) {
+	t.Helper()
+	for off := 0; off < len(content); off += size {
+		if _, err := u.Write(content[off:min(off+size, len(content))]); err != nil {
+			t.Fatalf("Write at %d: %v", off, err)
+		}
+	}
+}
+
+// noUploadsLeft fails when s still holds an upload.
+func noUploadsLeft(t *testing.T, s *Store) {
+	t.Helper()
+	if ids := listUploads(t, s); len(ids) != 0 {
+		t.Fatalf("uploads left behind: %v", ids)
 	}
 }
