@@ -256,18 +256,26 @@ func (p *proxy) LogSince(mark int) string {
 }
 
 // accessLines returns the access-log lines after mark whose method is
-// method and whose path contains pathPart.
+// method and whose path contains pathPart. A request's access line is
+// written when its handler returns, which may be just after the client
+// has read the last byte: it waits (bounded) for at least one line.
 func (p *proxy) accessLines(mark int, method, pathPart string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(p.LogSince(mark)))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.Contains(l, "msg=request") && strings.Contains(l, "method="+method+" ") && strings.Contains(l, pathPart) {
-			out = append(out, l)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []string
+		sc := bufio.NewScanner(strings.NewReader(p.LogSince(mark)))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			l := sc.Text()
+			if strings.Contains(l, "msg=request") && strings.Contains(l, "method="+method+" ") && strings.Contains(l, pathPart) {
+				out = append(out, l)
+			}
 		}
+		if len(out) > 0 || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return out
 }
 
 // requireBlobHits fails unless, after mark, the proxy answered a GET for
