@@ -56,6 +56,11 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// OutageHold is how long, after a tag revalidation failed because
+	// upstream was unreachable or answered 5xx/429, that upstream's cached
+	// tags are answered stale without asking it (YAML outageHold,
+	// OUTAGE_HOLD; default 10s; 0 asks on every pull).
+	OutageHold Duration `yaml:"outageHold"`
 	// ShutdownGrace bounds a graceful shutdown (SIGTERM, SIGINT): requests
 	// and fills in progress may finish within it, then connections are
 	// closed and unfinished fills abandoned, nothing partial kept (YAML
@@ -311,6 +316,7 @@ func Default() *Config {
 			InactiveTime: Duration(60 * 24 * time.Hour),
 		},
 		FillTimeout:   Duration(30 * time.Minute),
+		OutageHold:    Duration(10 * time.Second),
 		ShutdownGrace: Duration(30 * time.Second),
 		Client: Client{
 			SendTimeout:      Duration(60 * time.Second),

@@ -157,6 +157,7 @@ func applyEnv(c *Config, env func(string) string) error {
 		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", duration(&u.ReadTimeout)},
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", duration(&u.SendTimeout)},
 		{"FILL_TIMEOUT", "fillTimeout", duration(&c.FillTimeout)},
+		{"OUTAGE_HOLD", "outageHold", duration(&c.OutageHold)},
 		{"SHUTDOWN_GRACE", "shutdownGrace", duration(&c.ShutdownGrace)},
 		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", boolean(&c.ProxyRequestBuffering)},
 		{"SEND_TIMEOUT", "client.sendTimeout", duration(&c.Client.SendTimeout)},

@@ -131,6 +131,9 @@ func (c *Config) validateLimits() error {
 	if c.Cache.MaxSize <= 0 {
 		return &KeyError{Key: c.keyFor("cache.maxSize"), Value: c.Cache.MaxSize.String(), Err: errors.New("must be positive")}
 	}
+	if c.OutageHold < 0 {
+		return &KeyError{Key: c.keyFor("outageHold"), Value: c.OutageHold.String(), Err: errors.New("must not be negative (0 turns it off)")}
+	}
 	if c.RateLimit.MinRemaining < 0 {
 		return &KeyError{Key: c.keyFor("rateLimit.minRemaining"), Value: strconv.Itoa(c.RateLimit.MinRemaining), Err: errors.New("must not be negative (0 turns it off)")}
 	}

@@ -83,6 +83,7 @@ type envOptions struct {
 	// observer and minRemaining set the Options of the same names.
 	observer     mirror.Observer
 	minRemaining int64
+	downHold     time.Duration
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -128,7 +129,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		}
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
-	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining}
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

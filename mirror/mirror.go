@@ -82,7 +82,17 @@ type Options struct {
 	// below it, until the window resets: those tags are answered stale.
 	// 0 never postpones.
 	RateLimitMinRemaining int64
+	// DownHold is how long cached tags of an upstream whose revalidation
+	// just failed with a temporary error (refused, reset, timed out, 5xx
+	// after retries) are answered stale without asking it again. Without
+	// it every pull during an outage waits for the retries (or the full
+	// timeout of a hanging upstream) before its stale answer. 0 means
+	// DefaultDownHold, negative never holds.
+	DownHold time.Duration
 }
+
+// DefaultDownHold is Options.DownHold's default.
+const DefaultDownHold = 10 * time.Second
 
 // Committed describes content just committed to the cache.
 type Committed struct {
@@ -141,6 +151,8 @@ type Mirror struct {
 
 	// rates holds the rate-limit windows that postpone tag revalidation.
 	rates rateGate
+	// outages holds the upstreams left alone after a failed revalidation.
+	outages outageGate
 
 	// abandoned is closed by Abandon: every fill then ends.
 	abandoned   chan struct{}
@@ -183,6 +195,9 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.DownHold == 0 {
+		opts.DownHold = DefaultDownHold
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}

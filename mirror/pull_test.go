@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/mirror"
 )
 
 const accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
@@ -164,6 +165,13 @@ func TestOfflineServesStale(t *testing.T) {
 	resp, body = e.do("GET", base+"/manifests/other", "Accept", accept)
 	wantStatus(t, resp, body, http.StatusBadGateway, "UNAVAILABLE")
 	reg.Restart(t)
+	// Within the hold after the failure, the tag is still answered stale
+	// without asking; after it, the next pull revalidates.
+	resp, _ = e.do("GET", base+"/manifests/latest", "Accept", accept)
+	if resp.Header.Get("X-Cache") != "STALE" {
+		t.Fatalf("after restart, within the hold: %q", resp.Header.Get("X-Cache"))
+	}
+	e.clock.Advance(mirror.DefaultDownHold + time.Second)
 	resp, _ = e.do("GET", base+"/manifests/latest", "Accept", accept)
 	if resp.Header.Get("X-Cache") != "REVALIDATED" {
 		t.Fatalf("after restart: %q", resp.Header.Get("X-Cache"))

@@ -32,6 +32,12 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 			out.cache, out.warning = CacheStale, rateLimitWarning
 			return &out, nil
 		}
+		if m.upstreamHeld(t.reg.Host) {
+			logx.From(ctx).WithField(logx.FieldDigest, cached.digest).Debug("upstream held after a failure; serving a cached manifest that may be stale")
+			out := *cached
+			out.cache, out.warning = CacheStale, staleWarning
+			return &out, nil
+		}
 	}
 	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
 	v, err, _ := m.flight.Do(key, func() (any, error) {
@@ -51,6 +57,7 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 		desc, _, err := t.reg.Client.Manifest(ctx, t.repo, tag, true)
 		switch {
 		case err != nil && oci.IsTemporary(err):
+			m.markDown(ctx, t.reg.Host, err)
 			return stale(ctx, cached, err), nil
 		case err != nil && oci.StatusOf(err) == http.StatusNotFound:
 			// The tag is gone upstream: forget it rather than serve it later.
@@ -61,6 +68,7 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 		case err != nil:
 			return nil, err
 		case desc.Digest == rec.Digest.String():
+			m.markUp(ctx, t.reg.Host)
 			// Only a TTL tier reads FetchedAt: without one, rewriting the
 			// record on every pull would be a write per request for nothing.
 			if m.opts.TagTTL(tag) > 0 {
@@ -80,10 +88,12 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 	mf, err := m.fetchManifest(ctx, t, tag, "")
 	if err != nil {
 		if cached != nil && oci.IsTemporary(err) {
+			m.markDown(ctx, t.reg.Host, err)
 			return stale(ctx, cached, err), nil
 		}
 		return nil, err
 	}
+	m.markUp(ctx, t.reg.Host)
 	nrec := storage.TagRecord{Digest: mf.digest, MediaType: mf.mediaType, Size: int64(len(mf.body)), FetchedAt: m.opts.Now().UTC()}
 	if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, nrec); err != nil {
 		log.WithError(err).Warn("storing tag record")

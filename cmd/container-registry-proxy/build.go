@@ -124,6 +124,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, e
 	mopts := mirror.Options{
 		TagTTL:      tagTTL,
 		FillTimeout: time.Duration(cfg.FillTimeout),
+		DownHold:    downHold(cfg),
 		Access:      rl.check,
 		Base:        rl.checkBase,
 	}
@@ -222,4 +223,13 @@ func rootHandler(m http.Handler, setup, gc, page http.Handler) http.Handler {
 		page.ServeHTTP(w, r)
 	})
 	return mux
+}
+
+// downHold maps outageHold (0: off) to mirror.Options.DownHold (0 is the
+// default there, negative off).
+func downHold(cfg *config.Config) time.Duration {
+	if cfg.OutageHold == 0 {
+		return -1
+	}
+	return time.Duration(cfg.OutageHold)
 }

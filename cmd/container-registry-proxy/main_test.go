@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/sirupsen/logrus"
@@ -106,6 +107,20 @@ func TestServeEndpoints(t *testing.T) {
 	for _, want := range []string{"serving registry", "/v2/quay.io/<repo>", "status=403"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// TestOutageHoldSetting: OUTAGE_HOLD reaches the mirror; 0 turns the hold
+// off rather than meaning the mirror's default.
+func TestOutageHoldSetting(t *testing.T) {
+	for env, want := range map[string]time.Duration{"": 10 * time.Second, "30s": 30 * time.Second, "0": -1} {
+		cfg, err := config.Load(nil, envMap(map[string]string{"OUTAGE_HOLD": env}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := downHold(cfg); got != want {
+			t.Errorf("OUTAGE_HOLD=%q: mirror DownHold %v, want %v", env, got, want)
 		}
 	}
 }
