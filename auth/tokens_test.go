@@ -14,27 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
-// fakeClock is a settable clock for TokenOptions.Now.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newFakeClock is a settable clock for TokenOptions.Now.
+func newFakeClock() *testutil.FakeClock {
+	return testutil.NewFakeClock(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // tokenServer is a fake token realm that hands out tok-1, tok-2, … and

@@ -1,7 +1,6 @@
 package mirror_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/gmarcy/container-registry-proxy/upstream"
@@ -37,42 +36,8 @@ type env struct {
 	mirror *mirror.Mirror
 	store  *storage.Store
 	root   string // filesystem root, "" for inmemory
-	logs   *syncBuffer
-	clock  *fakeClock
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	logs   *testutil.SyncBuffer
+	clock  *testutil.FakeClock
 }
 
 type envOptions struct {
@@ -93,7 +58,7 @@ func newEnvWithCreds(t *testing.T, host string, reg *testreg.Registry, user, pas
 
 func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	t.Helper()
-	e := &env{t: t, logs: &syncBuffer{}, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &env{t: t, logs: &testutil.SyncBuffer{}, clock: testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	var err error
 	switch opts.backend {
 	case "filesystem":

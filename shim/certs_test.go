@@ -10,25 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
-
-// minterClock is a settable clock for MinterOptions.Now.
-type minterClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *minterClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *minterClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
 
 // mintTestCA creates a fresh CA in a temporary directory.
 func mintTestCA(t *testing.T) *CA {
@@ -146,7 +130,7 @@ func TestMinterNeverOutlivesCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &minterClock{t: now}
+	clock := testutil.NewFakeClock(now)
 	m := NewMinter(ca, MinterOptions{Now: clock.Now}) // default 7 days
 	c, err := m.Certificate("registry.test")
 	if err != nil {
@@ -166,7 +150,7 @@ func TestMinterNeverOutlivesCA(t *testing.T) {
 
 func TestMinterRenewsWithFakeClock(t *testing.T) {
 	start := time.Now()
-	clock := &minterClock{t: start}
+	clock := testutil.NewFakeClock(start)
 	m := NewMinter(mintTestCA(t), MinterOptions{Validity: 4 * 24 * time.Hour, Now: clock.Now})
 	first, err := m.Certificate("registry.test")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
 
 // connectRecorder is an Observer that keeps what it was told.
@@ -34,21 +35,8 @@ func (c *connectRecorder) TunnelOpened() {
 func (c *connectRecorder) TunnelClosed() { c.mu.Lock(); c.open--; c.mu.Unlock() }
 
 func TestObserverSeesConnectDecisionsAndTunnels(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	echoPort, _ := strconv.Atoi(strings.TrimPrefix(echo.Addr().String(), "127.0.0.1:"))
+	echo := testutil.EchoServer(t)
+	echoPort, _ := strconv.Atoi(strings.TrimPrefix(echo, "127.0.0.1:"))
 
 	ca, err := LoadOrCreateCA(t.TempDir())
 	if err != nil {
@@ -109,7 +97,7 @@ func TestObserverSeesConnectDecisionsAndTunnels(t *testing.T) {
 			t.Fatalf("CONNECT %s: %q, want %s", tc.target, line, tc.status)
 		}
 	}
-	conn, br, line := connect(echo.Addr().String(), "")
+	conn, br, line := connect(echo, "")
 	if !strings.Contains(line, " 200 ") {
 		t.Fatalf("tunnel: %q", line)
 	}

@@ -20,24 +20,25 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/sirupsen/logrus"
 )
 
 // runProxy starts the whole proxy from a YAML config on a loopback port.
-func runProxy(t *testing.T, yaml string) (addr string, logs *syncBuffer, caPool *x509.CertPool, stop func()) {
+func runProxy(t *testing.T, yaml string) (addr string, logs *testutil.SyncBuffer, caPool *x509.CertPool, stop func()) {
 	t.Helper()
 	addr, logs, _, stop, caPool = runProxyFull(t, t.TempDir(), yaml)
 	return addr, logs, caPool, stop
 }
 
 // runProxyIn is runProxy with the cache under dir/cache, returning the app.
-func runProxyIn(t *testing.T, dir, yaml string) (string, *syncBuffer, *app, func()) {
+func runProxyIn(t *testing.T, dir, yaml string) (string, *testutil.SyncBuffer, *app, func()) {
 	t.Helper()
 	addr, logs, a, stop, _ := runProxyFull(t, dir, yaml)
 	return addr, logs, a, stop
 }
 
-func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *syncBuffer, a *app, stop func(), caPool *x509.CertPool) {
+func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *testutil.SyncBuffer, a *app, stop func(), caPool *x509.CertPool) {
 	t.Helper()
 	f := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
@@ -47,7 +48,7 @@ func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *syncBuffer
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs = &syncBuffer{}
+	logs = &testutil.SyncBuffer{}
 	log := logrus.New()
 	log.SetOutput(logs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,24 +88,6 @@ func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *syncBuffer
 	return ln.Addr().String(), logs, a, stop, caPool
 }
 
-// syncBuffer is a log sink safe for the proxy's goroutines and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func proxyClient(addr string, pool *x509.CertPool) *http.Client {
 	pu, _ := url.Parse("http://" + addr)
 	return &http.Client{Transport: &http.Transport{
@@ -129,7 +112,7 @@ func TestShimInterceptsIntoTheMirror(t *testing.T) {
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 100_000))
 	_, port, _ := net.SplitHostPort(reg.Host)
 	host := "registry.test:" + port
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	_, echoPort, _ := net.SplitHostPort(echo)
 	addr, logs, pool, stop := runProxy(t, fmt.Sprintf(`
 dockerHub: false
@@ -226,27 +209,4 @@ connect:
 			t.Errorf("log lacks %q", want)
 		}
 	}
-}
-
-// startEcho runs a TCP echo server that half-closes when its peer does.
-func startEcho(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
 
 // TestShutdownGrace: on shutdown a fill in progress may finish within
@@ -104,7 +105,7 @@ func TestShutdownGrace(t *testing.T) {
 }
 
 // waitLog waits (bounded) until logs contain s.
-func waitLog(t *testing.T, logs *syncBuffer, s string) {
+func waitLog(t *testing.T, logs *testutil.SyncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), s) {

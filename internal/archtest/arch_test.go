@@ -22,6 +22,9 @@ var allowed = map[string][]string{
 	// internal/metrics implements the observer interfaces that mirror,
 	// upstream and shim define, without importing them: only cmd wires it.
 	"internal/metrics": {},
+	// internal/testutil holds helpers for tests and imports nothing of ours;
+	// TestTestutilOnlyFromTests keeps it out of every non-test build.
+	"internal/testutil": {},
 }
 
 func TestDependencyDirection(t *testing.T) {
@@ -43,6 +46,38 @@ func TestDependencyDirection(t *testing.T) {
 				if !okSet[rel] {
 					t.Errorf("%s imports %s, which DESIGN.md §2 does not allow", pkg, rel)
 				}
+			}
+		})
+	}
+}
+
+// TestTestutilOnlyFromTests checks that internal/testutil is imported only
+// by _test.go files: no package's non-test build may depend on it, with or
+// without the e2e build tag.
+func TestTestutilOnlyFromTests(t *testing.T) {
+	const testutil = module + "internal/testutil"
+	for _, tags := range []string{"", "e2e"} {
+		t.Run("tags="+tags, func(t *testing.T) {
+			out, err := exec.Command("go", "list", "-e", "-tags="+tags,
+				"-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, module+"...").Output()
+			if err != nil {
+				t.Fatalf("go list: %v", err)
+			}
+			listed := false
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				f := strings.Fields(line)
+				if len(f) == 0 {
+					continue
+				}
+				listed = listed || f[0] == testutil
+				for _, dep := range f[1:] {
+					if dep == testutil {
+						t.Errorf("%s imports internal/testutil outside its _test.go files", f[0])
+					}
+				}
+			}
+			if !listed {
+				t.Fatalf("go list did not list %s; output:\n%s", testutil, out)
 			}
 		})
 	}

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
 
 // tunnelTarget is a loopback HTTPS server that is not a registry: GET
@@ -57,31 +59,6 @@ func (tt *tunnelTarget) Addr() string { return tt.srv.Listener.Addr().String() }
 func (tt *tunnelTarget) Port() string {
 	_, port, _ := net.SplitHostPort(tt.Addr())
 	return port
-}
-
-// startTCPEcho runs a plain TCP echo server on loopback that half-closes
-// when its peer does; it returns its address.
-func startTCPEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // curlViaProxy runs curl with the proxy given explicitly (not from the
@@ -129,7 +106,7 @@ func TestShimTunnel(t *testing.T) {
 	requireTools(t, "curl")
 	u := startUpstreams(t)
 	tt := startTunnelTarget(t)
-	echo := startTCPEcho(t)
+	echo := testutil.EchoServer(t)
 	_, echoPort, _ := net.SplitHostPort(echo)
 	open := startProxyWith(t, u, fmt.Sprintf("connect:\n  allowPorts: [443, %s, %s]\n  allowNetworks: [127.0.0.1/32]\n", tt.Port(), echoPort))
 	closed := startProxy(t, u)
