@@ -182,27 +182,6 @@ registries:
 	t.Logf("kill point %.0f%%: %s", 100*frac, time.Since(began).Round(time.Millisecond))
 }
 
-// startProxyIn starts the proxy in dir with the configuration cfg(addr)
-// on a free port (another one when the port was taken meanwhile).
-func startProxyIn(t *testing.T, dir, name string, cfg func(addr string) string) *proxy {
-	t.Helper()
-	requireProxy(t)
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		addr := freeAddr(t)
-		p, err := launchProxy(t, dir, fmt.Sprintf("%s-%d", name, attempt), addr, cfg(addr))
-		if err == nil {
-			return p
-		}
-		lastErr = err
-		if !errors.Is(err, errAddrInUse) {
-			break
-		}
-	}
-	t.Fatalf("starting proxy: %v", lastErr)
-	return nil
-}
-
 // waitUploadSize waits (bounded) until an upload file under
 // <cacheDir>/_uploads holds at least min bytes (exists, for 0), and
 // returns its path and size. Polling is measurement here: the relay or

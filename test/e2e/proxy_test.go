@@ -78,11 +78,34 @@ func startProxy(t *testing.T, u *upstreams) *proxy {
 // configuration (e.g. "allowPush: true\n" or a connect: section).
 func startProxyWith(t *testing.T, u *upstreams, extra string) *proxy {
 	t.Helper()
-	requireProxy(t)
 	dir := t.TempDir()
+	return startProxyIn(t, dir, "main", func(addr string) string {
+		return fmt.Sprintf(`listen: %q
+cacheDir: %q
+caDir: %q
+logFormat: text
+dockerHub: true
+registries:
+  - host: docker.io
+    endpoint: %q
+    caFile: %q
+  - host: %q
+    endpoint: %q
+    caFile: %q
+`, addr, filepath.Join(dir, "cache"), filepath.Join(dir, "ca"),
+			u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + extra
+	})
+}
+
+// startProxyIn starts the proxy in dir with the configuration cfg(addr)
+// on a free port (another one when the port was taken meanwhile).
+func startProxyIn(t *testing.T, dir, name string, cfg func(addr string) string) *proxy {
+	t.Helper()
+	requireProxy(t)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		p, err := tryStartProxy(t, dir, attempt, u, extra)
+		addr := freeAddr(t)
+		p, err := launchProxy(t, dir, fmt.Sprintf("%s-%d", name, attempt), addr, cfg(addr))
 		if err == nil {
 			return p
 		}
@@ -96,25 +119,6 @@ func startProxyWith(t *testing.T, u *upstreams, extra string) *proxy {
 }
 
 var errAddrInUse = errors.New("address already in use")
-
-func tryStartProxy(t *testing.T, dir string, attempt int, u *upstreams, extra string) (*proxy, error) {
-	addr := freeAddr(t)
-	cfg := fmt.Sprintf(`listen: %q
-cacheDir: %q
-caDir: %q
-logFormat: text
-dockerHub: true
-registries:
-  - host: docker.io
-    endpoint: %q
-    caFile: %q
-  - host: %q
-    endpoint: %q
-    caFile: %q
-`, addr, filepath.Join(dir, "cache"), filepath.Join(dir, "ca"),
-		u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + extra
-	return launchProxy(t, dir, strconv.Itoa(attempt), addr, cfg)
-}
 
 // launchProxy writes cfg (which must listen on addr) into dir, starts the
 // proxy binary with it (log in dir/proxy-<name>.log) and waits until GET
