@@ -25,6 +25,9 @@ var allowed = map[string][]string{
 	// internal/testutil holds helpers for tests and imports nothing of ours;
 	// TestTestutilOnlyFromTests keeps it out of every non-test build.
 	"internal/testutil": {},
+	// internal/testca makes throwaway TLS certificates for testreg and the
+	// benchmark: standard library only.
+	"internal/testca": {},
 }
 
 func TestDependencyDirection(t *testing.T) {
