@@ -258,9 +258,10 @@ func newHasher(src io.ReaderAt, h hash.Hash) *spoolFollower {
 	})
 }
 
-// errHashStopped is what waiting for a stopped hasher that had not caught
-// up returns: the upload was cancelled or closed.
-var errHashStopped = errors.New("upload: hashing stopped before the end (upload cancelled or closed)")
+// errHashStopped is what waiting for a stopped follower (the hash, the
+// driver upload) that had not caught up returns: the upload was cancelled
+// or closed.
+var errHashStopped = errors.New("upload: stopped before the end (upload cancelled or closed)")
 
 // spoolFollower feeds a spool to sink behind its writer (the hash, a
 // driver upload). The writer reports each write with advance; a
@@ -280,9 +281,9 @@ type spoolFollower struct {
 
 	mu      sync.Mutex
 	more    sync.Cond // the writer advanced, or stop: for the goroutine
-	caught  sync.Cond // hashed advanced, or the goroutine ended: for wait
+	caught  sync.Cond // fed advanced, or the goroutine ended: for wait
 	avail   int64     // bytes in the spool
-	hashed  int64     // bytes fed to sink
+	fed     int64     // bytes fed to sink
 	err     error     // reading the spool or sink failed; sticky
 	started bool
 	flush   bool          // wait wants every byte, even less than a chunk
@@ -300,12 +301,12 @@ func newSpoolFollower(src io.ReaderAt, chunk int64, pool *sync.Pool, what string
 
 // advance records n more bytes in the spool and wakes the goroutine,
 // starting it on the first call. After stop the bytes are only counted,
-// so that wait reports them as never hashed.
+// so that wait reports them as never fed.
 func (sh *spoolFollower) advance(n int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.avail += n
-	if sh.stopped || sh.avail-sh.hashed < sh.chunk {
+	if sh.stopped || sh.avail-sh.fed < sh.chunk {
 		return
 	}
 	sh.wake()
@@ -321,23 +322,23 @@ func (sh *spoolFollower) wake() {
 	sh.more.Signal()
 }
 
-// wait blocks until every byte advanced has been hashed, and returns the
-// read error that stopped the hasher, if any.
+// wait blocks until every byte advanced has been fed to sink, and returns
+// the error (reading the spool, or sink's) that stopped it, if any.
 func (sh *spoolFollower) wait() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.hashed < sh.avail && !sh.stopped {
+	if sh.fed < sh.avail && !sh.stopped {
 		sh.flush = true
 		sh.wake()
 	}
-	for sh.hashed < sh.avail && sh.err == nil && !sh.ended {
+	for sh.fed < sh.avail && sh.err == nil && !sh.ended {
 		sh.caught.Wait()
 	}
 	sh.flush = false
 	switch {
 	case sh.err != nil:
 		return sh.err
-	case sh.hashed < sh.avail:
+	case sh.fed < sh.avail:
 		return errHashStopped
 	}
 	return nil
@@ -373,14 +374,14 @@ func (sh *spoolFollower) run() {
 	}()
 	for {
 		sh.mu.Lock()
-		for !sh.stopped && (sh.hashed == sh.avail || (!sh.flush && sh.avail-sh.hashed < sh.chunk)) {
+		for !sh.stopped && (sh.fed == sh.avail || (!sh.flush && sh.avail-sh.fed < sh.chunk)) {
 			sh.more.Wait()
 		}
 		if sh.stopped {
 			sh.mu.Unlock()
 			return
 		}
-		off := sh.hashed
+		off := sh.fed
 		want := min(sh.avail-off, int64(len(buf)))
 		sh.mu.Unlock()
 
@@ -400,9 +401,9 @@ func (sh *spoolFollower) run() {
 		if err != nil {
 			sh.err = err
 		} else {
-			sh.hashed += int64(n)
+			sh.fed += int64(n)
 		}
-		if sh.err != nil || sh.hashed == sh.avail {
+		if sh.err != nil || sh.fed == sh.avail {
 			sh.caught.Broadcast()
 		}
 		sh.mu.Unlock()
