@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -34,25 +33,8 @@ func TestLeanBuildRunsFullForCloudDrivers(t *testing.T) {
 	}
 	cfg := s3(filepath.Join(dir, "cache"))
 
-	runBin := func(bin string, args ...string) (int, string, string) {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), out.String(), errb.String()
-		}
-		if err != nil {
-			t.Fatalf("%s %v: %v", bin, args, err)
-		}
-		return 0, out.String(), errb.String()
-	}
-
-	_, lean, _ := runBin(proxyBin, "--version")
-	_, full, _ := runBin(proxyBin+"-full", "--version")
+	_, lean, _ := binCmd(t, proxyBin, "--version")
+	_, full, _ := binCmd(t, proxyBin+"-full", "--version")
 	if !strings.Contains(lean, "storage drivers: filesystem inmemory)") {
 		t.Errorf("lean --version: %q, want only the filesystem and inmemory drivers", lean)
 	}
@@ -61,7 +43,7 @@ func TestLeanBuildRunsFullForCloudDrivers(t *testing.T) {
 	}
 
 	// Beside the full build: du and the server are run by it.
-	code, _, stderr := runBin(proxyBin, "du", "--config", cfg)
+	code, _, stderr := binCmd(t, proxyBin, "du", "--config", cfg)
 	if code != 1 || !strings.Contains(stderr, "s3aws") || !strings.Contains(stderr, deadLocation) {
 		t.Errorf("lean du with storage.s3, full build beside it: exit %d, stderr %q; want exit 1 and the s3 driver's error about %s", code, stderr, deadLocation)
 	}
@@ -106,7 +88,7 @@ func TestLeanBuildRunsFullForCloudDrivers(t *testing.T) {
 	fresh := filepath.Join(dir, "fresh")
 	cfg = s3(fresh)
 	for _, args := range [][]string{{"--config", cfg}, {"du", "--config", cfg}, {"gc", "--config", cfg}} {
-		code, _, stderr := runBin(alone, args...)
+		code, _, stderr := binCmd(t, alone, args...)
 		lines := strings.Split(strings.TrimSpace(stderr), "\n")
 		if code != 2 || len(lines) != 1 || !strings.Contains(stderr, "storage.s3:") || !strings.Contains(stderr, "container-registry-proxy-full") {
 			t.Errorf("lean %v alone: exit %d, stderr %q; want exit 2 and one line naming storage.s3 and container-registry-proxy-full", args, code, stderr)

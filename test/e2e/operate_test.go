@@ -28,7 +28,13 @@ import (
 func proxyCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	requireProxy(t)
-	cmd := exec.Command(proxyBin, args...)
+	return binCmd(t, proxyBin, args...)
+}
+
+// binCmd is proxyCmd for the binary bin (a copy, or the full build).
+func binCmd(t *testing.T, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -39,9 +45,9 @@ func proxyCmd(t *testing.T, args ...string) (int, string, string) {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("%s %v: %v", proxyBin, args, err)
+		t.Fatalf("%s %v: %v", bin, args, err)
 	}
-	t.Logf("$ container-registry-proxy %s → exit %d (%s)", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond))
+	t.Logf("$ %s %s → exit %d (%s)", filepath.Base(bin), strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond))
 	return code, out.String(), errb.String()
 }
 
