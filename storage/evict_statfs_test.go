@@ -5,6 +5,7 @@ package storage
 import "testing"
 
 func TestDiskFree(t *testing.T) {
+	t.Parallel()
 	free, err := DiskFree(t.TempDir())()
 	if err != nil || free <= 0 {
 		t.Fatalf("DiskFree = %d, %v", free, err)

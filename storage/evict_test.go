@@ -84,7 +84,7 @@ func stock(t *testing.T, s *Store, idx Index, items []cacheItem) *stocked {
 		st.total += e.Size
 		st.sizes[it.name] = e.Size
 	}
-	if err := s.PutTag(context.Background(), "docker.io", "library/app", "latest", TagRecord{Digest: st.d["idx"]}); err != nil {
+	if err := s.PutTag(t.Context(), "docker.io", "library/app", "latest", TagRecord{Digest: st.d["idx"]}); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -101,7 +101,7 @@ func (st *stocked) reasons(rep Report) map[string]string {
 
 func (st *stocked) assertPresent(t *testing.T, name string, want bool) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	d := st.d[name]
 	_, err := st.s.StatBlob(ctx, d)
 	_, ok, gerr := st.idx.Get(ctx, d)
@@ -118,7 +118,8 @@ func (st *stocked) assertPresent(t *testing.T, name string, want bool) {
 }
 
 func TestEvictorPass(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	names := func(items []cacheItem) []string {
 		var out []string
 		for _, it := range items {
@@ -175,7 +176,7 @@ func TestEvictorPass(t *testing.T) {
 			opts: func(st *stocked) EvictOptions {
 				// The disk gains what the cache frees.
 				return EvictOptions{MinFree: 1000, FreeSpace: func() (int64, error) {
-					usage, _, err := st.idx.Usage(context.Background())
+					usage, _, err := st.idx.Usage(t.Context())
 					return 850 + st.total - usage, err
 				}}
 			},
@@ -262,7 +263,8 @@ func TestEvictorPass(t *testing.T) {
 }
 
 func TestEvictorLRUFollowsTouches(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, impl := range indexImpls() {
 		t.Run(impl.name, func(t *testing.T) {
 			s := backends()[0].new(t)
@@ -296,6 +298,7 @@ func TestEvictorLRUFollowsTouches(t *testing.T) {
 }
 
 func TestEvictorRunKick(t *testing.T) {
+	t.Parallel()
 	s := backends()[0].new(t)
 	st := stock(t, s, NewMemIndex(), cacheItems[:5])
 	passes := make(chan map[string]any, 10)
@@ -311,7 +314,7 @@ func TestEvictorRunKick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { ev.Run(ctx); close(done) }()
 	for range 5 {
@@ -325,7 +328,7 @@ func TestEvictorRunKick(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no pass after Kick")
 	}
-	if usage, _, _ := st.idx.Usage(context.Background()); usage > 250 {
+	if usage, _, _ := st.idx.Usage(t.Context()); usage > 250 {
 		t.Fatalf("usage %d over the bound after a background pass", usage)
 	}
 	cancel()
@@ -333,6 +336,7 @@ func TestEvictorRunKick(t *testing.T) {
 }
 
 func TestEvictorOptions(t *testing.T) {
+	t.Parallel()
 	s := backends()[0].new(t)
 	idx := NewMemIndex()
 	if _, err := NewEvictor(s, idx, EvictOptions{MinFree: 1}); err == nil {

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,7 +10,8 @@ import (
 )
 
 func TestUsageRows(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -43,7 +43,8 @@ func TestUsageRows(t *testing.T) {
 }
 
 func TestOpenIndexForTool(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	cases := []struct {
 		name       string
 		setup      func(t *testing.T, s *Store, path string) (cleanup func())

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,7 +13,8 @@ import (
 )
 
 func TestBoltPersistsAndFlushesOnClose(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "index.db")
 	b, err := OpenBoltIndex(path, BoltOptions{FlushInterval: -1})
 	if err != nil {
@@ -48,7 +48,8 @@ func TestBoltPersistsAndFlushesOnClose(t *testing.T) {
 }
 
 func TestBoltDamagedFileMovedAside(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	valid := func(t *testing.T, path string) {
 		b, err := OpenBoltIndex(path, BoltOptions{FlushInterval: -1})
 		if err != nil {
@@ -151,7 +152,8 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 func TestBoltLockedAndReadOnly(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "index.db")
 	if _, err := OpenBoltIndex(path, BoltOptions{ReadOnly: true}); err == nil {
 		t.Fatal("read-only open of a missing file succeeded")

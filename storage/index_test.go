@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -53,7 +52,7 @@ func manifestEntry(name string, size int64, access time.Time, children ...digest
 func mustPut(t *testing.T, idx Index, es ...IndexEntry) {
 	t.Helper()
 	for _, e := range es {
-		if err := idx.Put(context.Background(), e); err != nil {
+		if err := idx.Put(t.Context(), e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -61,7 +60,7 @@ func mustPut(t *testing.T, idx Index, es ...IndexEntry) {
 
 func mustGet(t *testing.T, idx Index, d digest.Digest) IndexEntry {
 	t.Helper()
-	e, ok, err := idx.Get(context.Background(), d)
+	e, ok, err := idx.Get(t.Context(), d)
 	if err != nil || !ok {
 		t.Fatalf("Get(%s) = %v, %v", d, ok, err)
 	}
@@ -71,7 +70,7 @@ func mustGet(t *testing.T, idx Index, d digest.Digest) IndexEntry {
 func walkDigests(t *testing.T, idx Index, order Order) []digest.Digest {
 	t.Helper()
 	var out []digest.Digest
-	err := idx.Walk(context.Background(), order, func(e IndexEntry) (bool, error) {
+	err := idx.Walk(t.Context(), order, func(e IndexEntry) (bool, error) {
 		out = append(out, e.Digest)
 		return true, nil
 	})
@@ -90,7 +89,8 @@ func digests(names ...string) []digest.Digest {
 }
 
 func TestIndexPutGetUsage(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	cases := []struct {
 		name      string
 		puts      []IndexEntry
@@ -161,6 +161,7 @@ func TestIndexPutGetUsage(t *testing.T) {
 }
 
 func TestIndexRejectsBadEntries(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		e    IndexEntry
@@ -172,7 +173,7 @@ func TestIndexRejectsBadEntries(t *testing.T) {
 	for _, impl := range indexImpls() {
 		for _, tc := range cases {
 			t.Run(impl.name+"/"+tc.name, func(t *testing.T) {
-				if err := impl.open(t).Put(context.Background(), tc.e); err == nil {
+				if err := impl.open(t).Put(t.Context(), tc.e); err == nil {
 					t.Fatal("Put accepted a bad entry")
 				}
 			})
@@ -181,7 +182,8 @@ func TestIndexRejectsBadEntries(t *testing.T) {
 }
 
 func TestIndexTouchBatching(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	cases := []struct {
 		name    string
 		touches []struct {
@@ -255,7 +257,8 @@ func TestIndexTouchBatching(t *testing.T) {
 }
 
 func TestIndexWalk(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, impl := range indexImpls() {
 		t.Run(impl.name+"/orders and early stop", func(t *testing.T) {
 			idx := impl.open(t)
@@ -313,7 +316,8 @@ func TestIndexWalk(t *testing.T) {
 }
 
 func TestIndexReferrersAndRepos(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, impl := range indexImpls() {
 		t.Run(impl.name, func(t *testing.T) {
 			idx := impl.open(t)
@@ -383,7 +387,8 @@ func TestIndexReferrersAndRepos(t *testing.T) {
 }
 
 func TestIndexClose(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, impl := range indexImpls() {
 		t.Run(impl.name, func(t *testing.T) {
 			idx := impl.open(t)

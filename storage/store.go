@@ -36,6 +36,7 @@ type Store struct {
 	driver    storagedriver.StorageDriver
 	localRoot string
 	spoolDir  string
+	probeID   string
 }
 
 // New returns a Store on driver d.
@@ -53,7 +54,7 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: spool directory %s: %w", opts.SpoolDir, err)
 	}
-	return &Store{driver: d, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir}, nil
+	return &Store{driver: d, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
 }
 
 // Driver returns the underlying storage driver.
@@ -163,10 +164,18 @@ func (s *Store) Link(ctx context.Context, ns, repo string, d digest.Digest, info
 }
 
 // HasLink reports whether repo of upstream namespace ns is known to
-// contain d. It only stats the link (the blob hit path needs no more).
-func (s *Store) HasLink(ctx context.Context, ns, repo string, d digest.Digest) bool {
+// contain d. It only stats the link (the blob hit path needs no more). A
+// missing link is (false, nil); any other failure of the storage is
+// returned, so that it is not mistaken for a missing link silently.
+func (s *Store) HasLink(ctx context.Context, ns, repo string, d digest.Digest) (bool, error) {
 	_, err := s.driver.Stat(ctx, linkPath(ns, repo, d))
-	return err == nil
+	switch {
+	case err == nil:
+		return true, nil
+	case notFound(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("link %s/%s@%s: %w", ns, repo, d, err)
 }
 
 // Linked returns the link of d in repo, or ErrNotFound.

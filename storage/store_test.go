@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -52,7 +51,7 @@ func randomBytes(t *testing.T, n int) []byte {
 
 func writeUpload(t *testing.T, s *Store, content []byte) *Upload {
 	t.Helper()
-	u, err := s.NewUpload(context.Background(), digest.SHA256)
+	u, err := s.NewUpload(t.Context(), digest.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +67,7 @@ func writeUpload(t *testing.T, s *Store, content []byte) *Upload {
 
 func listUploads(t *testing.T, s *Store) []string {
 	t.Helper()
-	ids, err := s.driver.List(context.Background(), uploadsRoot)
+	ids, err := s.driver.List(t.Context(), uploadsRoot)
 	var pnf storagedriver.PathNotFoundError
 	if errors.As(err, &pnf) {
 		return nil
@@ -80,7 +79,8 @@ func listUploads(t *testing.T, s *Store) []string {
 }
 
 func TestUploadCommit(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -120,7 +120,8 @@ func TestUploadCommit(t *testing.T) {
 }
 
 func TestUploadMismatchLeavesNothing(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	content := []byte("the real content of the blob")
 	want := digest.FromBytes(content)
 	cases := []struct {
@@ -155,7 +156,8 @@ func TestUploadMismatchLeavesNothing(t *testing.T) {
 }
 
 func TestConcurrentUploadsOfOneDigest(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -200,7 +202,8 @@ func TestConcurrentUploadsOfOneDigest(t *testing.T) {
 }
 
 func TestSmallBlobsLinksTags(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -257,7 +260,8 @@ func TestSmallBlobsLinksTags(t *testing.T) {
 }
 
 func TestPurgeUploads(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)

@@ -96,9 +96,6 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 	return u, nil
 }
 
-// ID returns the upload's identifier (its directory under _uploads).
-func (u *Upload) ID() string { return u.id }
-
 // Write appends p to the spool; the hash and the driver upload follow on
 // the upload's own goroutines. A failure of the driver is remembered and
 // reported by Commit, so that clients reading the spool still receive the
@@ -180,7 +177,7 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 	if u.inPlace {
 		if err := u.spool.Sync(); err != nil {
 			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: sync: %v", ErrStorageWrite, want, err)
+			return fmt.Errorf("%w: blob %s: sync: %w", ErrStorageWrite, want, err)
 		}
 	} else {
 		if err := u.push.wait(); err != nil {
@@ -189,17 +186,17 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 		}
 		if err := u.w.Commit(ctx); err != nil {
 			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: commit upload: %v", ErrStorageWrite, want, err)
+			return fmt.Errorf("%w: blob %s: commit upload: %w", ErrStorageWrite, want, err)
 		}
 		if err := u.w.Close(); err != nil {
 			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: close upload: %v", ErrStorageWrite, want, err)
+			return fmt.Errorf("%w: blob %s: close upload: %w", ErrStorageWrite, want, err)
 		}
 		u.w = nil
 	}
 	if err := u.s.driver.Move(ctx, uploadPath(u.id), BlobPath(want)); err != nil {
 		_ = u.Cancel(ctx)
-		return fmt.Errorf("%w: blob %s: move into place: %v", ErrStorageWrite, want, err)
+		return fmt.Errorf("%w: blob %s: move into place: %w", ErrStorageWrite, want, err)
 	}
 	_ = u.s.driver.Delete(ctx, uploadDir(u.id))
 	return nil

@@ -63,7 +63,7 @@ func hasherEnded(u *Upload) bool {
 // commitAndCheck commits u as d and checks that the stored blob is content.
 func commitAndCheck(t *testing.T, s *Store, u *Upload, content []byte) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	d := digest.FromBytes(content)
 	if err := u.Commit(ctx, d, int64(len(content))); err != nil {
 		t.Fatalf("Commit: %v", err)
@@ -90,6 +90,7 @@ func commitAndCheck(t *testing.T, s *Store, u *Upload, content []byte) {
 }
 
 func TestUploadHashManySmallWrites(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -131,6 +132,7 @@ func TestUploadHashManySmallWrites(t *testing.T) {
 }
 
 func TestUploadHashOneHugeWrite(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -145,6 +147,7 @@ func TestUploadHashOneHugeWrite(t *testing.T) {
 }
 
 func TestUploadHashEmpty(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -158,6 +161,7 @@ func TestUploadHashEmpty(t *testing.T) {
 }
 
 func TestUploadVerifyMismatchIsUnchanged(t *testing.T) {
+	t.Parallel()
 	content := []byte("what upstream actually sent, several times over. ")
 	content = bytes.Repeat(content, 20000) // ~1 MiB: several hasher chunks
 	got := digest.FromBytes(content)
@@ -187,7 +191,7 @@ func TestUploadVerifyMismatchIsUnchanged(t *testing.T) {
 			if err := u.Verify(got, -1); err != nil {
 				t.Fatalf("Verify of the right digest: %v", err)
 			}
-			err := u.Commit(context.Background(), want, int64(len(content)))
+			err := u.Commit(t.Context(), want, int64(len(content)))
 			var ve *VerifyError
 			if !errors.As(err, &ve) || ve.Got != got {
 				t.Fatalf("Commit = %v, want *VerifyError with Got %s", err, got)
@@ -195,7 +199,7 @@ func TestUploadVerifyMismatchIsUnchanged(t *testing.T) {
 			if !hasherEnded(u) {
 				t.Fatal("hasher still running after a failed Commit")
 			}
-			if _, err := s.StatBlob(context.Background(), want); !errors.Is(err, ErrNotFound) {
+			if _, err := s.StatBlob(t.Context(), want); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("blob committed despite mismatch: %v", err)
 			}
 			noUploadsLeft(t, s)
@@ -207,6 +211,7 @@ func TestUploadVerifyMismatchIsUnchanged(t *testing.T) {
 // stuck in its first read: the writer and the spool's readers get every
 // byte, and only Verify waits for the hash.
 func TestUploadWriterNotHeldByHasher(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -235,6 +240,7 @@ func TestUploadWriterNotHeldByHasher(t *testing.T) {
 // middle of the spool: Cancel returns only once the hasher has ended, and a
 // later Verify does not claim the bytes it never hashed.
 func TestUploadCancelWhileHashing(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -247,7 +253,7 @@ func TestUploadCancelWhileHashing(t *testing.T) {
 			}
 			<-gate.entered
 			cancelled := make(chan error, 1)
-			go func() { cancelled <- u.Cancel(context.Background()) }()
+			go func() { cancelled <- u.Cancel(t.Context()) }()
 			// Let the hasher go only once Cancel asked it to stop, so that it
 			// stops after one chunk.
 			for {
@@ -283,6 +289,7 @@ func TestUploadCancelWhileHashing(t *testing.T) {
 // TestUploadSpoolWriteFailsMidway makes the spool refuse writes after some
 // bytes went in: the write reports it, and Cancel and Close end the hasher.
 func TestUploadSpoolWriteFailsMidway(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -302,7 +309,7 @@ func TestUploadSpoolWriteFailsMidway(t *testing.T) {
 			if _, err := u.Write(content[2*hashChunk:]); err == nil {
 				t.Fatal("Write to a read-only spool succeeded")
 			}
-			if err := u.Cancel(context.Background()); err != nil {
+			if err := u.Cancel(t.Context()); err != nil {
 				t.Fatalf("Cancel: %v", err)
 			}
 			if !hasherEnded(u) {
@@ -320,7 +327,8 @@ func TestUploadSpoolWriteFailsMidway(t *testing.T) {
 // TestUploadHashReadError: when the hasher cannot read the spool back,
 // Verify and Commit fail with that error, never with success.
 func TestUploadHashReadError(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	injected := errors.New("injected read error")
 	for _, b := range backends() {
 		t.Run(b.name+"/read error", func(t *testing.T) {
@@ -386,7 +394,8 @@ func TestUploadHashReadError(t *testing.T) {
 // cancel, close only, nothing written) and checks that no goroutine
 // outlives them.
 func TestUploadHasherDoesNotLeak(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
@@ -487,6 +496,7 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 // written and readable while the driver's first write waits, and the
 // commit then stores them all.
 func TestUploadRemoteDriverOffTheWriterPath(t *testing.T) {
+	t.Parallel()
 	d := &heldDriver{StorageDriver: inmemory.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	s, err := New(d, Options{SpoolDir: t.TempDir()})
 	if err != nil {
@@ -512,6 +522,7 @@ func TestUploadRemoteDriverOffTheWriterPath(t *testing.T) {
 // ErrStorageWrite and the driver's error; nothing is stored and nothing
 // keeps running.
 func TestUploadRemoteDriverFailure(t *testing.T) {
+	t.Parallel()
 	injected := errors.New("injected: bucket unreachable")
 	d := &heldDriver{StorageDriver: inmemory.New(), failAfter: driverChunk, err: injected}
 	s, err := New(d, Options{SpoolDir: t.TempDir()})
@@ -530,7 +541,7 @@ func TestUploadRemoteDriverFailure(t *testing.T) {
 		t.Fatalf("spool: %v", err)
 	}
 	dg := digest.FromBytes(content)
-	err = u.Commit(context.Background(), dg, int64(len(content)))
+	err = u.Commit(t.Context(), dg, int64(len(content)))
 	if !errors.Is(err, ErrStorageWrite) || !errors.Is(err, injected) {
 		t.Fatalf("Commit = %v, want ErrStorageWrite with the driver's error", err)
 	}
@@ -538,7 +549,7 @@ func TestUploadRemoteDriverFailure(t *testing.T) {
 		t.Fatal("a follower still runs after a failed Commit")
 	}
 	u.Close()
-	if _, err := s.StatBlob(context.Background(), dg); err == nil {
+	if _, err := s.StatBlob(t.Context(), dg); err == nil {
 		t.Fatal("the blob was stored although the driver failed")
 	}
 	noUploadsLeft(t, s)
@@ -564,7 +575,7 @@ func followerEnded(f *spoolFollower) bool {
 // newUpload starts a SHA-256 upload in s.
 func newUpload(t *testing.T, s *Store) *Upload {
 	t.Helper()
-	u, err := s.NewUpload(context.Background(), digest.SHA256)
+	u, err := s.NewUpload(t.Context(), digest.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -22,7 +21,7 @@ func storeBlob(t *testing.T, s *Store, content []byte) digest.Digest {
 	d := digest.FromBytes(content)
 	u := writeUpload(t, s, content)
 	defer u.Close()
-	if err := u.Commit(context.Background(), d, int64(len(content))); err != nil {
+	if err := u.Commit(t.Context(), d, int64(len(content))); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -31,7 +30,7 @@ func storeBlob(t *testing.T, s *Store, content []byte) digest.Digest {
 func storeSmall(t *testing.T, s *Store, content []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(content)
-	if err := s.PutSmallBlob(context.Background(), d, content); err != nil {
+	if err := s.PutSmallBlob(t.Context(), d, content); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -40,7 +39,7 @@ func storeSmall(t *testing.T, s *Store, content []byte) digest.Digest {
 func link(t *testing.T, s *Store, repoKey string, d digest.Digest, mediaType string) {
 	t.Helper()
 	ns, repo := SplitRepoKey(repoKey)
-	if err := s.Link(context.Background(), ns, repo, d, LinkInfo{MediaType: mediaType, Size: 1, LinkedAt: time.Now()}); err != nil {
+	if err := s.Link(t.Context(), ns, repo, d, LinkInfo{MediaType: mediaType, Size: 1, LinkedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -71,14 +70,15 @@ func newFixture(t *testing.T, s *Store) fixture {
 	link(t, s, "registry.local_5000/team/sub/app", f.layer1, "")
 	link(t, s, "registry.local_5000/team/sub/app", f.manifest, "application/vnd.oci.image.manifest.v1+json")
 	// A tag record and a tag list are not blobs.
-	if err := s.PutTag(context.Background(), "docker.io", "library/alpine", "3", TagRecord{Digest: f.index}); err != nil {
+	if err := s.PutTag(t.Context(), "docker.io", "library/alpine", "3", TagRecord{Digest: f.index}); err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
 func TestRebuildIndex(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		for _, impl := range indexImpls() {
 			t.Run(b.name+"/"+impl.name, func(t *testing.T) {
@@ -150,7 +150,8 @@ func TestRebuildIndex(t *testing.T) {
 }
 
 func TestReconcile(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, b := range backends() {
 		for _, impl := range indexImpls() {
 			t.Run(b.name+"/"+impl.name, func(t *testing.T) {
@@ -197,7 +198,8 @@ func TestReconcile(t *testing.T) {
 }
 
 func TestRebuildManyBlobs(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	for _, impl := range indexImpls() {
 		t.Run(impl.name, func(t *testing.T) {
 			s := backends()[0].new(t)
@@ -222,11 +224,12 @@ func TestRebuildManyBlobs(t *testing.T) {
 }
 
 func TestRebuildEmptyStorage(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			idx := NewMemIndex()
-			if rec, err := s.RebuildIndex(context.Background(), idx, nil); err != nil || rec != (Reconcile{}) {
+			if rec, err := s.RebuildIndex(t.Context(), idx, nil); err != nil || rec != (Reconcile{}) {
 				t.Fatalf("RebuildIndex on empty storage = %+v, %v", rec, err)
 			}
 		})
@@ -234,6 +237,7 @@ func TestRebuildEmptyStorage(t *testing.T) {
 }
 
 func TestManifestChildren(t *testing.T) {
+	t.Parallel()
 	a, b, c := dig("a"), dig("b"), dig("c")
 	sorted := func(ds ...digest.Digest) []digest.Digest { slices.Sort(ds); return ds }
 	cases := []struct {

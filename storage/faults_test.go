@@ -1,0 +1,175 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/opencontainers/go-digest"
+)
+
+// faultDriver is an inmemory driver that fails the operations named in
+// fail (by driver method) on paths containing match, with err.
+type faultDriver struct {
+	storagedriver.StorageDriver
+	fail  map[string]error
+	match string
+}
+
+func (d *faultDriver) fault(op, p string) error {
+	if err := d.fail[op]; err != nil && strings.Contains(p, d.match) {
+		return &os.PathError{Op: op, Path: p, Err: err}
+	}
+	return nil
+}
+
+func (d *faultDriver) Move(ctx context.Context, from, to string) error {
+	if err := d.fault("Move", to); err != nil {
+		return err
+	}
+	return d.StorageDriver.Move(ctx, from, to)
+}
+
+func (d *faultDriver) Stat(ctx context.Context, p string) (storagedriver.FileInfo, error) {
+	if err := d.fault("Stat", p); err != nil {
+		return nil, err
+	}
+	return d.StorageDriver.Stat(ctx, p)
+}
+
+func (d *faultDriver) PutContent(ctx context.Context, p string, b []byte) error {
+	if err := d.fault("PutContent", p); err != nil {
+		// A write that failed half-way leaves an empty file behind, as a
+		// full disk does.
+		_ = d.StorageDriver.PutContent(ctx, p, nil)
+		return err
+	}
+	return d.StorageDriver.PutContent(ctx, p, b)
+}
+
+// TestCommitKeepsTheDiskErrorCause: a disk error at commit time (the move
+// into place) reaches the caller wrapped, so that errors.Is finds ENOSPC,
+// EDQUOT or EROFS and the mirror handles it like a disk error at write
+// time; nothing is committed and no upload is left.
+func TestCommitKeepsTheDiskErrorCause(t *testing.T) {
+	t.Parallel()
+	for _, cause := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS} {
+		t.Run(cause.Error(), func(t *testing.T) {
+			t.Parallel()
+			d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{"Move": cause}, match: "/blobs/"}
+			s, err := New(d, Options{SpoolDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			content := randomBytes(t, 100_000)
+			u := writeUpload(t, s, content)
+			defer u.Close()
+			err = u.Commit(t.Context(), digest.FromBytes(content), int64(len(content)))
+			if !errors.Is(err, ErrStorageWrite) || !errors.Is(err, cause) {
+				t.Fatalf("Commit: %v; want ErrStorageWrite wrapping %v", err, cause)
+			}
+			if _, err := s.StatBlob(t.Context(), digest.FromBytes(content)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("the blob was committed: %v", err)
+			}
+			if ups := listUploads(t, s); len(ups) != 0 {
+				t.Fatalf("uploads left: %v", ups)
+			}
+		})
+	}
+}
+
+// TestHasLinkReportsStorageErrors: a link that is not there is (false,
+// nil); a storage that cannot answer is an error with its cause, not a
+// silent "not linked".
+func TestHasLinkReportsStorageErrors(t *testing.T) {
+	t.Parallel()
+	d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{}, match: "/_links/"}
+	s, err := New(d, Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	dg := digest.FromString("layer")
+	if ok, err := s.HasLink(ctx, "quay.io", "org/app", dg); ok || err != nil {
+		t.Fatalf("missing link: %v, %v; want false, nil", ok, err)
+	}
+	if err := s.Link(ctx, "quay.io", "org/app", dg, LinkInfo{Size: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.HasLink(ctx, "quay.io", "org/app", dg); !ok || err != nil {
+		t.Fatalf("present link: %v, %v; want true, nil", ok, err)
+	}
+	d.fail["Stat"] = syscall.EIO
+	ok, err := s.HasLink(ctx, "quay.io", "org/app", dg)
+	if ok || !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "quay.io/org/app") {
+		t.Fatalf("unreadable link: %v, %v; want false and an error naming the repository and wrapping EIO", ok, err)
+	}
+}
+
+// TestProbe: the readiness probe writes and removes its file; when the
+// storage refuses the write it says so and leaves nothing behind.
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{}, match: healthRoot}
+	s, err := New(d, Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	left := func() []string {
+		names, err := d.List(ctx, healthRoot)
+		if err != nil {
+			return nil // the directory is gone: nothing left
+		}
+		return names
+	}
+	if err := s.Probe(ctx); err != nil {
+		t.Fatalf("probe of a writable storage: %v", err)
+	}
+	if l := left(); len(l) != 0 {
+		t.Fatalf("the probe left %v", l)
+	}
+	d.fail["PutContent"] = syscall.ENOSPC
+	if err := s.Probe(ctx); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "not writable") {
+		t.Fatalf("probe of a full storage: %v", err)
+	}
+	if l := left(); len(l) != 0 {
+		t.Fatalf("a failed probe left %v", l)
+	}
+}
+
+// TestLockDir: one holder at a time; a second one learns that it is not
+// alone; a lock that fails for another reason (a file system without
+// locks) is an error naming the cause, never "held by another process".
+func TestLockDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first, alone, err := LockDir(dir)
+	if err != nil || !alone || first == nil {
+		t.Fatalf("first lock: %v %v %v", first, alone, err)
+	}
+	second, alone, err := LockDir(dir)
+	if err != nil || alone || second != nil {
+		t.Fatalf("second lock while held: %v %v %v; want nil, false, nil", second, alone, err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third, alone, err := LockDir(dir)
+	if err != nil || !alone {
+		t.Fatalf("lock after release: %v %v", alone, err)
+	}
+	if err := third.Close(); err != nil {
+		t.Fatal(err)
+	}
+	noLocks := func(int, int) error { return syscall.ENOLCK }
+	f, alone, err := lockDir(dir, noLocks)
+	if f != nil || alone || !errors.Is(err, syscall.ENOLCK) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("lock on a file system without locks: %v %v %v; want an error wrapping ENOLCK", f, alone, err)
+	}
+}
