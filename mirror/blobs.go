@@ -6,9 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -32,23 +29,12 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 	if r, err = m.authorize(r, t, "blob", d.String()); err != nil {
 		return err
 	}
-	ctx := r.Context()
 	// Two rounds at most: a fill may find the blob committed by someone
 	// else and send us back to storage.
 	for range 2 {
-		unpin := m.pin(d)
-		rc, size, err := m.openStored(ctx, d)
-		if err == nil {
-			defer unpin()
-			defer rc.Close()
-			if err := m.ensureLinked(ctx, t, d); err != nil {
-				return err
-			}
-			return m.serveStored(w, r, d, rc, size)
-		}
-		unpin()
-		if !errors.Is(err, storage.ErrNotFound) {
-			logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
+		served, err := m.serveIfStored(w, r, t, d)
+		if served || err != nil {
+			return err
 		}
 		var f *fill
 		started := false
@@ -57,7 +43,7 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 				return m.headUpstream(w, r, t, d)
 			}
 		} else {
-			f, started = m.joinFill(ctx, t, d)
+			f, started = m.joinFill(r.Context(), t, d)
 		}
 		err = m.serveFill(w, r, t, f, started)
 		if errors.Is(err, errNoCache) {
@@ -70,39 +56,65 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 	return oci.Errorf(http.StatusServiceUnavailable, oci.CodeUnavailable, "blob %s is being replaced; retry", d)
 }
 
+// serveIfStored answers from the cache when d is stored (and linked to
+// t's repository, or confirmed upstream). served is false when it is not
+// stored: the caller fills it.
+func (m *Mirror) serveIfStored(w http.ResponseWriter, r *http.Request, t target, d digest.Digest) (served bool, err error) {
+	ctx := r.Context()
+	unpin := m.opts.Cache.Pin(d)
+	defer unpin()
+	rc, size, err := m.openStored(ctx, d)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
+		}
+		return false, nil
+	}
+	defer rc.Close()
+	if err := m.ensureLinked(ctx, t, d); err != nil {
+		return true, err
+	}
+	return true, m.serveStored(w, r, d, rc, size)
+}
+
 // ensureLinked makes sure repo may be served d: it was fetched for it, or
 // upstream confirms with one HEAD that repo contains it. Blob data is
 // shared by all repositories; this keeps one repository's path from
 // reading another's private layers.
 func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) error {
-	if m.store.HasLink(ctx, t.reg.Namespace, t.repo, d) {
+	linked, err := m.store.HasLink(ctx, t.reg.Namespace, t.repo, d)
+	if linked {
 		return nil
 	}
-	key := "link|" + t.reg.Host + "|" + t.repo + "|" + d.String()
-	_, err, _ := m.flight.Do(key, func() (any, error) {
-		fctx, cancel := detached(ctx, m.opts.ManifestTimeout)
-		defer cancel()
+	if err != nil {
+		// Not knowing is not being linked: upstream is asked.
+		logx.From(ctx).WithError(err).Warn("repository link unreadable; asking upstream")
+	}
+	key := t.reg.Host + "|" + t.repo + "|" + d.String()
+	_, err = m.links.Do(ctx, key, func(fctx context.Context) (struct{}, error) {
 		size, err := t.reg.Client.StatBlob(fctx, t.repo, d)
 		if err != nil {
-			return nil, err
+			return struct{}{}, err
 		}
-		if err := m.store.Link(fctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
-			logx.From(ctx).WithError(err).Warn("linking blob to repository")
-		} else if m.opts.OnLink != nil {
-			m.opts.OnLink(fctx, d, t.reg.Namespace, t.repo)
-		}
-		return nil, nil
+		m.link(fctx, t, d, size)
+		return struct{}{}, nil
 	})
+	if err != nil && ctx.Err() != nil {
+		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+	}
 	return err
 }
 
-func blobHeaders(w http.ResponseWriter, d digest.Digest) {
-	h := w.Header()
-	h.Set("Content-Type", oci.MediaTypeOctetStream)
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("Etag", `"`+d.String()+`"`)
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Cache-Control", "max-age=31536000")
+// link records that t's repository contains the cached blob d.
+func (m *Mirror) link(ctx context.Context, t target, d digest.Digest, size int64) {
+	log := logx.From(ctx).WithField(logx.FieldDigest, d)
+	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
+		log.WithError(err).Warn("linking blob to repository")
+		return
+	}
+	if err := m.opts.Cache.Linked(ctx, d, t.reg.Namespace, t.repo); err != nil {
+		log.WithError(err).Warn("linking blob to repository")
+	}
 }
 
 // openStored opens a committed blob and returns its size: with the
@@ -116,7 +128,7 @@ func (m *Mirror) openStored(ctx context.Context, d digest.Digest) (io.ReadCloser
 	if f, ok := rc.(*os.File); ok {
 		fi, err := f.Stat()
 		if err != nil {
-			f.Close()
+			rc.Close()
 			return nil, 0, err
 		}
 		return rc, fi.Size(), nil
@@ -129,43 +141,55 @@ func (m *Mirror) openStored(ctx context.Context, d digest.Digest) (io.ReadCloser
 	return rc, size, nil
 }
 
-// serveStored answers from a committed blob. With the filesystem driver
-// the file goes to http.ServeContent untouched (Range, HEAD, sendfile).
+// serveStored answers from a committed blob. A file (the filesystem
+// driver) is seeked and handed to the response untouched but for a
+// length limit, so the kernel copies it (sendfile); other drivers' readers
+// are opened at the range's start. rc stays the caller's to close.
 func (m *Mirror) serveStored(w http.ResponseWriter, r *http.Request, d digest.Digest, rc io.ReadCloser, size int64) error {
 	ctx := r.Context()
-	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
+	br, err := blobRange(r, d, size)
 	if err != nil {
-		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-		return err
+		return rangeError(w, size, err)
 	}
-	if m.opts.OnHit != nil {
-		m.opts.OnHit(d)
-	}
-	blobHeaders(w, d)
-	setCache(w, r, CacheHit)
-	if rs, ok := rc.(io.ReadSeeker); ok {
-		http.ServeContent(w, r, "", time.Time{}, rs)
-		return nil
-	}
-	if start > 0 {
-		rc.Close()
-		if rc, err = m.store.OpenBlob(ctx, d, start); err != nil {
-			return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "reading cached blob")
+	m.opts.Cache.Hit(d)
+	var body io.Reader = rc
+	if br.start > 0 {
+		if s, ok := rc.(io.Seeker); ok {
+			if _, err := s.Seek(br.start, io.SeekStart); err != nil {
+				return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "reading cached blob")
+			}
+		} else {
+			at, err := m.store.OpenBlob(ctx, d, br.start)
+			if err != nil {
+				return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "reading cached blob")
+			}
+			defer at.Close()
+			body = at
 		}
-		defer rc.Close()
 	}
-	status := writeRangeHeaders(w, start, end, size, partial)
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
+	if !writeBlobHead(w, r, d, br, true, CacheHit) {
 		return nil
 	}
-	bufp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bufp)
-	if _, err := io.CopyBuffer(w, io.LimitReader(rc, end-start), *bufp); err != nil {
+	if _, err := copyBody(w, body, br.end-br.start); err != nil {
 		logx.From(ctx).WithError(err).Debug("blob response cut short")
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// copyBody sends n bytes of body to w. A file goes through the
+// response's ReadFrom inside an io.LimitedReader, which keeps sendfile.
+func copyBody(w io.Writer, body io.Reader, n int64) (int64, error) {
+	if f, ok := body.(*os.File); ok {
+		return io.CopyN(w, f, n)
+	}
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	written, err := io.CopyBuffer(w, io.LimitReader(body, n), *bufp)
+	if err == nil && written < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return written, err
 }
 
 // headUpstream answers a HEAD for a blob that is neither stored nor being
@@ -178,12 +202,7 @@ func (m *Mirror) headUpstream(w http.ResponseWriter, r *http.Request, t target, 
 	if err := m.store.Link(r.Context(), t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
 		logx.From(r.Context()).WithError(err).Warn("linking blob to repository")
 	}
-	blobHeaders(w, d)
-	if size >= 0 {
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	}
-	setCache(w, r, CacheMiss)
-	w.WriteHeader(http.StatusOK)
+	writeBlobHead(w, r, d, whole(size), size >= 0, CacheMiss)
 	return nil
 }
 
@@ -213,38 +232,28 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	if verified && !started {
 		// A late joiner: every byte is here and the blob is being
 		// committed. Wait for the commit and answer from the cache.
-		for v := f.view(); !v.done; v = f.view() {
-			if err := wait(ctx, v.changed); err != nil {
-				return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
-			}
+		if err := waitDone(ctx, f); err != nil {
+			return err
 		}
 		if ferrAfter(f) == nil {
 			return errStored
 		}
 	}
-	start, end, partial := int64(0), size, false
-	if size >= 0 {
+	br, known := whole(size), size >= 0
+	if known {
 		var err error
-		if start, end, partial, err = parseRange(r.Header.Get("Range"), size); err != nil {
-			w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-			return err
+		if br, err = blobRange(r, f.digest, size); err != nil {
+			return rangeError(w, size, err)
 		}
 	}
-	blobHeaders(w, f.digest)
-	setCache(w, r, CacheMiss)
-	status := http.StatusOK
-	if size >= 0 {
-		status = writeRangeHeaders(w, start, end, size, partial)
-	}
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
+	if !writeBlobHead(w, r, f.digest, br, known, CacheMiss) {
 		return nil
 	}
-	off, err := copyFill(ctx, w, f, start, end)
+	off, err := copyFill(ctx, w, f, br.start, br.end)
 	if errors.Is(err, errNoCache) {
 		// The cache gave up on this blob (its disk failed): finish the
 		// answer straight from upstream.
-		err = m.relayRest(ctx, w, t, f.digest, off, end)
+		err = m.relayRest(ctx, w, t, f.digest, off, br.end)
 	}
 	if err != nil {
 		// Never let a client take a short body for a complete one.
@@ -254,65 +263,19 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	return nil
 }
 
+// waitDone waits until f ended (committed or not), or ctx ends.
+func waitDone(ctx context.Context, f *fill) error {
+	for v := f.view(); !v.done; v = f.view() {
+		if err := wait(ctx, v.changed); err != nil {
+			return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+		}
+	}
+	return nil
+}
+
 // ferrAfter returns the fill's final error (nil when it committed).
 func ferrAfter(f *fill) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.err
-}
-
-// writeRangeHeaders sets Content-Length (and Content-Range) and returns
-// the status for the byte range [start, end) of a blob of size bytes.
-func writeRangeHeaders(w http.ResponseWriter, start, end, size int64, partial bool) int {
-	h := w.Header()
-	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
-	if !partial {
-		return http.StatusOK
-	}
-	h.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(end-1, 10)+"/"+strconv.FormatInt(size, 10))
-	return http.StatusPartialContent
-}
-
-// parseRange parses a single-range Range header against size. It returns
-// [start, end) and whether the answer is partial. Multi-range and
-// malformed headers are ignored (the whole blob is served, as HTTP
-// allows); an unsatisfiable range is a 416 RANGE_INVALID.
-func parseRange(h string, size int64) (start, end int64, partial bool, err error) {
-	if h == "" {
-		return 0, size, false, nil
-	}
-	spec, ok := strings.CutPrefix(h, "bytes=")
-	if !ok || strings.Contains(spec, ",") {
-		return 0, size, false, nil
-	}
-	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok {
-		return 0, size, false, nil
-	}
-	unsatisfiable := &oci.Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: oci.CodeRangeInvalid,
-		Message: "range " + h + " not satisfiable for a blob of " + strconv.FormatInt(size, 10) + " bytes"}
-	if a == "" { // suffix: the last b bytes
-		n, perr := strconv.ParseInt(b, 10, 64)
-		if perr != nil || n < 0 {
-			return 0, size, false, nil
-		}
-		if n == 0 || size == 0 {
-			return 0, 0, false, unsatisfiable
-		}
-		return max(size-n, 0), size, true, nil
-	}
-	s, perr := strconv.ParseInt(a, 10, 64)
-	if perr != nil || s < 0 {
-		return 0, size, false, nil
-	}
-	e := size - 1
-	if b != "" {
-		if e, perr = strconv.ParseInt(b, 10, 64); perr != nil || e < s {
-			return 0, size, false, nil
-		}
-	}
-	if s >= size {
-		return 0, 0, false, unsatisfiable
-	}
-	return s, min(e, size-1) + 1, true, nil
 }

@@ -1,7 +1,6 @@
 package mirror_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -34,6 +33,7 @@ func mountTmpfs(t *testing.T, size string, readOnly bool) string {
 }
 
 func TestDiskErrorsStillServeUpstreamBytes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name     string
 		size     string
@@ -65,7 +65,7 @@ func TestDiskErrorsStillServeUpstreamBytes(t *testing.T) {
 					t.Fatalf("GET %d of the big blob: status %d, %d bytes, err %v", i, status, n, err)
 				}
 			}
-			if _, err := e.store.StatBlob(context.Background(), big); !errors.Is(err, storage.ErrNotFound) {
+			if _, err := e.store.StatBlob(t.Context(), big); !errors.Is(err, storage.ErrNotFound) {
 				t.Fatalf("the big blob was kept: %v", err)
 			}
 			if ents, _ := os.ReadDir(filepath.Join(root, "_uploads")); len(ents) != 0 {

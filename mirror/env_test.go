@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/gmarcy/container-registry-proxy/auth"
@@ -49,6 +50,8 @@ type envOptions struct {
 	observer     mirror.Observer
 	minRemaining int64
 	downHold     time.Duration
+	// wrap, when set, wraps the storage driver (fault injection).
+	wrap func(storagedriver.StorageDriver) storagedriver.StorageDriver
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -60,15 +63,19 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	t.Helper()
 	e := &env{t: t, logs: &testutil.SyncBuffer{}, clock: testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	var err error
+	wrap := opts.wrap
+	if wrap == nil {
+		wrap = func(d storagedriver.StorageDriver) storagedriver.StorageDriver { return d }
+	}
 	switch opts.backend {
 	case "filesystem":
 		e.root = opts.root
 		if e.root == "" {
 			e.root = t.TempDir()
 		}
-		e.store, err = storage.New(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100}), storage.Options{LocalRoot: e.root})
+		e.store, err = storage.New(wrap(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100})), storage.Options{LocalRoot: e.root})
 	default:
-		e.store, err = storage.New(inmemory.New(), storage.Options{SpoolDir: t.TempDir()})
+		e.store, err = storage.New(wrap(inmemory.New()), storage.Options{SpoolDir: t.TempDir()})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +87,6 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			Host:           u.host,
 			Endpoint:       u.reg.URL,
 			CAFile:         u.reg.CAFile,
-			VerifySSL:      true,
 			ConnectTimeout: 5 * time.Second,
 			ReadTimeout:    20 * time.Second,
 			SendTimeout:    20 * time.Second,
@@ -132,7 +138,7 @@ func (e *env) do(method, path string, hdr ...string) (*http.Response, []byte) {
 
 // try is do that returns body read errors (cut responses) instead of failing.
 func (e *env) try(method, path string, hdr ...string) (*http.Response, []byte, error) {
-	req, err := http.NewRequestWithContext(context.Background(), method, e.srv.URL+path, nil)
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -72,9 +72,11 @@ func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest) (f *fi
 	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1,
 		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2, started: m.opts.Now()}
 	m.fills[d.String()] = f
-	m.running.Add(1)
+	m.fillStarted()
+	unpin := m.opts.Cache.Pin(d)
 	go func() {
-		defer m.running.Done()
+		defer m.fillEnded()
+		defer unpin()
 		m.runFill(ctx, t, f)
 	}()
 	return f, true
@@ -102,14 +104,18 @@ func (m *Mirror) release(f *fill) {
 		up := f.upload
 		f.mu.Unlock()
 		if up != nil {
-			_ = up.Close()
+			if err := up.Close(); err != nil {
+				logx.From(context.Background()).WithError(err).WithField(logx.FieldDigest, f.digest).Debug("closing a fill's spool")
+			}
 		}
 	}
 }
 
-// runFill is the fill's goroutine. It runs on a context detached from the
-// client that started it, bounded by FillTimeout, so a client hanging up
-// does not waste the download.
+// runFill is the fill's goroutine (docs/architecture.md, "The fill"): it
+// runs on a context detached from the client that started it, bounded by
+// FillTimeout, so a client hanging up does not waste the download. Its
+// steps: fetch from upstream, spool (clients read as it grows), verify,
+// then commit — or end the fill with the reason it could not.
 func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	ctx, cancel := detached(reqCtx, m.opts.FillTimeout)
 	defer cancel()
@@ -136,96 +142,138 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 	}
 	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
-	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
+	up, keep, err := m.startUpload(ctx, f, size)
 	if err != nil {
 		m.diskError(ctx, err)
 		m.endFill(f, errNoCache)
 		return
 	}
-	keep := size < 0 || m.opts.Keep == nil || m.opts.Keep(size)
 	if !keep {
-		log.WithField("bytes", size).Warn("blob is larger than the whole cache (CACHE_MAX_SIZE): streamed to its clients, not kept")
+		log.WithField("bytes", size).Warn("blob is larger than the cache's whole size bound: streamed to its clients, not kept")
 	}
+	if err := m.spool(ctx, t, f, up, body, size); err != nil {
+		m.endFill(f, err)
+		return
+	}
+	if err := m.verify(ctx, t, f, up, size); err != nil {
+		m.endFill(f, err)
+		return
+	}
+	if !keep {
+		m.cancelUpload(ctx, up)
+		m.endFill(f, errNotKept)
+		return
+	}
+	m.endFill(f, m.commit(ctx, t, f, up, size))
+}
+
+// startUpload opens the upload the fill spools into, publishes it to the
+// fill's readers and says whether the blob will be kept (its announced
+// size fits the cache).
+func (m *Mirror) startUpload(ctx context.Context, f *fill, size int64) (*storage.Upload, bool, error) {
+	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
+	if err != nil {
+		return nil, false, err
+	}
+	keep := size < 0 || m.opts.Cache.Admit(size)
 	f.mu.Lock()
 	f.size, f.upload = size, up
 	f.mu.Unlock()
 	close(f.ready)
+	return up, keep, nil
+}
 
+// spool copies upstream's body into the upload; readers get the bytes as
+// soon as they are spooled, the hash follows on the upload's own
+// goroutine (their last byte waits for verify anyway). On failure the
+// upload is removed and the error says whose fault it was: errNoCache for
+// the disk, an *oci.Error for upstream.
+func (m *Mirror) spool(ctx context.Context, t target, f *fill, up *storage.Upload, body io.Reader, size int64) error {
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
-	fail := func(err error) {
-		// ctx may be over (timeout, Abandon): the upload is removed anyway.
-		_ = up.Cancel(context.WithoutCancel(ctx))
-		log.WithError(err).Warn("blob fill failed; nothing committed")
-		m.endFill(f, err)
-	}
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			// Readers get the bytes as soon as they are spooled; the hash
-			// follows on the upload's own goroutine (their last byte waits
-			// for Verify anyway).
 			if _, werr := up.WriteThen(buf[:n], func(k int) { f.progress(int64(k)) }); werr != nil {
-				_ = up.Cancel(ctx)
+				m.cancelUpload(ctx, up)
 				m.diskError(ctx, werr)
-				m.endFill(f, errNoCache)
-				return
+				return errNoCache
 			}
 			if size >= 0 && up.Size() > size {
-				fail(oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream %s sent more than the %d bytes it announced for %s", t.reg.Host, size, f.digest))
-				return
+				return m.failFill(ctx, up, oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream %s sent more than the %d bytes it announced for %s", t.reg.Host, size, f.digest))
 			}
 		}
 		if rerr == io.EOF {
-			break
+			return nil
 		}
 		if rerr != nil {
-			fail(oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, rerr, "upstream %s cut the download of %s", t.reg.Host, f.digest))
-			return
+			return m.failFill(ctx, up, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, rerr, "upstream %s cut the download of %s", t.reg.Host, f.digest))
 		}
 	}
-	if err := up.Verify(f.digest, size); err != nil {
-		_ = up.Cancel(ctx)
+}
+
+// verify checks the spooled bytes against the digest (and the announced
+// size) and, when they match, lets the readers have the last byte.
+func (m *Mirror) verify(ctx context.Context, t target, f *fill, up *storage.Upload, size int64) error {
+	err := up.Verify(f.digest, size)
+	if err != nil {
+		m.cancelUpload(ctx, up)
 		if errors.Is(err, storage.ErrStorageWrite) {
 			// The spool could not be read back for the hash: the disk's
 			// fault, not upstream's.
 			m.diskError(ctx, err)
-			m.endFill(f, errNoCache)
-			return
+			return errNoCache
 		}
 		m.opts.Observer.DigestMismatch(t.reg.Host)
-		log.WithError(err).Error("blob fill: upstream content does not match its digest; nothing committed")
-		m.endFill(f, oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, err, "upstream %s sent content that does not match %s", t.reg.Host, f.digest))
-		return
+		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, f.digest).Error("blob fill: upstream content does not match its digest; nothing committed")
+		return oci.Wrap(http.StatusBadGateway, oci.CodeBlobUnknown, err, "upstream %s sent content that does not match %s", t.reg.Host, f.digest)
 	}
 	f.mu.Lock()
 	f.verified = true
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
-	if !keep {
-		_ = up.Cancel(ctx)
-		m.endFill(f, errNotKept)
-		return
-	}
-	if m.opts.BeforeCommit != nil {
-		m.opts.BeforeCommit(ctx, up.Size())
+	return nil
+}
+
+// commit makes room in the cache, moves the verified blob into place,
+// links it to the repository and records it. A storage failure is a disk
+// error (logged once per cause): the clients already have every verified
+// byte, and the cache keeps nothing.
+func (m *Mirror) commit(ctx context.Context, t target, f *fill, up *storage.Upload, size int64) error {
+	log := logx.From(ctx).WithField(logx.FieldDigest, f.digest)
+	if err := m.opts.Cache.Reserve(ctx, up.Size()); err != nil {
+		log.WithError(err).Warn("making room in the cache")
 	}
 	if err := up.Commit(ctx, f.digest, size); err != nil {
-		// The clients still get the verified bytes; the cache keeps nothing.
 		m.diskError(ctx, err)
-		m.endFill(f, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cache commit failed"))
-		return
+		return errNoCache
 	}
 	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, f.digest, storage.LinkInfo{Size: up.Size(), LinkedAt: m.opts.Now().UTC()}); err != nil {
 		log.WithError(err).Warn("blob fill: linking repository")
 	}
 	log.WithField("bytes", up.Size()).Debug("blob fill committed")
-	if m.opts.OnCommit != nil {
-		m.opts.OnCommit(ctx, Committed{Digest: f.digest, Size: up.Size(), Namespace: t.reg.Namespace, Repo: t.repo})
+	if err := m.opts.Cache.Committed(ctx, storage.Content{Digest: f.digest, Size: up.Size(), Namespace: t.reg.Namespace, Repo: t.repo}); err != nil {
+		log.WithError(err).Warn("blob fill")
 	}
-	m.endFill(f, nil)
+	return nil
+}
+
+// failFill removes the upload of a fill that upstream failed, and logs
+// why; it returns err for the fill's readers.
+func (m *Mirror) failFill(ctx context.Context, up *storage.Upload, err error) error {
+	m.cancelUpload(ctx, up)
+	logx.From(ctx).WithError(err).Warn("blob fill failed; nothing committed")
+	return err
+}
+
+// cancelUpload removes an upload that will not be committed. ctx may be
+// over (timeout, Abandon): the upload is removed anyway.
+func (m *Mirror) cancelUpload(ctx context.Context, up *storage.Upload) {
+	if err := up.Cancel(context.WithoutCancel(ctx)); err != nil {
+		logx.From(ctx).WithError(err).Warn("removing an upload that will not be committed")
+	}
 }
 
 // progress records n more bytes in the spool and wakes the readers.

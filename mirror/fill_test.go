@@ -35,6 +35,7 @@ func hashGET(e *env, path string, hdr ...string) (status int, got string, n int6
 }
 
 func TestConcurrentColdFillFetchesOnce(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"filesystem", "inmemory"} {
 		t.Run(backend, func(t *testing.T) {
 			reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
@@ -76,6 +77,7 @@ func TestConcurrentColdFillFetchesOnce(t *testing.T) {
 }
 
 func TestLateJoinerWithRange(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 2<<20)
 	b := reg.PushBlob(t, "app", layer)
@@ -139,6 +141,7 @@ func TestLateJoinerWithRange(t *testing.T) {
 }
 
 func TestFaultyUpstreamCommitsNothing(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		fault testreg.Fault
@@ -162,7 +165,7 @@ func TestFaultyUpstreamCommitsNothing(t *testing.T) {
 				if err == nil && status == 200 {
 					t.Fatalf("the client received a complete-looking wrong body (status %d, no read error)", status)
 				}
-				if _, err := e.store.StatBlob(context.Background(), b.Digest); !errors.Is(err, storage.ErrNotFound) {
+				if _, err := e.store.StatBlob(t.Context(), b.Digest); !errors.Is(err, storage.ErrNotFound) {
 					t.Fatalf("blob committed after a fault: %v", err)
 				}
 				if e.root != "" {
@@ -181,7 +184,7 @@ func TestFaultyUpstreamCommitsNothing(t *testing.T) {
 				if resp.Header.Get("X-Cache") != "HIT" || sha(body) != b.Digest.String() {
 					t.Fatalf("after a healthy fill: X-Cache %q", resp.Header.Get("X-Cache"))
 				}
-				if _, err := e.store.StatBlob(context.Background(), b.Digest); err != nil {
+				if _, err := e.store.StatBlob(t.Context(), b.Digest); err != nil {
 					t.Fatalf("blob not committed after a healthy fill: %v", err)
 				}
 			})
@@ -190,6 +193,7 @@ func TestFaultyUpstreamCommitsNothing(t *testing.T) {
 }
 
 func TestSharedBlobTwoUpstreams(t *testing.T) {
+	t.Parallel()
 	a := testreg.Start(t, testreg.Options{TLS: true})
 	b := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	shared := testreg.RandomLayer(t, 500_000)
@@ -230,13 +234,14 @@ func TestSharedBlobTwoUpstreams(t *testing.T) {
 }
 
 func TestClientHangUpDoesNotStopFill(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 1<<20)
 	b := reg.PushBlob(t, "app", layer)
 	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
 	reg.SetFault(testreg.FaultBlobDelay)
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+path, nil)
 	errc := make(chan error, 1)
 	go func() {
@@ -263,6 +268,7 @@ func TestClientHangUpDoesNotStopFill(t *testing.T) {
 }
 
 func TestMultiArchIndex(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	idx := reg.PushIndex(t, "multi", "v2")
 	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
@@ -302,6 +308,7 @@ func TestMultiArchIndex(t *testing.T) {
 }
 
 func TestHeadDuringFillAndMiss(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 1<<20)
 	b := reg.PushBlob(t, "app", layer)

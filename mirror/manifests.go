@@ -98,9 +98,7 @@ func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) 
 	if mt == "" {
 		mt = oci.ManifestMediaType(body)
 	}
-	if m.opts.OnHit != nil {
-		m.opts.OnHit(d)
-	}
+	m.opts.Cache.Hit(d)
 	return &manifest{mediaType: mt, digest: d, body: body, cache: CacheHit}, nil
 }
 
@@ -113,15 +111,10 @@ func (m *Mirror) manifestByDigest(ctx context.Context, t target, d digest.Digest
 		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, d).Warn("cached manifest unreadable; fetching it again")
 	}
 	key := "manifest|" + t.reg.Host + "|" + t.repo + "|" + d.String()
-	v, err, _ := m.flight.Do(key, func() (any, error) {
-		fctx, cancel := detached(ctx, m.opts.ManifestTimeout)
-		defer cancel()
+	mf, err = m.manifests.Do(ctx, key, func(fctx context.Context) (*manifest, error) {
 		return m.fetchManifest(fctx, t, d.String(), d)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*manifest), nil
+	return mf, leftErr(ctx, err)
 }
 
 // fetchManifest GETs a manifest by tag or digest from upstream, verifies
@@ -163,22 +156,33 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 	if mt == "" {
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "upstream %s sent %s for manifest %s, which is not a manifest", t.reg.Host, desc.MediaType, ref)
 	}
-	if m.opts.BeforeCommit != nil {
-		m.opts.BeforeCommit(ctx, int64(len(buf)))
+	return m.storeManifest(ctx, t, &manifest{mediaType: mt, digest: got, body: buf, cache: CacheMiss}), nil
+}
+
+// storeManifest stores a verified manifest, links it to the repository and
+// records it in the cache. When the storage fails, the client still gets
+// the verified manifest (a PASS) and the cache keeps nothing.
+func (m *Mirror) storeManifest(ctx context.Context, t target, mf *manifest) *manifest {
+	log := logx.From(ctx).WithField(logx.FieldDigest, mf.digest)
+	size := int64(len(mf.body))
+	if err := m.opts.Cache.Reserve(ctx, size); err != nil {
+		log.WithError(err).Warn("making room in the cache")
 	}
-	if err := m.store.PutSmallBlob(ctx, got, buf); err != nil {
-		// The client still gets the verified manifest; nothing is kept.
+	if err := m.store.PutSmallBlob(ctx, mf.digest, mf.body); err != nil {
 		m.diskError(ctx, err)
-		return &manifest{mediaType: mt, digest: got, body: buf, cache: CachePass}, nil
+		mf.cache = CachePass
+		return mf
 	}
-	li := storageLink(mt, int64(len(buf)), m.opts.Now())
-	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, got, li); err != nil {
-		return nil, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "linking manifest")
+	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, mf.digest, storageLink(mf.mediaType, size, m.opts.Now())); err != nil {
+		// Unlinked, the stored copy is refetched next time.
+		m.diskError(ctx, err)
+		mf.cache = CachePass
+		return mf
 	}
-	if m.opts.OnCommit != nil {
-		m.opts.OnCommit(ctx, Committed{Digest: got, Size: int64(len(buf)), MediaType: mt, Body: buf, Namespace: t.reg.Namespace, Repo: t.repo})
+	if err := m.opts.Cache.Committed(ctx, storage.Content{Digest: mf.digest, Size: size, Manifest: mf.body, Namespace: t.reg.Namespace, Repo: t.repo}); err != nil {
+		log.WithError(err).Warn("storing a manifest")
 	}
-	return &manifest{mediaType: mt, digest: got, body: buf, cache: CacheMiss}, nil
+	return mf
 }
 
 // manifestType takes upstream's Content-Type unless it is generic, in which

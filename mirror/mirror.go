@@ -9,12 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/internal/flight"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/gorilla/mux"
-	"github.com/opencontainers/go-digest"
-	"golang.org/x/sync/singleflight"
 )
 
 // Cache statuses reported in X-Cache and on the access line.
@@ -49,31 +48,12 @@ type Options struct {
 	ManifestTimeout time.Duration
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
-	// Access decides whether the client of r may read repo of the
-	// registry host (kind "manifest", "blob", "tags" or "referrers"; ref a
-	// tag or digest). It returns the context for upstream requests made
-	// for this client, the client's identity for logs, and nil or an OCI
-	// error (401 with a challenge, 403). Nil lets everyone read.
-	Access func(r *http.Request, host, repo, kind, ref string) (context.Context, string, error)
-	// Base decides the registry base endpoint (/v2/) for r; nil answers
-	// 200 to everyone.
-	Base func(r *http.Request) error
-	// Keep says whether a blob of size bytes may be stored at all (not
-	// larger than the whole cache); nil keeps everything.
-	Keep func(size int64) bool
-	// BeforeCommit runs in a fill after the bytes were verified and
-	// before they are committed, to make room for size more bytes (never
-	// on a hit path).
-	BeforeCommit func(ctx context.Context, size int64)
-	// OnCommit is told about every blob and manifest committed to the
-	// cache (the index records it and eviction may run).
-	OnCommit func(ctx context.Context, c Committed)
-	// OnLink is told when a repository is found to contain a blob that
-	// was already cached.
-	OnLink func(ctx context.Context, d digest.Digest, namespace, repo string)
-	// OnHit is told about every read of a cached blob or manifest (access
-	// times for eviction); it must not block.
-	OnHit func(d digest.Digest)
+	// Access decides who may read what. Default: everyone reads
+	// everything.
+	Access Access
+	// Cache is the cache lifecycle (size bound, index, access times,
+	// pins). Default: everything is kept, nothing recorded.
+	Cache Cache
 	// Observer is told about answers, fills and upstream bytes (metrics).
 	// Default: nobody.
 	Observer Observer
@@ -94,39 +74,6 @@ type Options struct {
 // DefaultDownHold is Options.DownHold's default.
 const DefaultDownHold = 10 * time.Second
 
-// Committed describes content just committed to the cache.
-type Committed struct {
-	Digest    digest.Digest
-	Size      int64
-	MediaType string // manifests only
-	// Body is the manifest's content (manifests only), for the index to
-	// record which blobs it references.
-	Body      []byte
-	Namespace string
-	Repo      string
-}
-
-// Pinned reports whether d is being filled or served right now: eviction
-// must not remove it.
-func (m *Mirror) Pinned(d digest.Digest) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.fills[d.String()] != nil || m.serving[d.String()] > 0
-}
-
-func (m *Mirror) pin(d digest.Digest) func() {
-	m.mu.Lock()
-	m.serving[d.String()]++
-	m.mu.Unlock()
-	return func() {
-		m.mu.Lock()
-		if m.serving[d.String()]--; m.serving[d.String()] <= 0 {
-			delete(m.serving, d.String())
-		}
-		m.mu.Unlock()
-	}
-}
-
 // Mirror is the pull-through registry. It is an http.Handler.
 type Mirror struct {
 	store  *storage.Store
@@ -136,18 +83,22 @@ type Mirror struct {
 	byName    map[string]*Registry // canonical host and namespace → registry
 	registers []*Registry
 
-	flight singleflight.Group // manifests, tags, links
+	// manifests and links share upstream lookups among concurrent
+	// requests (internal/flight: detached, bounded by ManifestTimeout).
+	manifests *flight.Group[*manifest]
+	links     *flight.Group[struct{}]
 
 	mu    sync.Mutex
 	fills map[string]*fill // digest → fill in flight
-	// running counts fill goroutines, so that a shutdown can let them end.
-	running sync.WaitGroup
+	// running counts fill goroutines, so that a shutdown can let them
+	// end; idle is closed (and replaced) whenever it drops to zero. Both
+	// are guarded by mu: a counter, not a WaitGroup, because fills may
+	// start while Drain waits.
+	running int
+	idle    chan struct{}
 
 	errMu     sync.Mutex
 	errLogged map[string]time.Time // disk error cause → last logged
-
-	// serving counts hits being sent per digest, so eviction skips them.
-	serving map[string]int
 
 	// rates holds the rate-limit windows that postpone tag revalidation.
 	rates rateGate
@@ -167,15 +118,34 @@ func (m *Mirror) Abandon() { m.abandonOnce.Do(func() { close(m.abandoned) }) }
 
 // Drain waits until every fill in flight has ended (committed or
 // abandoned), or ctx is done: a graceful shutdown does not throw away a
-// download that clients already received.
+// download that clients already received. Fills that start meanwhile are
+// waited for too.
 func (m *Mirror) Drain(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { m.running.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("fills still running: %w", ctx.Err())
+	for {
+		m.mu.Lock()
+		n, idle := m.running, m.idle
+		m.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("%d fills still running: %w", n, ctx.Err())
+		}
+	}
+}
+
+// fillStarted and fillEnded count fill goroutines; m.mu is held by the
+// caller of fillStarted.
+func (m *Mirror) fillStarted() { m.running++ }
+
+func (m *Mirror) fillEnded() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running--; m.running == 0 {
+		close(m.idle)
+		m.idle = make(chan struct{})
 	}
 }
 
@@ -202,8 +172,15 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	if opts.Access == nil {
+		opts.Access = open{}
+	}
+	if opts.Cache == nil {
+		opts.Cache = unbounded{}
+	}
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
-		errLogged: map[string]time.Time{}, serving: map[string]int{}, abandoned: make(chan struct{})}
+		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
+		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout)}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {
@@ -266,52 +243,38 @@ func (m *Mirror) serve(h handlerFunc) http.Handler {
 	})
 }
 
-// writeError sends err as an OCI error envelope and logs it.
+// writeError logs err and sends it as an OCI error envelope.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, body := oci.EnvelopeFor(err)
+	status, _ := oci.EnvelopeFor(err)
 	log := logx.From(r.Context()).WithError(err).WithField(logx.FieldStatus, status)
-	switch {
-	case status >= 500:
+	if status >= 500 {
 		log.Warn("request failed")
-	default:
+	} else {
 		log.Debug("request refused")
 	}
-	var oe *oci.Error
-	if errors.As(err, &oe) && oe.RetryAfter != "" {
-		w.Header().Set("Retry-After", oe.RetryAfter)
-	}
-	if status == http.StatusUnauthorized {
-		// Every 401 invites credentials, so that clients send theirs (to
-		// the proxy, or upstream with ALLOW_OWN_AUTH).
-		challenge := `Basic realm="container-registry-proxy"`
-		if oe != nil && oe.Challenge != "" {
-			challenge = oe.Challenge
-		}
-		w.Header().Set("WWW-Authenticate", challenge)
-	}
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("Docker-Content-Digest")
-	h.Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	oci.WriteError(w, r, err)
 }
 
-// detached returns a context for work shared by several clients: it keeps
-// the values of ctx (logging) but not its cancellation, bounded by d.
+// detached returns a context for a fill, shared by several clients: it
+// keeps the values of ctx (logging) but not its cancellation, bounded by d.
 func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// leftErr maps the error of a shared lookup that the caller left (its
+// request context ended while it waited) to a gateway timeout; other
+// errors pass unchanged.
+func leftErr(ctx context.Context, err error) error {
+	if err != nil && flight.Left(ctx, err) {
+		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+	}
+	return err
 }
 
 // authorize applies Options.Access to r and returns r with the context to
 // use, or the denial (logged with the client's identity and repository).
 func (m *Mirror) authorize(r *http.Request, t target, kind, ref string) (*http.Request, error) {
-	if m.opts.Access == nil {
-		return r, nil
-	}
-	ctx, identity, err := m.opts.Access(r, t.reg.Host, t.repo, kind, ref)
+	ctx, identity, err := m.opts.Access.Authorize(r, t.reg.Host, t.repo, kind, ref)
 	logx.InfoFrom(r.Context()).Set("client", identity)
 	if err != nil {
 		logx.From(r.Context()).WithFields(map[string]any{"client": identity, logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo}).

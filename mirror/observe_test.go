@@ -49,7 +49,7 @@ func (r *recorder) Postponed(string)      { r.mu.Lock(); r.postponed++; r.mu.Unl
 func (e *env) settle() {
 	e.t.Helper()
 	e.srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(e.t.Context(), time.Minute)
 	defer cancel()
 	if err := e.mirror.Drain(ctx); err != nil {
 		e.t.Fatal(err)
@@ -57,6 +57,7 @@ func (e *env) settle() {
 }
 
 func TestObserverSeesAnswersFillsAndBytes(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 200_000), testreg.RandomLayer(t, 3_000))
 	bad := reg.PushBlob(t, "team/app", testreg.RandomLayer(t, 5_000))
@@ -134,6 +135,7 @@ func TestObserverSeesAnswersFillsAndBytes(t *testing.T) {
 }
 
 func TestRateLimitPostponesTagRevalidation(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	remaining := "50;w=3600"
 	setRemaining := func(v string) { mu.Lock(); remaining = v; mu.Unlock() }

@@ -16,6 +16,7 @@ import (
 // probes it, and an answer ends the hold. A tag never cached still asks
 // upstream during the hold: there is nothing else to answer with.
 func TestOutageHoldAnswersCachedTagsAtOnce(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "app", "v1", []byte("layer"))
 	e := newEnv(t, envOptions{downHold: time.Minute}, upstreamSpec{"registry.test", reg})
@@ -78,6 +79,7 @@ func TestOutageHoldAnswersCachedTagsAtOnce(t *testing.T) {
 // TestOutageHoldOff: a negative DownHold asks upstream on every pull, as
 // before the hold existed.
 func TestOutageHoldOff(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	reg.PushImage(t, "app", "v1", []byte("layer"))
 	e := newEnv(t, envOptions{downHold: -1}, upstreamSpec{"registry.test", reg})

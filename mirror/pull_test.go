@@ -14,6 +14,7 @@ import (
 const accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 
 func TestPullThroughThenHit(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		backend string
@@ -91,6 +92,7 @@ func TestPullThroughThenHit(t *testing.T) {
 }
 
 func TestTagTTLTiers(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	first := reg.PushImage(t, "app", "stable", testreg.RandomLayer(t, 1000))
 	e := newEnv(t, envOptions{tagTTL: 10 * time.Minute}, upstreamSpec{"registry.test", reg})
@@ -130,6 +132,7 @@ func TestTagTTLTiers(t *testing.T) {
 }
 
 func TestOfflineServesStale(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	img := reg.PushImage(t, "app", "latest", testreg.RandomLayer(t, 5000))
 	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
@@ -179,6 +182,7 @@ func TestOfflineServesStale(t *testing.T) {
 }
 
 func TestBlobRedirectWithoutCredentials(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "alice", Password: "s3cret", BlobRedirect: true})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 200_000))
 	e := newEnvWithCreds(t, "registry.test", reg, "alice", "s3cret")

@@ -25,23 +25,16 @@ func (m *Mirror) serveRelay(w http.ResponseWriter, r *http.Request, t target, d 
 	}
 	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
-	start, end, partial := int64(0), size, false
-	if size >= 0 {
-		if start, end, partial, err = parseRange(r.Header.Get("Range"), size); err != nil {
-			return err
+	br, known := whole(size), size >= 0
+	if known {
+		if br, err = blobRange(r, d, size); err != nil {
+			return rangeError(w, size, err)
 		}
 	}
-	blobHeaders(w, d)
-	setCache(w, r, CachePass)
-	status := http.StatusOK
-	if size >= 0 {
-		status = writeRangeHeaders(w, start, end, size, partial)
-	}
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead {
+	if !writeBlobHead(w, r, d, br, known, CachePass) {
 		return nil
 	}
-	if err := relayCopy(w, body, d, size, start, end); err != nil {
+	if err := relayCopy(w, body, d, size, br.start, br.end); err != nil {
 		if errors.Is(err, errDigestMismatch) {
 			m.opts.Observer.DigestMismatch(t.reg.Host)
 		}

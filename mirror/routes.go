@@ -33,10 +33,8 @@ func (m *Mirror) routes() *mux.Router {
 }
 
 func (m *Mirror) handleBase(w http.ResponseWriter, r *http.Request) error {
-	if m.opts.Base != nil {
-		if err := m.opts.Base(r); err != nil {
-			return err
-		}
+	if err := m.opts.Access.AuthorizeBase(r); err != nil {
+		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
@@ -52,8 +50,10 @@ func (m *Mirror) handleOther(w http.ResponseWriter, r *http.Request) error {
 	case http.MethodGet, http.MethodHead:
 		return oci.Errorf(http.StatusNotFound, oci.CodeUnsupported, "unsupported registry API path: %s", r.URL.Path)
 	default:
+		// The push passthrough is the shim's (HTTPS_PROXY); the mirror's
+		// own paths are a pull-through cache whatever the proxy allows.
 		return oci.Errorf(http.StatusMethodNotAllowed, oci.CodeUnsupported,
-			"pushes are disabled on this proxy (ALLOW_PUSH=false); it serves pulls only")
+			"this registry mirror serves pulls only: %s is refused here", r.Method)
 	}
 }
 

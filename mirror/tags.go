@@ -40,15 +40,10 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		}
 	}
 	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
-	v, err, _ := m.flight.Do(key, func() (any, error) {
-		fctx, cancel := detached(ctx, m.opts.ManifestTimeout)
-		defer cancel()
+	mf, err := m.manifests.Do(ctx, key, func(fctx context.Context) (*manifest, error) {
 		return m.refreshTag(fctx, t, tag, rec, cached)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*manifest), nil
+	return mf, leftErr(ctx, err)
 }
 
 func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec storage.TagRecord, cached *manifest) (*manifest, error) {

@@ -19,7 +19,6 @@ func TestRealClients(t *testing.T) {
 	base := Options{TLS: true, Auth: AuthToken, Username: "alice", Password: "secret", BlobRedirect: true}
 	localhostRealm, ownRealm := base, base
 	localhostRealm.RealmHost = "localhost"
-	ownRealm.RealmOnRegistry = true
 
 	// args builds the client's command line for one pull into dir.
 	type args func(reg *Registry, certDir, dir, ref string) []string

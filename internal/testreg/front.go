@@ -37,7 +37,7 @@ func classify(path string) (kind, repo string) {
 // serveFront is the registry's public handler: count, status fault, auth,
 // blob redirect and body faults, then distribution.
 func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
-	if r.opts.RealmOnRegistry && r.opts.Auth == AuthToken && req.URL.Path == "/token" {
+	if r.opts.RealmHost == "" && r.opts.Auth == AuthToken && req.URL.Path == "/token" {
 		r.serveToken(w, req)
 		return
 	}

@@ -48,15 +48,13 @@ type Options struct {
 	// Username allows anonymous tokens). AuthBasic defaults them to
 	// "testuser"/"testpassword".
 	Username, Password string
-	// RealmHost is the host name put into the token realm URL; the token
-	// server listens on its own 127.0.0.1 port. Default "127.0.0.1"; it is
-	// added to the certificate.
+	// RealmHost, when set, serves the token endpoint on a listener of its
+	// own, on a 127.0.0.1 port, and puts this host name into the realm URL
+	// (it is added to the certificate). By default the token endpoint is
+	// /token on the registry's own listener (realm "<URL>/token"): a realm
+	// on a loopback IP at another port is on no registrable domain, so the
+	// proxy (and crane) accept it only when configured as a token realm.
 	RealmHost string
-	// RealmOnRegistry serves the token endpoint at /token on the registry's
-	// own listener (realm "<URL>/token") instead of a separate one. crane
-	// v0.22.1 rejects a realm on a loopback IP unless it is the registry's
-	// own host:port; RealmHost "localhost" also satisfies it.
-	RealmOnRegistry bool
 	// TokenTTL is the expires_in of issued tokens in seconds; default 300.
 	TokenTTL int
 	// Names are extra DNS names or IPs for the server certificate.
@@ -84,8 +82,8 @@ type Registry struct {
 	CAFile string
 	// CAPool trusts the test CA; nil without TLS.
 	CAPool *x509.CertPool
-	// TokenURL is the token realm ("<scheme>://<RealmHost>:PORT/token", or
-	// URL+"/token" with RealmOnRegistry); empty unless Auth is AuthToken.
+	// TokenURL is the token realm (URL+"/token", or
+	// "<scheme>://<RealmHost>:PORT/token"); empty unless Auth is AuthToken.
 	TokenURL string
 	// CDNURL is the base URL of the blob CDN; empty unless BlobRedirect.
 	CDNURL string
@@ -110,9 +108,6 @@ func Start(t testing.TB, opts Options) *Registry {
 	t.Helper()
 	if opts.Auth == AuthBasic && opts.Username == "" {
 		opts.Username, opts.Password = "testuser", "testpassword"
-	}
-	if opts.RealmHost == "" {
-		opts.RealmHost = "127.0.0.1"
 	}
 	if opts.TokenTTL <= 0 {
 		opts.TokenTTL = 300
@@ -143,7 +138,10 @@ func Start(t testing.TB, opts Options) *Registry {
 
 	var tlsConfig *tls.Config
 	if opts.TLS {
-		names := append([]string{opts.RealmHost}, opts.Names...)
+		names := append([]string{"127.0.0.1"}, opts.Names...)
+		if opts.RealmHost != "" {
+			names = append(names, opts.RealmHost)
+		}
 		ca, err := newTestCA(t.TempDir(), names)
 		if err != nil {
 			r.Close()
@@ -159,7 +157,7 @@ func Start(t testing.TB, opts Options) *Registry {
 	}
 	front := newServer(http.HandlerFunc(r.serveFront))
 	var token, cdn *server
-	if opts.Auth == AuthToken && !opts.RealmOnRegistry {
+	if opts.Auth == AuthToken && opts.RealmHost != "" {
 		token = newServer(http.HandlerFunc(r.serveToken))
 	}
 	if opts.BlobRedirect {

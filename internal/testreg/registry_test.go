@@ -24,7 +24,7 @@ func TestAuthModesPushPull(t *testing.T) {
 		{name: "basic/tls", opts: Options{TLS: true, Auth: AuthBasic, Username: "u", Password: "p"}, user: "u", pass: "p", challenge: `Basic realm="testreg"`},
 		{name: "token-anonymous/tls", opts: Options{TLS: true, Auth: AuthToken}, challenge: `Bearer realm="https://127.0.0.1:`},
 		{name: "token-credentials/tls", opts: Options{TLS: true, Auth: AuthToken, Username: "alice", Password: "secret", TokenTTL: 60}, user: "alice", pass: "secret", challenge: `Bearer realm="https://127.0.0.1:`},
-		{name: "token-realm-on-registry/tls", opts: Options{TLS: true, Auth: AuthToken, RealmOnRegistry: true}, challenge: `Bearer realm="https://127.0.0.1:`},
+		{name: "token-realm-on-its-own-listener/tls", opts: Options{TLS: true, Auth: AuthToken, RealmHost: "127.0.0.1"}, challenge: `Bearer realm="https://127.0.0.1:`},
 		{name: "token-realm-localhost/tls-h1", opts: Options{TLS: true, Auth: AuthToken, RealmHost: "localhost", DisableHTTP2: true}, challenge: `Bearer realm="https://localhost:`},
 	}
 	for _, tc := range cases {

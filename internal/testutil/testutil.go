@@ -8,6 +8,7 @@ package testutil
 
 import (
 	"bytes"
+	"go.uber.org/goleak"
 	"io"
 	"net"
 	"sync"
@@ -91,4 +92,12 @@ func EchoServer(t testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// LeakOptions are the goleak options of every package's TestMain: the
+// distribution registry that internal/testreg runs in process starts an
+// event broadcaster per registry that its App.Shutdown never stops (a
+// goroutine of the test upstream, not of ours).
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run")}
 }

@@ -1,0 +1,66 @@
+package mirror
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/opencontainers/go-digest"
+)
+
+// Cache is the cache lifecycle the mirror reports to: the size bound,
+// the index of what is stored, access times and what is in use
+// (docs/architecture.md, "Seams"). cache.Lifecycle implements it for one
+// process over any index; the mirror never evicts or indexes anything
+// itself. Methods named for what happens, so that a lifecycle shared by
+// several replicas implements the same contract.
+type Cache interface {
+	// Admit reports whether content of size bytes may be stored at all; a
+	// blob that may not is streamed to its clients and not kept.
+	Admit(size int64) bool
+	// Reserve makes room for size bytes about to be committed. It is
+	// called by fills, after the bytes were verified: never on a hit.
+	Reserve(ctx context.Context, size int64) error
+	// Committed records content just committed for a repository.
+	Committed(ctx context.Context, c storage.Content) error
+	// Linked records that a repository was found to contain d, which was
+	// already cached.
+	Linked(ctx context.Context, d digest.Digest, namespace, repo string) error
+	// Hit records a read of cached content. It must not block.
+	Hit(d digest.Digest)
+	// Pin marks d as in use (being filled or served) until unpin is
+	// called: it must not be evicted meanwhile.
+	Pin(d digest.Digest) (unpin func())
+}
+
+// Access decides who may read what (auth.Guard implements it with the
+// access policy in force).
+type Access interface {
+	// Authorize decides whether the client of r may read repo of the
+	// registry host (kind "manifest", "blob", "tags" or "referrers"; ref
+	// a tag or digest). It returns the context for upstream requests made
+	// for this client, the client's identity for logs, and nil or an OCI
+	// error (401 with a challenge, 403).
+	Authorize(r *http.Request, host, repo, kind, ref string) (context.Context, string, error)
+	// AuthorizeBase decides the registry base endpoint (/v2/) for r.
+	AuthorizeBase(r *http.Request) error
+}
+
+// unbounded is the Cache of a Mirror given none: everything is kept and
+// nothing is recorded (tests, tools).
+type unbounded struct{}
+
+func (unbounded) Admit(int64) bool                                            { return true }
+func (unbounded) Reserve(context.Context, int64) error                        { return nil }
+func (unbounded) Committed(context.Context, storage.Content) error            { return nil }
+func (unbounded) Linked(context.Context, digest.Digest, string, string) error { return nil }
+func (unbounded) Hit(digest.Digest)                                           {}
+func (unbounded) Pin(digest.Digest) func()                                    { return func() {} }
+
+// open is the Access of a Mirror given none: everyone may read.
+type open struct{}
+
+func (open) Authorize(r *http.Request, _, _, _, _ string) (context.Context, string, error) {
+	return r.Context(), "anonymous", nil
+}
+func (open) AuthorizeBase(*http.Request) error { return nil }
