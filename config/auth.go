@@ -1,12 +1,8 @@
 package config
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"strings"
 )
 
@@ -150,49 +146,4 @@ func (c *Config) validateRegistryAuth(r *Registry, key func(string) string) erro
 		return &KeyError{Key: modeKey, Value: a.Mode, Err: fmt.Errorf("needs proxy users: set %s", c.keyFor("clientAuth.htpasswd"))}
 	}
 	return nil
-}
-
-// checkReadable requires a regular file that can be opened for reading.
-func checkReadable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return unwrapPath(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return unwrapPath(err)
-	}
-	if fi.IsDir() {
-		return errors.New("is a directory")
-	}
-	if _, err := f.Read(make([]byte, 1)); err != nil && err != io.EOF {
-		return unwrapPath(err)
-	}
-	return nil
-}
-
-// checkJSONFile requires a readable file holding one JSON object. The
-// error never quotes the content.
-func checkJSONFile(path string) error {
-	if err := checkReadable(path); err != nil {
-		return err
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return unwrapPath(err)
-	}
-	var v map[string]json.RawMessage
-	if err := json.Unmarshal(data, &v); err != nil {
-		return errors.New("not a JSON object (want a Docker config.json)")
-	}
-	return nil
-}
-
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

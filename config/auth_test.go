@@ -21,6 +21,7 @@ const gcrKey = `{
 `
 
 func TestParseAuthRegistries(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name              string
 		value, entry, fld string
@@ -43,6 +44,7 @@ func TestParseAuthRegistries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			entry, fld := tt.entry, tt.fld
 			if entry == "" {
 				entry = DefaultAuthRegistriesDelimiter
@@ -69,6 +71,7 @@ func TestParseAuthRegistries(t *testing.T) {
 // TestAuthRegistriesFromEnv goes through Load: the delimiter variables and
 // the JSON key surviving byte for byte.
 func TestAuthRegistriesFromEnv(t *testing.T) {
+	t.Parallel()
 	c, err := Load(nil, envMap(map[string]string{
 		"AUTH_REGISTRIES":           "gcr.io:::_json_key:::" + gcrKey + ";;;docker.io:::hubuser:::hubpw",
 		"AUTH_REGISTRIES_DELIMITER": ";;;",
@@ -87,6 +90,7 @@ func TestAuthRegistriesFromEnv(t *testing.T) {
 // the key (and for AUTH_REGISTRIES the entry's index and host) and never
 // contains a password or a piece of one.
 func TestAuthErrorsHideSecrets(t *testing.T) {
+	t.Parallel()
 	const secret = "S3cr3t-Pa55"
 	pwFile := writeFile(t, "pw", secret+"\n")
 	tests := []struct {
@@ -123,6 +127,7 @@ func TestAuthErrorsHideSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			env := map[string]string{}
 			for k, v := range tt.env {
 				env[k] = v
@@ -150,6 +155,7 @@ func TestAuthErrorsHideSecrets(t *testing.T) {
 // TestKeyErrorNeverPrintsSecretValues: whatever code builds a KeyError
 // for a password key with the value set, Error() leaves the value out.
 func TestKeyErrorNeverPrintsSecretValues(t *testing.T) {
+	t.Parallel()
 	for _, key := range []string{"registries[3].password", "AUTH_REGISTRIES", "auth_registries"} {
 		e := &KeyError{Key: key, Value: "hunter2-secret", Err: errWant("bad")}
 		if strings.Contains(e.Error(), "hunter2") {
@@ -163,6 +169,7 @@ type errWant string
 func (e errWant) Error() string { return string(e) }
 
 func TestLoadAuthSettings(t *testing.T) {
+	t.Parallel()
 	htpasswd := writeFile(t, "htpasswd", "alice:$2y$05$abcdefghijklmnopqrstuv\n")
 	dockerCfg := writeFile(t, "config.json", `{"auths":{}}`)
 	pwFile := writeFile(t, "pw", "s3cret\n")
@@ -213,6 +220,7 @@ registries:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			env := map[string]string{"CONFIG_FILE": file}
 			for k, v := range tt.env {
 				env[k] = v
@@ -229,6 +237,7 @@ registries:
 }
 
 func TestAuthValidation(t *testing.T) {
+	t.Parallel()
 	htpasswd := writeFile(t, "htpasswd", "alice:$2y$05$abcdefghijklmnopqrstuv\n")
 	notJSON := writeFile(t, "config.json", "auths = 1\n")
 	tests := []struct {
@@ -266,6 +275,7 @@ func TestAuthValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			env := map[string]string{}
 			for k, v := range tt.env {
 				env[k] = v

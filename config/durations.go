@@ -38,8 +38,8 @@ const secondsRank = 6
 // seconds ("300" is "300s"). Empty, negative, fractional and overflowing
 // values and unknown units are rejected with a *ValueError.
 func ParseDuration(s string) (time.Duration, error) {
-	fail := func(format string, a ...any) (time.Duration, error) {
-		return 0, &ValueError{Kind: "duration", Value: s, Reason: fmt.Sprintf(format, a...)}
+	fail := func(reason string) (time.Duration, error) {
+		return 0, &ValueError{Kind: "duration", Value: s, Reason: reason}
 	}
 	in := strings.TrimSpace(s)
 	if in == "" {
@@ -50,60 +50,78 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	var total time.Duration
 	last := -1 // rank of the previous unit
-	for i := 0; i < len(in); {
-		if in[i] == ' ' || in[i] == '\t' {
-			i++
-			continue
-		}
-		j := i
-		for j < len(in) && in[j] >= '0' && in[j] <= '9' {
-			j++
-		}
-		if j == i {
-			if isLetter(in[i]) {
-				return fail("missing number before unit %q", letters(in[i:]))
-			}
-			return fail("unexpected character %q", in[i])
-		}
-		n, err := strconv.ParseInt(in[i:j], 10, 64)
-		if err != nil {
-			return fail("out of range")
-		}
-		k := j
-		for k < len(in) && isLetter(in[k]) {
-			k++
-		}
-		unit := in[j:k]
-		i = k
-		rank := secondsRank
-		if unit == "" {
-			if i < len(in) && in[i] != ' ' && in[i] != '\t' {
-				return fail("unexpected character %q", in[i])
-			}
-			if strings.TrimSpace(in[i:]) != "" {
-				return fail("a number without unit (seconds) must come last")
-			}
-		} else {
-			rank = unitRank(unit)
-			if rank < 0 {
-				return fail("unknown unit %q (want ms, s, m, h, d, w, M or y)", unit)
-			}
+	for i := skipBlanks(in, 0); i < len(in); i = skipBlanks(in, i) {
+		n, rank, next, reason := durationPart(in, i)
+		if reason != "" {
+			return fail(reason)
 		}
 		if rank <= last {
-			return fail("unit %q repeated or out of order (largest unit first)", durationUnits[rank].name)
+			return fail(fmt.Sprintf("unit %q repeated or out of order (largest unit first)", durationUnits[rank].name))
 		}
-		last = rank
-		mult := durationUnits[rank].d
-		if n > int64(math.MaxInt64/mult) {
+		last, i = rank, next
+		var ok bool
+		if total, ok = addDuration(total, n, durationUnits[rank].d); !ok {
 			return fail("out of range")
 		}
-		part := time.Duration(n) * mult
-		if total > math.MaxInt64-part {
-			return fail("out of range")
-		}
-		total += part
 	}
 	return total, nil
+}
+
+// durationPart reads the number and unit at in[i:] ("90m", or a bare
+// "30" last). It returns the number, the unit's rank in durationUnits and
+// where the next part may start, or why the part is invalid.
+func durationPart(in string, i int) (n int64, rank, next int, reason string) {
+	j := i
+	for j < len(in) && in[j] >= '0' && in[j] <= '9' {
+		j++
+	}
+	if j == i {
+		if isLetter(in[i]) {
+			return 0, 0, 0, fmt.Sprintf("missing number before unit %q", letters(in[i:]))
+		}
+		return 0, 0, 0, fmt.Sprintf("unexpected character %q", in[i])
+	}
+	n, err := strconv.ParseInt(in[i:j], 10, 64)
+	if err != nil {
+		return 0, 0, 0, "out of range"
+	}
+	unit := letters(in[j:])
+	next = j + len(unit)
+	if unit != "" {
+		if rank = unitRank(unit); rank < 0 {
+			return 0, 0, 0, fmt.Sprintf("unknown unit %q (want ms, s, m, h, d, w, M or y)", unit)
+		}
+		return n, rank, next, ""
+	}
+	if next < len(in) && !isBlank(in[next]) {
+		return 0, 0, 0, fmt.Sprintf("unexpected character %q", in[next])
+	}
+	if strings.TrimSpace(in[next:]) != "" {
+		return 0, 0, 0, "a number without unit (seconds) must come last"
+	}
+	return n, secondsRank, next, ""
+}
+
+// addDuration returns total + n*unit, and false when that overflows.
+func addDuration(total time.Duration, n int64, unit time.Duration) (time.Duration, bool) {
+	if n > int64(math.MaxInt64/unit) {
+		return 0, false
+	}
+	part := time.Duration(n) * unit
+	if total > math.MaxInt64-part {
+		return 0, false
+	}
+	return total + part, true
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// skipBlanks returns the index of the first non-blank byte of in from i.
+func skipBlanks(in string, i int) int {
+	for i < len(in) && isBlank(in[i]) {
+		i++
+	}
+	return i
 }
 
 func unitRank(unit string) int {
@@ -160,7 +178,3 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
-
-// MarshalYAML writes the duration in nginx syntax, so that a dumped Config
-// loads again.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }

@@ -12,6 +12,7 @@ const exampleFile = "../config.yml.example"
 // TestExampleLoads loads config.yml.example: its uncommented values are the
 // defaults, so the result equals loading no file at all.
 func TestExampleLoads(t *testing.T) {
+	t.Parallel()
 	withFile, err := Load([]string{"--config", exampleFile}, envMap(nil))
 	if err != nil {
 		t.Fatalf("loading %s: %v", exampleFile, err)
@@ -30,6 +31,7 @@ func TestExampleLoads(t *testing.T) {
 // each YAML key to appear in config.yml.example as a key (commented out or
 // not).
 func TestExampleDocumentsEveryKey(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile(exampleFile)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +46,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			}
 			p := join(path, name)
 			t.Run(p, func(t *testing.T) {
+				t.Parallel()
 				re := regexp.MustCompile(`(?m)^[ \t]*(#[ \t]*)?(- )?` + regexp.QuoteMeta(name) + `:`)
 				if !re.Match(data) {
 					t.Errorf("%s does not document the key %s", exampleFile, p)

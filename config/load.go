@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,12 +48,8 @@ func Load(args []string, env func(string) string) (*Config, error) {
 		file, fileKey = env("CONFIG_FILE"), "CONFIG_FILE"
 	}
 	if file != "" {
-		data, err := os.ReadFile(file)
+		data, err := readSetting(file)
 		if err != nil {
-			var pe *fs.PathError
-			if errors.As(err, &pe) {
-				err = pe.Err
-			}
 			return nil, &KeyError{Key: fileKey, Value: file, Err: err}
 		}
 		if err := decodeYAML(c, data, file); err != nil {
@@ -97,83 +92,7 @@ type envSetting struct {
 
 // applyEnv applies the environment variables that are set (non-empty).
 func applyEnv(c *Config, env func(string) string) error {
-	str := func(p *string) func(string) error {
-		return func(s string) error { *p = s; return nil }
-	}
-	boolean := func(p *bool) func(string) error {
-		return func(s string) error {
-			v, err := parseBool(s)
-			*p = v
-			return err
-		}
-	}
-	duration := func(p *Duration) func(string) error {
-		return func(s string) error {
-			v, err := ParseDuration(s)
-			*p = Duration(v)
-			return err
-		}
-	}
-	integer := func(p *int) func(string) error {
-		return func(s string) error {
-			v, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil {
-				return errors.New("not a whole number")
-			}
-			*p = v
-			return nil
-		}
-	}
-	size := func(p *Size) func(string) error {
-		return func(s string) error {
-			v, err := ParseSize(s)
-			*p = Size(v)
-			return err
-		}
-	}
-	m, u := &c.ManifestCache, &c.Upstream
-	settings := []envSetting{
-		{"LISTEN", "listen", str(&c.Listen)},
-		{"METRICS_LISTEN", "metricsListen", str(&c.MetricsListen)},
-		{"RATE_LIMIT_MIN_REMAINING", "rateLimit.minRemaining", integer(&c.RateLimit.MinRemaining)},
-		{"CACHE_DIRECTORY", "cacheDir", str(&c.CacheDir)},
-		{"CA_DIRECTORY", "caDir", str(&c.CADir)},
-		{"LOG_FORMAT", "logFormat", str(&c.LogFormat)},
-		{"DEBUG", "debug", boolean(&c.Debug)},
-		{"DOCKER_HUB", "dockerHub", boolean(&c.DockerHub)},
-		{"ALLOW_PUSH", "allowPush", boolean(&c.AllowPush)},
-		{"ENABLE_MANIFEST_CACHE", "manifestCache.enabled", boolean(&m.Enabled)},
-		{"MANIFEST_CACHE_PRIMARY_REGEX", "manifestCache.primaryRegex", str(&m.PrimaryRegex)},
-		{"MANIFEST_CACHE_PRIMARY_TIME", "manifestCache.primaryTime", duration(&m.PrimaryTime)},
-		{"MANIFEST_CACHE_SECONDARY_REGEX", "manifestCache.secondaryRegex", str(&m.SecondaryRegex)},
-		{"MANIFEST_CACHE_SECONDARY_TIME", "manifestCache.secondaryTime", duration(&m.SecondaryTime)},
-		{"MANIFEST_CACHE_DEFAULT_TIME", "manifestCache.defaultTime", duration(&m.DefaultTime)},
-		{"CACHE_MAX_SIZE", "cache.maxSize", size(&c.Cache.MaxSize)},
-		{"CACHE_MIN_FREE", "cache.minFree", size(&c.Cache.MinFree)},
-		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", duration(&c.Cache.InactiveTime)},
-		{"VERIFY_SSL", "upstream.verifySSL", boolean(&u.VerifySSL)},
-		{"FORCE_UPSTREAM_HTTP_1_1", "upstream.forceHTTP11", boolean(&u.ForceHTTP11)},
-		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", duration(&u.ConnectTimeout)},
-		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", duration(&u.ReadTimeout)},
-		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", duration(&u.SendTimeout)},
-		{"FILL_TIMEOUT", "fillTimeout", duration(&c.FillTimeout)},
-		{"OUTAGE_HOLD", "outageHold", duration(&c.OutageHold)},
-		{"SHUTDOWN_GRACE", "shutdownGrace", duration(&c.ShutdownGrace)},
-		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", boolean(&c.ProxyRequestBuffering)},
-		{"SEND_TIMEOUT", "client.sendTimeout", duration(&c.Client.SendTimeout)},
-		{"CLIENT_BODY_TIMEOUT", "client.bodyTimeout", duration(&c.Client.BodyTimeout)},
-		{"CLIENT_HEADER_TIMEOUT", "client.headerTimeout", duration(&c.Client.HeaderTimeout)},
-		{"KEEPALIVE_TIMEOUT", "client.keepaliveTimeout", duration(&c.Client.KeepaliveTimeout)},
-		{"PROXY_CONNECT_CONNECT_TIMEOUT", "connect.connectTimeout", duration(&c.Connect.ConnectTimeout)},
-		{"PROXY_CONNECT_READ_TIMEOUT", "connect.readTimeout", duration(&c.Connect.ReadTimeout)},
-		{"PROXY_CONNECT_SEND_TIMEOUT", "connect.sendTimeout", duration(&c.Connect.SendTimeout)},
-		{"DOCKER_CONFIG_FILE", "dockerConfig", str(&c.DockerConfig)},
-		{"DEFAULT_ACCESS_MODE", "defaultAccessMode", str(&c.DefaultAccessMode)},
-		{"ALLOW_OWN_AUTH", "allowOwnAuth", boolean(&c.AllowOwnAuth)},
-		{"ALLOW_PUSH_WITH_OWN_AUTH", "allowPushWithOwnAuth", boolean(&c.AllowPushWithOwnAuth)},
-		{"HTPASSWD", "clientAuth.htpasswd", str(&c.ClientAuth.Htpasswd)},
-	}
-	for _, s := range settings {
+	for _, s := range envSettings(c) {
 		v := env(s.name)
 		if v == "" {
 			continue
@@ -184,6 +103,103 @@ func applyEnv(c *Config, env func(string) string) error {
 		c.setSource(s.path, s.name)
 	}
 	return applyAuthRegistries(c, env)
+}
+
+// envSettings binds the original project's variables (and ours) to c's
+// fields. AUTH_REGISTRIES, REGISTRIES and CONFIG_FILE are read apart.
+func envSettings(c *Config) []envSetting {
+	m, u := &c.ManifestCache, &c.Upstream
+	return []envSetting{
+		{"LISTEN", "listen", setString(&c.Listen)},
+		{"METRICS_LISTEN", "metricsListen", setString(&c.MetricsListen)},
+		{"RATE_LIMIT_MIN_REMAINING", "rateLimit.minRemaining", setInt(&c.RateLimit.MinRemaining)},
+		{"CACHE_DIRECTORY", "cacheDir", setString(&c.CacheDir)},
+		{"CA_DIRECTORY", "caDir", setString(&c.CADir)},
+		{"LOG_FORMAT", "logFormat", setString(&c.LogFormat)},
+		{"DEBUG", "debug", setBool(&c.Debug)},
+		{"DOCKER_HUB", "dockerHub", setBool(&c.DockerHub)},
+		{"ALLOW_PUSH", "allowPush", setBool(&c.AllowPush)},
+		{"ENABLE_MANIFEST_CACHE", "manifestCache.enabled", setBool(&m.Enabled)},
+		{"MANIFEST_CACHE_PRIMARY_REGEX", "manifestCache.primaryRegex", setString(&m.PrimaryRegex)},
+		{"MANIFEST_CACHE_PRIMARY_TIME", "manifestCache.primaryTime", setDuration(&m.PrimaryTime)},
+		{"MANIFEST_CACHE_SECONDARY_REGEX", "manifestCache.secondaryRegex", setString(&m.SecondaryRegex)},
+		{"MANIFEST_CACHE_SECONDARY_TIME", "manifestCache.secondaryTime", setDuration(&m.SecondaryTime)},
+		{"MANIFEST_CACHE_DEFAULT_TIME", "manifestCache.defaultTime", setDuration(&m.DefaultTime)},
+		{"CACHE_MAX_SIZE", "cache.maxSize", setSize(&c.Cache.MaxSize)},
+		{"CACHE_MIN_FREE", "cache.minFree", setSize(&c.Cache.MinFree)},
+		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", setDuration(&c.Cache.InactiveTime)},
+		{"VERIFY_SSL", "upstream.verifySSL", setBool(&u.VerifySSL)},
+		{"FORCE_UPSTREAM_HTTP_1_1", "upstream.forceHTTP11", setBool(&u.ForceHTTP11)},
+		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", setDuration(&u.ConnectTimeout)},
+		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", setDuration(&u.ReadTimeout)},
+		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", setDuration(&u.SendTimeout)},
+		{"FILL_TIMEOUT", "fillTimeout", setDuration(&c.FillTimeout)},
+		{"OUTAGE_HOLD", "outageHold", setDuration(&c.OutageHold)},
+		{"SHUTDOWN_GRACE", "shutdownGrace", setDuration(&c.ShutdownGrace)},
+		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", setBool(&c.ProxyRequestBuffering)},
+		{"SEND_TIMEOUT", "client.sendTimeout", setDuration(&c.Client.SendTimeout)},
+		{"CLIENT_BODY_TIMEOUT", "client.bodyTimeout", setDuration(&c.Client.BodyTimeout)},
+		{"CLIENT_HEADER_TIMEOUT", "client.headerTimeout", setDuration(&c.Client.HeaderTimeout)},
+		{"KEEPALIVE_TIMEOUT", "client.keepaliveTimeout", setDuration(&c.Client.KeepaliveTimeout)},
+		{"PROXY_CONNECT_CONNECT_TIMEOUT", "connect.connectTimeout", setDuration(&c.Connect.ConnectTimeout)},
+		{"PROXY_CONNECT_READ_TIMEOUT", "connect.readTimeout", setDuration(&c.Connect.ReadTimeout)},
+		{"PROXY_CONNECT_SEND_TIMEOUT", "connect.sendTimeout", setDuration(&c.Connect.SendTimeout)},
+		{"DOCKER_CONFIG_FILE", "dockerConfig", setString(&c.DockerConfig)},
+		{"DEFAULT_ACCESS_MODE", "defaultAccessMode", setString(&c.DefaultAccessMode)},
+		{"ALLOW_OWN_AUTH", "allowOwnAuth", setBool(&c.AllowOwnAuth)},
+		{"ALLOW_PUSH_WITH_OWN_AUTH", "allowPushWithOwnAuth", setBool(&c.AllowPushWithOwnAuth)},
+		{"HTPASSWD", "clientAuth.htpasswd", setString(&c.ClientAuth.Htpasswd)},
+	}
+}
+
+// The setters of envSettings: each parses a variable's value into *p.
+
+func setString(p *string) func(string) error {
+	return func(s string) error { *p = s; return nil }
+}
+
+func setBool(p *bool) func(string) error {
+	return func(s string) error {
+		v, err := parseBool(s)
+		if err != nil {
+			return err
+		}
+		*p = v
+		return nil
+	}
+}
+
+func setInt(p *int) func(string) error {
+	return func(s string) error {
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return errors.New("not a whole number")
+		}
+		*p = v
+		return nil
+	}
+}
+
+func setDuration(p *Duration) func(string) error {
+	return func(s string) error {
+		v, err := ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = Duration(v)
+		return nil
+	}
+}
+
+func setSize(p *Size) func(string) error {
+	return func(s string) error {
+		v, err := ParseSize(s)
+		if err != nil {
+			return err
+		}
+		*p = Size(v)
+		return nil
+	}
 }
 
 // applyAuthRegistries reads AUTH_REGISTRIES with its two delimiter

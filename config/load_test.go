@@ -13,6 +13,7 @@ import (
 )
 
 func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
 	c, err := Load(nil, envMap(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +59,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"storage", c.Storage, map[string]map[string]any{"filesystem": {"rootdirectory": c.CacheDir}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if !reflect.DeepEqual(tc.got, tc.want) {
 				t.Errorf("got %#v, want %#v", tc.got, tc.want)
 			}
@@ -67,6 +69,7 @@ func TestLoadDefaults(t *testing.T) {
 
 // TestLoadPrecedence checks default < file < env < flag for a few settings.
 func TestLoadPrecedence(t *testing.T) {
+	t.Parallel()
 	file := writeFile(t, "c.yml", `
 listen: ":4000"
 cacheDir: /file/cache
@@ -101,6 +104,7 @@ registries:
 		{"--config over CONFIG_FILE", []string{"--config", file}, map[string]string{"CONFIG_FILE": "/nonexistent"}, ":4000", "/file/cache", true, []string{"a.example"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c, err := Load(tc.args, envMap(tc.env))
 			if err != nil {
 				t.Fatal(err)
@@ -125,6 +129,7 @@ registries:
 }
 
 func TestLoadEnv(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{
 		"ENABLE_MANIFEST_CACHE":          "YES",
 		"MANIFEST_CACHE_PRIMARY_REGEX":   "(main)",
@@ -181,6 +186,7 @@ func TestLoadEnv(t *testing.T) {
 		{"upstreams without Docker Hub", len(c.Upstreams()), 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if !reflect.DeepEqual(tc.got, tc.want) {
 				t.Errorf("got %+v\nwant %+v", tc.got, tc.want)
 			}
@@ -189,6 +195,7 @@ func TestLoadEnv(t *testing.T) {
 }
 
 func TestLoadRegistriesMerge(t *testing.T) {
+	t.Parallel()
 	file := writeFile(t, "c.yml", `
 registries:
   - host: registry.local:5000
@@ -213,6 +220,7 @@ registries:
 		{"host with :443 is the same registry", nil, map[string]string{"REGISTRIES": "quay.io quay.io:443"}, []string{"quay.io"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c, err := Load(tc.args, envMap(tc.env))
 			if err != nil {
 				t.Fatal(err)
@@ -237,8 +245,10 @@ registries:
 }
 
 func TestLoadDockerHubAliases(t *testing.T) {
+	t.Parallel()
 	for _, alias := range []string{"docker.io", "index.docker.io", "registry-1.docker.io", "Registry-1.Docker.IO"} {
 		t.Run("REGISTRIES "+alias, func(t *testing.T) {
+			t.Parallel()
 			c, err := Load(nil, envMap(map[string]string{"REGISTRIES": "quay.io " + alias + " docker.io"}))
 			if err != nil {
 				t.Fatal(err)
@@ -254,6 +264,7 @@ func TestLoadDockerHubAliases(t *testing.T) {
 			}
 		})
 		t.Run("YAML "+alias+" keeps its credentials", func(t *testing.T) {
+			t.Parallel()
 			file := writeFile(t, "c.yml", "registries:\n  - host: "+alias+"\n    username: me\n    password: pat\n    endpoint: https://mirror.example\n")
 			c, err := Load(nil, envMap(map[string]string{"CONFIG_FILE": file, "REGISTRIES": "index.docker.io docker.io"}))
 			if err != nil {
@@ -269,16 +280,19 @@ func TestLoadDockerHubAliases(t *testing.T) {
 		})
 	}
 	t.Run("YAML docker.io twice is a duplicate", func(t *testing.T) {
+		t.Parallel()
 		file := writeFile(t, "c.yml", "registries:\n  - host: docker.io\n  - host: index.docker.io\n")
 		_, err := Load(nil, envMap(map[string]string{"CONFIG_FILE": file}))
 		wantKeyError(t, err, "registries[1].host",
 			`registries[1].host: invalid value "index.docker.io": duplicate registry (already given by registries[0].host)`)
 	})
 	t.Run("listed while turned off", func(t *testing.T) {
+		t.Parallel()
 		_, err := Load([]string{"--no-docker-hub"}, envMap(map[string]string{"REGISTRIES": "docker.io"}))
-		wantKeyError(t, err, "REGISTRIES", `REGISTRIES: invalid value "docker.io": Docker Hub is turned off by --no-docker-hub`)
+		wantKeyError(t, err, "REGISTRIES", `REGISTRIES: invalid value "docker.io": listed, but Docker Hub is turned off by --no-docker-hub`)
 	})
 	t.Run("Upstreams adds Docker Hub", func(t *testing.T) {
+		t.Parallel()
 		c, err := Load(nil, envMap(nil))
 		if err != nil {
 			t.Fatal(err)
@@ -291,6 +305,7 @@ func TestLoadDockerHubAliases(t *testing.T) {
 }
 
 func TestLoadHelpAndArgs(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -303,6 +318,7 @@ func TestLoadHelpAndArgs(t *testing.T) {
 		{"positional argument", []string{"serve"}, `unexpected argument "serve"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := Load(tc.args, envMap(nil))
 			if tc.want == "" {
 				if !errors.Is(err, pflag.ErrHelp) {
@@ -316,6 +332,7 @@ func TestLoadHelpAndArgs(t *testing.T) {
 		})
 	}
 	t.Run("usage", func(t *testing.T) {
+		t.Parallel()
 		u := Usage()
 		for _, f := range []string{"--config", "--listen", "--cache-dir", "--ca-dir", "--log-format", "--debug", "--no-docker-hub", "--allow-push", "--registries", "CACHE_DIRECTORY"} {
 			if !strings.Contains(u, f) {

@@ -5,10 +5,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -50,7 +48,7 @@ func (c *Config) validateRegistries() error {
 		}
 		hosts[canon] = key("host")
 		if canon == DockerHubHost && !c.DockerHub {
-			return &KeyError{Key: key("host"), Value: r.Host, Err: fmt.Errorf("Docker Hub is turned off by %s", c.keyFor("dockerHub"))}
+			return &KeyError{Key: key("host"), Value: r.Host, Err: fmt.Errorf("listed, but Docker Hub is turned off by %s", c.keyFor("dockerHub"))}
 		}
 		r.Host = canon
 
@@ -152,13 +150,18 @@ func isDNSName(s string) bool {
 			return false
 		}
 		for i := 0; i < len(label); i++ {
-			ch := label[i]
-			if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-') {
+			if !isLabelByte(label[i]) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// isLabelByte reports whether c may appear in a DNS label: a letter, a
+// digit or '-'.
+func isLabelByte(c byte) bool {
+	return isLetter(c) || c >= '0' && c <= '9' || c == '-'
 }
 
 func checkNamespace(ns string) error {
@@ -203,12 +206,8 @@ func checkEndpoint(s string) (string, error) {
 
 // checkCAFile requires a readable file of one or more PEM certificates.
 func checkCAFile(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readSetting(path)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
 		return err
 	}
 	n := 0

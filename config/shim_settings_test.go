@@ -9,6 +9,7 @@ import (
 )
 
 func TestShimSettings(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	env := func(m map[string]string) func(string) string {
 		m["CACHE_DIRECTORY"] = dir
@@ -42,6 +43,7 @@ func TestShimSettings(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := filepath.Join(t.TempDir(), "c.yml")
 			if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
 				t.Fatal(err)

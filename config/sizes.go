@@ -88,7 +88,3 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	*s = Size(v)
 	return nil
 }
-
-// MarshalYAML writes the size in nginx syntax, so that a dumped Config loads
-// again.
-func (s Size) MarshalYAML() (any, error) { return s.String(), nil }

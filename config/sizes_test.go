@@ -9,6 +9,7 @@ import (
 )
 
 func TestParseSize(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		in   string
@@ -27,6 +28,7 @@ func TestParseSize(t *testing.T) {
 		{"surrounding space", " 1g ", 1 << 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := ParseSize(tc.in)
 			if err != nil || got != tc.want {
 				t.Fatalf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
@@ -36,6 +38,7 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestParseSizeErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, in, reason string
 	}{
@@ -49,6 +52,7 @@ func TestParseSizeErrors(t *testing.T) {
 		{"overflow in unit", "9000000t", "out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := ParseSize(tc.in)
 			var ve *ValueError
 			if !errors.As(err, &ve) || ve.Kind != "size" || !strings.Contains(ve.Reason, tc.reason) {
@@ -59,6 +63,7 @@ func TestParseSizeErrors(t *testing.T) {
 }
 
 func TestSizeString(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		n    int64
@@ -71,6 +76,7 @@ func TestSizeString(t *testing.T) {
 		{"tera", 1 << 40, "1t"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if got := Size(tc.n).String(); got != tc.want {
 				t.Errorf("String() = %q, want %q", got, tc.want)
 			}
@@ -82,6 +88,7 @@ func TestSizeString(t *testing.T) {
 }
 
 func TestSizeYAML(t *testing.T) {
+	t.Parallel()
 	var v struct {
 		S Size `yaml:"s"`
 	}

@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// StorageDrivers are the storage driver names Validate accepts; the caller
+// storageDrivers are the storage driver names Validate accepts; the caller
 // registers (imports) the drivers themselves.
-var StorageDrivers = []string{"filesystem", "inmemory", "s3", "gcs", "azure"}
+var storageDrivers = []string{"filesystem", "inmemory", "s3", "gcs", "azure"}
 
 // StorageDriver returns the configured driver's name and parameters, for
 // distribution's factory.Create. Call it after Validate.
@@ -46,19 +46,19 @@ func (c *Config) validateStorage() error {
 	}
 	sort.Strings(names)
 	if len(names) == 0 {
-		return &KeyError{Key: key, Err: noValue(fmt.Errorf("no driver; want one of %s", strings.Join(StorageDrivers, ", ")))}
+		return &KeyError{Key: key, Err: noValue(fmt.Errorf("no driver; want one of %s", strings.Join(storageDrivers, ", ")))}
 	}
 	if len(names) != 1 {
 		return &KeyError{Key: key, Value: strings.Join(names, ", "),
-			Err: fmt.Errorf("want exactly one driver of %s", strings.Join(StorageDrivers, ", "))}
+			Err: fmt.Errorf("want exactly one driver of %s", strings.Join(storageDrivers, ", "))}
 	}
 	name := names[0]
 	known := false
-	for _, d := range StorageDrivers {
+	for _, d := range storageDrivers {
 		known = known || d == name
 	}
 	if !known {
-		return &KeyError{Key: key, Value: name, Err: fmt.Errorf("unknown driver; want one of %s", strings.Join(StorageDrivers, ", "))}
+		return &KeyError{Key: key, Value: name, Err: fmt.Errorf("unknown driver; want one of %s", strings.Join(storageDrivers, ", "))}
 	}
 	if name != "filesystem" {
 		return nil

@@ -6,6 +6,7 @@ import (
 )
 
 func TestTTLDefaultTiers(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	c.ManifestCache.Enabled = true
 	c.CacheDir, c.CADir = t.TempDir(), t.TempDir()
@@ -37,6 +38,7 @@ func TestTTLDefaultTiers(t *testing.T) {
 		{"v10", false, false, time.Hour, "two digits are not enough"},
 	} {
 		t.Run(tc.tag, func(t *testing.T) {
+			t.Parallel()
 			if got := m.Primary.MatchString(tc.tag); got != tc.primary {
 				t.Errorf("primary match = %v, want %v (%s)", got, tc.primary, tc.explanation)
 			}
@@ -51,6 +53,7 @@ func TestTTLDefaultTiers(t *testing.T) {
 }
 
 func TestTTL(t *testing.T) {
+	t.Parallel()
 	base := Default().ManifestCache
 	for _, tc := range []struct {
 		name   string
@@ -65,6 +68,7 @@ func TestTTL(t *testing.T) {
 		{"custom secondary anchored", func(m *ManifestCache) { m.SecondaryRegex = `v\d` }, "xv2", time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			m := base
 			m.Enabled = true
 			tc.modify(&m)

@@ -37,6 +37,7 @@ func testCAFile(t *testing.T) string {
 // TestLoadErrors checks that every error is one line naming the key as the
 // user wrote it, and the bad value.
 func TestLoadErrors(t *testing.T) {
+	t.Parallel()
 	notPEM := writeFile(t, "bad.pem", "hello\n")
 	for _, tc := range []struct {
 		name string
@@ -212,6 +213,7 @@ func TestLoadErrors(t *testing.T) {
 			want: `cache.maxSize: invalid value "0": must be positive`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			env := map[string]string{}
 			for k, v := range tc.env {
 				env[k] = v
@@ -247,6 +249,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestValidateNormalizes(t *testing.T) {
+	t.Parallel()
 	ca := testCAFile(t)
 	file := writeFile(t, "c.yml", `
 registries:
@@ -282,11 +285,13 @@ storage:
 		{"rootdirectory from cacheDir", c.Storage["filesystem"]["rootdirectory"].(string), "/c"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if tc.got != tc.want {
 				t.Errorf("got %q, want %q", tc.got, tc.want)
 			}
 		})
 	}
+	// The two below share c (Validate writes it): they run in order.
 	t.Run("idempotent", func(t *testing.T) {
 		if err := c.Validate(); err != nil {
 			t.Fatal(err)
@@ -304,6 +309,7 @@ storage:
 }
 
 func TestValidateStorage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		yaml string
@@ -319,6 +325,7 @@ func TestValidateStorage(t *testing.T) {
 			map[string]map[string]any{"s3": {"bucket": "b", "forcepathstyle": true, "secure": false}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			file := writeFile(t, "c.yml", tc.yaml)
 			c, err := Load([]string{"--cache-dir", "/c"}, envMap(map[string]string{"CONFIG_FILE": file}))
 			if err != nil {
@@ -332,6 +339,7 @@ func TestValidateStorage(t *testing.T) {
 }
 
 func TestValidateHandBuilt(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	c.Registries = []Registry{{Host: "reg.example", Endpoint: "ftp://x"}}
 	c.CacheDir, c.CADir = "/c", "/ca"

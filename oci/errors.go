@@ -126,6 +126,14 @@ func EnvelopeFor(err error) (int, []byte) {
 	if !errors.As(err, &oe) {
 		oe = &Error{Status: http.StatusInternalServerError, Code: CodeUnknown, Message: "internal error"}
 	}
-	body, _ := json.Marshal(Envelope{Errors: []EnvelopeError{{Code: oe.Code, Message: oe.Message}}})
+	body, err := json.Marshal(Envelope{Errors: []EnvelopeError{{Code: oe.Code, Message: oe.Message}}})
+	if err != nil {
+		// Two strings always marshal; should that ever change, the client
+		// still gets a valid envelope.
+		return http.StatusInternalServerError, []byte(internalErrorBody)
+	}
 	return oe.Status, body
 }
+
+// internalErrorBody is the envelope of an error that cannot be presented.
+const internalErrorBody = `{"errors":[{"code":"` + CodeUnknown + `","message":"internal error"}]}`

@@ -22,6 +22,7 @@ func configured(name string) (string, bool) {
 }
 
 func TestResolve(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, path, ns string
 		upstream, repo string
@@ -55,6 +56,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := Resolve(tc.path, tc.ns, configured)
 			if tc.status != 0 {
 				if err == nil {
@@ -76,6 +78,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestParseReference(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		in      string
 		tag     string
@@ -95,6 +98,7 @@ func TestParseReference(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
+			t.Parallel()
 			ref, err := ParseReference(tc.in)
 			if tc.invalid {
 				if err == nil || StatusOf(err) != http.StatusBadRequest {
@@ -110,6 +114,7 @@ func TestParseReference(t *testing.T) {
 }
 
 func TestAcceptsAndMediaTypes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		accept []string
@@ -126,6 +131,7 @@ func TestAcceptsAndMediaTypes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if got := Accepts(tc.accept, tc.mt); got != tc.want {
 				t.Fatalf("Accepts(%q, %s) = %v", tc.accept, tc.mt, got)
 			}
@@ -143,6 +149,7 @@ func TestAcceptsAndMediaTypes(t *testing.T) {
 	}
 	for _, tc := range shapes {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if got := ManifestMediaType([]byte(tc.body)); got != tc.want {
 				t.Fatalf("ManifestMediaType = %q, want %q", got, tc.want)
 			}
@@ -151,6 +158,7 @@ func TestAcceptsAndMediaTypes(t *testing.T) {
 }
 
 func TestEnvelopeHidesInternalErrors(t *testing.T) {
+	t.Parallel()
 	status, body := EnvelopeFor(errString("disk /secret/path exploded"))
 	if status != 500 || string(body) != `{"errors":[{"code":"UNKNOWN","message":"internal error"}]}` {
 		t.Fatalf("EnvelopeFor = %d %s", status, body)

@@ -3,7 +3,7 @@ package logx
 import (
 	"bufio"
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,7 +20,9 @@ const (
 	infoKey
 )
 
-// Fixed field names used by every log line (DESIGN.md §4.10).
+// Fixed field names of the proxy's log lines: every package logs the same
+// fact under the same key, so that one query (upstream=quay.io, cache=MISS)
+// finds the access lines and the lines logged while serving them.
 const (
 	FieldUpstream = "upstream"
 	FieldRepo     = "repo"
@@ -88,16 +90,6 @@ func (i *Info) Route() (upstream, repo, ref string) {
 	return i.upstream, i.repo, i.ref
 }
 
-// Cache returns the recorded cache status.
-func (i *Info) Cache() string {
-	if i == nil {
-		return ""
-	}
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.cache
-}
-
 func (i *Info) fields() logrus.Fields {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -147,10 +139,19 @@ func AccessLog(logger *logrus.Logger, next http.Handler) http.Handler {
 
 // AccessLogWith is AccessLog with fields of its own on every line (e.g.
 // the CONNECT target of intercepted requests).
+//
+// The line's path is RedactURI's: query values other than the registry
+// API's harmless parameters never reach the log. The entry in the
+// request's context carries method and path too, so every line logged
+// while serving the request names it.
+//
+// A handler that panics (http.ErrAbortHandler cuts a response short on
+// purpose) still gets its line, with aborted=true; the panic then goes on
+// to net/http, which closes the connection.
 func AccessLogWith(logger *logrus.Logger, fields func(*http.Request) logrus.Fields, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		entry := logrus.NewEntry(logger).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.RequestURI()})
+		entry := logrus.NewEntry(logger).WithFields(logrus.Fields{"method": r.Method, "path": RedactURI(r.URL)})
 		if fields != nil {
 			entry = entry.WithFields(fields(r))
 		}
@@ -165,7 +166,6 @@ func AccessLogWith(logger *logrus.Logger, fields func(*http.Request) logrus.Fiel
 			fields["remote"] = r.RemoteAddr
 			e := entry.WithFields(fields)
 			if p := recover(); p != nil {
-				// http.ErrAbortHandler cuts a response short on purpose.
 				e.WithField("aborted", true).Info("request")
 				panic(p)
 			}
@@ -184,13 +184,17 @@ type responseWriter struct {
 	wroteHeader bool
 }
 
+// WriteHeader records the response's status: the first final one, so an
+// informational header (103 Early Hints) sent before it does not count.
 func (w *responseWriter) WriteHeader(code int) {
-	if !w.wroteHeader {
+	informational := code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+	if !w.wroteHeader && !informational {
 		w.status, w.wroteHeader = code, true
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write counts the body bytes sent.
 func (w *responseWriter) Write(p []byte) (int, error) {
 	w.wroteHeader = true
 	n, err := w.ResponseWriter.Write(p)
@@ -223,7 +227,7 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
 		return h.Hijack()
 	}
-	return nil, nil, errors.New("logx: hijack not supported")
+	return nil, nil, fmt.Errorf("logx: hijacking the connection: %w", http.ErrNotSupported)
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

@@ -26,7 +26,7 @@ const (
 	NameEvictedBytes       = "crp_evicted_bytes_total"
 	NameCacheBytes         = "crp_cache_bytes"
 	NameCacheObjects       = "crp_cache_objects"
-	NameTokenRequests      = "crp_token_requests_total"
+	NameTokenRequests      = "crp_token_requests_total" //nolint:gosec // G101: a metric name that says "token", not a credential
 	NameTunnelsOpen        = "crp_tunnels_open"
 	NameConnects           = "crp_connect_total"
 	NameRateLimitLimit     = "crp_ratelimit_limit"

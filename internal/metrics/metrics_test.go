@@ -46,6 +46,7 @@ func family(t *testing.T, m *Metrics, name string) []map[string]any {
 }
 
 func TestAnsweredCountsRequestsAndBytesBySource(t *testing.T) {
+	t.Parallel()
 	m := New(Options{})
 	m.Answered("docker.io", KindTag, "MISS", 100)
 	m.Answered("docker.io", KindBlob, "hit", 1000)
@@ -71,6 +72,7 @@ func TestAnsweredCountsRequestsAndBytesBySource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := testutil.ToFloat64(tt.c); got != tt.want {
 				t.Fatalf("= %v, want %v", got, tt.want)
 			}
@@ -79,6 +81,7 @@ func TestAnsweredCountsRequestsAndBytesBySource(t *testing.T) {
 }
 
 func TestSource(t *testing.T) {
+	t.Parallel()
 	for cache, want := range map[string]string{
 		"hit": SourceCache, "HIT": SourceCache, "stale": SourceCache, "revalidated": SourceCache,
 		"miss": SourceUpstream, "pass": SourceUpstream,
@@ -90,6 +93,7 @@ func TestSource(t *testing.T) {
 }
 
 func TestAddUpstreamCreatesZeroSeries(t *testing.T) {
+	t.Parallel()
 	m := New(Options{})
 	m.AddUpstream("registry.local:5000")
 	if n := len(family(t, m, NameRequests)); n != len(kinds)*len(cacheStatuses) {
@@ -112,6 +116,7 @@ func TestAddUpstreamCreatesZeroSeries(t *testing.T) {
 }
 
 func TestFillsRateLimitsEvictionsTunnels(t *testing.T) {
+	t.Parallel()
 	m := New(Options{})
 	m.FillStarted("docker.io")
 	m.FillStarted("docker.io")
@@ -149,6 +154,7 @@ func TestFillsRateLimitsEvictionsTunnels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := testutil.ToFloat64(tt.c); got != tt.want {
 				t.Fatalf("= %v, want %v", got, tt.want)
 			}
@@ -164,6 +170,7 @@ func TestFillsRateLimitsEvictionsTunnels(t *testing.T) {
 }
 
 func TestScrapeTimeSources(t *testing.T) {
+	t.Parallel()
 	var tokens atomic.Int64
 	m := New(Options{TokenRequests: tokens.Load})
 	tokens.Store(7)
@@ -187,12 +194,17 @@ func TestScrapeTimeSources(t *testing.T) {
 }
 
 func TestHandlerServesOwnRegistryOnly(t *testing.T) {
+	t.Parallel()
 	a, b := New(Options{}), New(Options{}) // no clash: nothing global
 	a.AddUpstream("docker.io")
 	a.Answered("docker.io", KindBlob, "hit", 3)
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,14 @@
 package status
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -40,6 +42,7 @@ type pageData struct {
 	Fills                              []fillRow
 	CacheBytes, CacheObjects, MaxSize  int64
 	CachePct                           float64
+	UsageUnknown                       bool
 	Repos                              []repoRow
 	RegistriesConf, HostsToml, Daemon  string
 	Systemd, CACert, Containerd, Setup string
@@ -65,9 +68,31 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
+// collect reads every figure of the page. Sources that fail are logged
+// and shown as unknown; the page is rendered regardless.
 func (p *Page) collect(r *http.Request) pageData {
+	ctx := r.Context()
 	now := p.src.Now()
 	d := pageData{Version: p.src.Version, Address: r.Host, Generated: now.UTC().Format(time.RFC3339), MaxSize: p.src.MaxSize}
+	p.traffic(ctx, &d)
+	d.Fills = p.fills(now)
+	p.usage(ctx, &d)
+	d.Repos = p.topRepos(reposShown)
+	p.snippets(&d)
+	return d
+}
+
+// traffic fills in the request and byte totals and the per-upstream rows
+// from the crp_* metrics.
+func (p *Page) traffic(ctx context.Context, d *pageData) {
+	if p.src.Gatherer == nil {
+		return
+	}
+	fams, err := p.src.Gatherer.Gather()
+	if err != nil {
+		// Gather returns what it could read beside the error: show that.
+		logx.From(ctx).WithError(err).Warn("status page: some metrics could not be read")
+	}
 	ups := map[string]*upstreamRow{}
 	row := func(name string) *upstreamRow {
 		if ups[name] == nil {
@@ -75,34 +100,9 @@ func (p *Page) collect(r *http.Request) pageData {
 		}
 		return ups[name]
 	}
-	if p.src.Gatherer != nil {
-		fams, _ := p.src.Gatherer.Gather()
-		for _, f := range fams {
-			for _, m := range f.GetMetric() {
-				up, v := label(m, "upstream"), value(m)
-				switch f.GetName() {
-				case "crp_requests_total":
-					d.Requests += v
-					row(up).Requests += v
-					if label(m, "cache") == "hit" {
-						d.Hits += v
-						row(up).Hits += v
-					}
-				case "crp_served_bytes_total":
-					if label(m, "source") == "cache" {
-						d.FromCache += v
-						row(up).Served += v
-					} else {
-						d.FromUpstream += v
-					}
-				case "crp_upstream_bytes_total":
-					row(up).Fetched += v
-				case "crp_ratelimit_remaining":
-					row(up).HasRate, row(up).Remaining = true, v
-				case "crp_ratelimit_limit":
-					row(up).Limit = v
-				}
-			}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			d.add(f.GetName(), m, row)
 		}
 	}
 	if d.Requests > 0 {
@@ -115,38 +115,93 @@ func (p *Page) collect(r *http.Request) pageData {
 		d.Upstreams = append(d.Upstreams, *u)
 	}
 	sort.Slice(d.Upstreams, func(i, j int) bool { return d.Upstreams[i].Name < d.Upstreams[j].Name })
-	if p.src.Fills != nil {
-		for _, f := range p.src.Fills() {
-			fr := fillRow{Digest: short(f.Digest), Upstream: f.Upstream, Repo: f.Repo, Written: f.Written, Size: f.Size, Clients: f.Clients,
-				Age: now.Sub(f.Started).Round(time.Second).String()}
-			if f.Size > 0 {
-				fr.Pct = 100 * float64(f.Written) / float64(f.Size)
-			}
-			d.Fills = append(d.Fills, fr)
+}
+
+// add counts one sample of the metric family named family into the
+// totals and into its upstream's row.
+func (d *pageData) add(family string, m *dto.Metric, row func(upstream string) *upstreamRow) {
+	up, v := label(m, "upstream"), value(m)
+	switch family {
+	case "crp_requests_total":
+		d.Requests += v
+		row(up).Requests += v
+		if label(m, "cache") == "hit" {
+			d.Hits += v
+			row(up).Hits += v
 		}
-	}
-	if p.src.Usage != nil {
-		d.CacheBytes, d.CacheObjects, _ = p.src.Usage(r.Context())
-		if d.MaxSize > 0 {
-			d.CachePct = 100 * float64(d.CacheBytes) / float64(d.MaxSize)
+	case "crp_served_bytes_total":
+		if label(m, "source") == "cache" {
+			d.FromCache += v
+			row(up).Served += v
+		} else {
+			d.FromUpstream += v
 		}
+	case "crp_upstream_bytes_total":
+		row(up).Fetched += v
+	case "crp_ratelimit_remaining":
+		row(up).HasRate, row(up).Remaining = true, v
+	case "crp_ratelimit_limit":
+		row(up).Limit = v
 	}
+}
+
+// fills lists the fills in flight with their progress and age at now.
+func (p *Page) fills(now time.Time) []fillRow {
+	if p.src.Fills == nil {
+		return nil
+	}
+	var out []fillRow
+	for _, f := range p.src.Fills() {
+		fr := fillRow{Digest: short(f.Digest), Upstream: f.Upstream, Repo: f.Repo, Written: f.Written, Size: f.Size, Clients: f.Clients,
+			Age: now.Sub(f.Started).Round(time.Second).String()}
+		if f.Size > 0 {
+			fr.Pct = 100 * float64(f.Written) / float64(f.Size)
+		}
+		out = append(out, fr)
+	}
+	return out
+}
+
+// usage fills in the cache's stored bytes and objects; when the index
+// cannot say, the page shows them as unknown rather than as an empty
+// cache.
+func (p *Page) usage(ctx context.Context, d *pageData) {
+	if p.src.Usage == nil {
+		return
+	}
+	bytes, objects, err := p.src.Usage(ctx)
+	if err != nil {
+		logx.From(ctx).WithError(err).Warn("status page: cache usage unknown")
+		d.UsageUnknown = true
+		return
+	}
+	d.CacheBytes, d.CacheObjects = bytes, objects
+	if d.MaxSize > 0 {
+		d.CachePct = 100 * float64(d.CacheBytes) / float64(d.MaxSize)
+	}
+}
+
+// reposShown is how many repositories the page lists.
+const reposShown = 10
+
+// topRepos returns the n most pulled repositories, most pulled first.
+func (p *Page) topRepos(n int) []repoRow {
 	p.mu.Lock()
+	out := make([]repoRow, 0, len(p.pulls))
 	for k, v := range p.pulls {
-		d.Repos = append(d.Repos, repoRow{k, v})
+		out = append(out, repoRow{k, v})
 	}
 	p.mu.Unlock()
-	sort.Slice(d.Repos, func(i, j int) bool {
-		if d.Repos[i].Pulls != d.Repos[j].Pulls {
-			return d.Repos[i].Pulls > d.Repos[j].Pulls
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pulls != out[j].Pulls {
+			return out[i].Pulls > out[j].Pulls
 		}
-		return d.Repos[i].Name < d.Repos[j].Name
+		return out[i].Name < out[j].Name
 	})
-	if len(d.Repos) > 10 {
-		d.Repos = d.Repos[:10]
+	if len(out) > n {
+		out = out[:n]
 	}
-	p.snippets(&d)
-	return d
+	return out
 }
 
 func short(dg string) string {

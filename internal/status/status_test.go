@@ -2,6 +2,8 @@ package status
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -13,9 +15,11 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 func TestStatusPage(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_requests_total"}, []string{"upstream", "kind", "cache"})
 	served := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_served_bytes_total"}, []string{"upstream", "source"})
@@ -50,10 +54,10 @@ func TestStatusPage(t *testing.T) {
 	quiet.SetOutput(io.Discard)
 	tracked := logx.AccessLog(quiet, p.Track(mirror))
 	for range 2 {
-		tracked.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v2/library/alpine/manifests/3.20", nil))
+		tracked.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v2/library/alpine/manifests/3.20", nil))
 	}
 	get := func(accept string) (string, string) {
-		r := httptest.NewRequest("GET", "http://proxy.example:3128/", nil)
+		r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "http://proxy.example:3128/", nil)
 		r.Host = "proxy.example:3128"
 		r.Header.Set("Accept", accept)
 		w := httptest.NewRecorder()
@@ -85,5 +89,60 @@ func TestStatusPage(t *testing.T) {
 		if strings.Contains(body, bad) {
 			t.Errorf("page contains %q: it must make no outside request", bad)
 		}
+	}
+}
+
+// failingCollector is a metrics source that cannot be read.
+type failingCollector struct{ desc *prometheus.Desc }
+
+func (c failingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c failingCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.NewInvalidMetric(c.desc, errors.New("source gone"))
+}
+
+// TestStatusPageWithFailingSources: when the cache index or a metric
+// cannot be read, the page still renders what it has, shows the cache
+// usage as unknown (not as an empty cache) and the operator finds why in
+// the log.
+func TestStatusPageWithFailingSources(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crp_requests_total"}, []string{"upstream", "kind", "cache"})
+	reg.MustRegister(req, failingCollector{prometheus.NewDesc("crp_broken", "a metric that fails", nil, nil)})
+	req.WithLabelValues("quay.io", "blob", "hit").Add(2)
+	p := New(Source{
+		Gatherer: reg,
+		Usage:    func(context.Context) (int64, int64, error) { return 0, 0, errors.New("index closed") },
+		MaxSize:  32 << 30,
+		Version:  "test",
+	})
+	logger, hook := logtest.NewNullLogger()
+	r := httptest.NewRequestWithContext(logx.WithEntry(t.Context(), logrus.NewEntry(logger)), http.MethodGet, "http://proxy.example:3128/", nil)
+	r.Header.Set("Accept", "text/html")
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r)
+	res := w.Result()
+	body, _ := io.ReadAll(res.Body)
+	page := html.UnescapeString(string(body))
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("status %d, Content-Type %q; want the page", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{`id="cache-usage">unknown`, "the cache index did not answer", `id="hits">2</span>`, "<td>quay.io</td>"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, `id="cache-usage">0 B`) {
+		t.Error("page shows an empty cache for a usage it could not read")
+	}
+	var logged []string
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel {
+			logged = append(logged, fmt.Sprint(e.Data[logrus.ErrorKey]))
+		}
+	}
+	if got := strings.Join(logged, "; "); !strings.Contains(got, "index closed") || !strings.Contains(got, "source gone") {
+		t.Errorf("warnings logged: %q; want the usage's and the metric's errors", got)
 	}
 }
