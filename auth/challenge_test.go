@@ -7,6 +7,7 @@ import (
 )
 
 func TestParseChallenges(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		values []string
@@ -95,6 +96,7 @@ func TestParseChallenges(t *testing.T) {
 }
 
 func TestParseChallengesBounded(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		value string
@@ -134,6 +136,7 @@ func TestParseChallengesBounded(t *testing.T) {
 }
 
 func TestChallengeScopes(t *testing.T) {
+	t.Parallel()
 	c := ParseChallenges([]string{`Bearer realm="r",scope="repository:a:pull repository:b:pull"`})[0]
 	if got := c.Scopes(); !reflect.DeepEqual(got, []string{"repository:a:pull", "repository:b:pull"}) {
 		t.Fatalf("Scopes() = %q", got)

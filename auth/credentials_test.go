@@ -7,6 +7,7 @@ import (
 )
 
 func TestCredentials(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		c        Credentials

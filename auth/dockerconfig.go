@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -134,11 +135,15 @@ func helperServerURLs(host string) []string {
 // jsonErrorWithoutContent keeps json's error category without any quoted
 // input (a syntax error may quote a character of a secret).
 func jsonErrorWithoutContent(err error) string {
-	switch e := err.(type) {
-	case *json.SyntaxError:
-		return fmt.Sprintf("JSON syntax error at byte %d", e.Offset)
-	case *json.UnmarshalTypeError:
-		return fmt.Sprintf("field %s has the wrong type (%s)", e.Field, e.Value)
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("JSON syntax error at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s has the wrong type (%s)", typ.Field, typ.Value)
 	}
 	return "malformed JSON"
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/internal/flight"
 )
 
 // Defaults of credential helper runs.
@@ -40,50 +42,41 @@ type helperResult struct {
 	fetched time.Time
 }
 
-// helperCall is one helper lookup in flight; waiters block on done.
-type helperCall struct {
-	done chan struct{}
-	res  helperResult
-}
-
 // helpers runs docker-credential-<name> helpers and caches their answers
 // per host, one run per host at a time.
 type helpers struct {
-	ttl, timeout time.Duration
-	now          func() time.Time
-	runs         func() // test hook: called for every helper process
+	ttl    time.Duration
+	now    func() time.Time
+	flight *flight.Group[helperResult] // helper runs in flight, by helper and host
 
-	mu       sync.Mutex
-	cache    map[string]helperResult
-	inflight map[string]*helperCall
+	mu    sync.Mutex
+	cache map[string]helperResult
 }
 
+// newHelpers returns an empty helper cache; timeout bounds one lookup
+// (every server form of a host it tries).
 func newHelpers(ttl, timeout time.Duration, now func() time.Time) *helpers {
-	return &helpers{ttl: ttl, timeout: timeout, now: now, cache: map[string]helperResult{}, inflight: map[string]*helperCall{}}
+	return &helpers{ttl: ttl, now: now, flight: flight.New[helperResult](timeout), cache: map[string]helperResult{}}
 }
 
 // get returns the credentials helper name holds for host, from the cache
-// when fresh.
+// when fresh. Concurrent lookups of one host share one helper run, which
+// goes on when the caller that started it hangs up; each caller waits on
+// its own ctx.
 func (h *helpers) get(ctx context.Context, name, host string) (Credentials, bool, error) {
 	h.mu.Lock()
-	if r, ok := h.cache[host]; ok && h.fresh(r) {
-		h.mu.Unlock()
+	r, ok := h.cache[host]
+	h.mu.Unlock()
+	if ok && h.fresh(r) {
 		return r.creds, r.found, r.err
 	}
-	call, ok := h.inflight[host]
-	if !ok {
-		call = &helperCall{done: make(chan struct{})}
-		h.inflight[host] = call
-		// Detached: other requests may wait for the same answer.
-		go h.fetch(context.WithoutCancel(ctx), name, host, call)
+	r, err := h.flight.Do(ctx, name+"\x00"+host, func(fctx context.Context) (helperResult, error) {
+		return h.fetch(fctx, name, host), nil
+	})
+	if err != nil { // only the caller's ctx ending: fetch reports in r.err
+		return Credentials{}, false, fmt.Errorf("%w: docker-credential-%s for %s: %w", ErrHelper, name, host, err)
 	}
-	h.mu.Unlock()
-	select {
-	case <-call.done:
-		return call.res.creds, call.res.found, call.res.err
-	case <-ctx.Done():
-		return Credentials{}, false, fmt.Errorf("%w: docker-credential-%s for %s: %w", ErrHelper, name, host, ctx.Err())
-	}
+	return r.creds, r.found, r.err
 }
 
 func (h *helpers) fresh(r helperResult) bool {
@@ -95,10 +88,17 @@ func (h *helpers) fresh(r helperResult) bool {
 	return age >= 0 && age < ttl
 }
 
-// fetch runs the helper for each server form of host until one answers.
-func (h *helpers) fetch(ctx context.Context, name, host string, call *helperCall) {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
+// fetch runs the helper for each server form of host until one answers
+// and caches the outcome. An answer cached meanwhile (by a run that ended
+// between the caller's look at the cache and this one's start) is taken
+// as is.
+func (h *helpers) fetch(ctx context.Context, name, host string) helperResult {
+	h.mu.Lock()
+	r, ok := h.cache[host]
+	h.mu.Unlock()
+	if ok && h.fresh(r) {
+		return r
+	}
 	res := helperResult{fetched: h.now()}
 	for _, server := range helperServerURLs(host) {
 		res.creds, res.found, res.err = h.run(ctx, name, server)
@@ -110,20 +110,18 @@ func (h *helpers) fetch(ctx context.Context, name, host string, call *helperCall
 		res.err = fmt.Errorf("%w: docker-credential-%s for %s: %w", ErrHelper, name, host, res.err)
 	}
 	h.mu.Lock()
-	delete(h.inflight, host)
 	h.cache[host] = res
 	h.mu.Unlock()
-	call.res = res
-	close(call.done)
+	return res
 }
 
 // run executes "docker-credential-<name> get" with server on stdin. The
 // error never holds the helper's output: it may contain the secret.
 func (h *helpers) run(ctx context.Context, name, server string) (Credentials, bool, error) {
-	if h.runs != nil {
-		h.runs()
-	}
-	cmd := exec.CommandContext(ctx, "docker-credential-"+name, "get")
+	// name matched helperNameRE when the Docker config was read: no path,
+	// nothing a shell would see; the program is looked up in PATH, as
+	// docker does.
+	cmd := exec.CommandContext(ctx, "docker-credential-"+name, "get") //nolint:gosec // G204: name is validated, see above
 	cmd.Stdin = strings.NewReader(server)
 	stdout := &boundedBuffer{max: maxHelperOutput}
 	cmd.Stdout = stdout

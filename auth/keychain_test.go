@@ -42,7 +42,7 @@ func checkLookups(t *testing.T, k *Keychain, wants []lookupWant) {
 	t.Helper()
 	for _, w := range wants {
 		t.Run(w.host, func(t *testing.T) {
-			got, ok, err := k.Lookup(context.Background(), w.host)
+			got, ok, err := k.Lookup(t.Context(), w.host)
 			if err != nil || ok != w.ok || got != w.want {
 				t.Fatalf("Lookup(%q) = %v, %v, %v; want %v, %v", w.host, got, ok, err, w.want, w.ok)
 			}
@@ -51,6 +51,7 @@ func checkLookups(t *testing.T, k *Keychain, wants []lookupWant) {
 }
 
 func TestKeychainEntries(t *testing.T) {
+	t.Parallel()
 	pw := writeTemp(t, "pw", "from-file\n")
 	crlf := writeTemp(t, "pw2", "crlf\r\n\n")
 	hub := Credentials{Username: "hub", Password: "hubpw"}
@@ -84,6 +85,7 @@ func TestKeychainEntries(t *testing.T) {
 }
 
 func TestKeychainErrors(t *testing.T) {
+	t.Parallel()
 	const secret = "do-not-print-me"
 	badJSON := writeTemp(t, "config.json", `{"auths": {"quay.io": {"auth": "`+secret+`"}}}`)
 	badHelper := writeTemp(t, "config2.json", `{"credHelpers": {"quay.io": "../../bin/sh"}}`)
@@ -117,12 +119,13 @@ func TestKeychainErrors(t *testing.T) {
 // check interval (or at once after Invalidate), not before; a file that
 // vanishes keeps the last password.
 func TestKeychainPasswordFileChange(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	pw := writeTemp(t, "pw", "one\n")
 	k := newKeychain(t, KeychainOptions{Now: clock.Now, Entries: []Entry{{Host: "quay.io", Username: "robot", PasswordFile: pw}}})
 	lookup := func() string {
 		t.Helper()
-		c, ok, err := k.Lookup(context.Background(), "quay.io")
+		c, ok, err := k.Lookup(t.Context(), "quay.io")
 		if err != nil || !ok {
 			t.Fatalf("Lookup: %v %v", ok, err)
 		}
@@ -172,6 +175,7 @@ func TestKeychainPasswordFileChange(t *testing.T) {
 }
 
 func TestKeychainDockerConfigAuths(t *testing.T) {
+	t.Parallel()
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	cfg := writeTemp(t, "config.json", fmt.Sprintf(`{
   "auths": {
@@ -273,7 +277,7 @@ func TestKeychainCredentialHelper(t *testing.T) {
 	clock := newFakeClock()
 	cfg := writeTemp(t, "config.json", `{"credHelpers": {"https://registry.test:5000": "test", "big.test": "test", "slow.test": "test", "broken.test": "test"}, "credsStore": "test"}`)
 	k := newKeychain(t, KeychainOptions{DockerConfig: cfg, Now: clock.Now, HelperTimeout: 2 * time.Second})
-	ctx := context.Background()
+	ctx := t.Context()
 	calls := 0
 	newCalls := func() []string {
 		all := h.callList(t)
@@ -312,7 +316,6 @@ func TestKeychainCredentialHelper(t *testing.T) {
 			host: "registry.test:5000", want: Credentials{Username: IdentityTokenUsername, Password: "refresh-token"}, ok: true, wantCalls: []string{"registry.test:5000"}},
 		{name: "output bounded", host: "big.test", errWant: "more than 65536 bytes", wantCalls: []string{"big.test"}},
 		{name: "failure names the exit status, not the output", host: "broken.test", errWant: "exit status 3", wantCalls: []string{"broken.test"}},
-		{name: "timeout", do: func() { k.helpers.timeout = 200 * time.Millisecond }, host: "slow.test", errWant: "timed out", wantCalls: []string{"slow.test"}},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -345,14 +348,14 @@ func TestKeychainHelperConcurrent(t *testing.T) {
 	cfg := writeTemp(t, "config.json", `{"credHelpers": {"registry.test:5000": "test"}}`)
 	k := newKeychain(t, KeychainOptions{DockerConfig: cfg})
 	var wg sync.WaitGroup
-	errs := make(chan error, 50)
+	errs := make(chan string, 50)
 	for range 50 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, ok, err := k.Lookup(context.Background(), "registry.test:5000")
+			c, ok, err := k.Lookup(t.Context(), "registry.test:5000")
 			if err != nil || !ok || c.Password != "helper-secret-1" {
-				errs <- fmt.Errorf("Lookup = %v %v %v", c, ok, err)
+				errs <- fmt.Sprintf("Lookup = %v %v %v", c, ok, err)
 			}
 		}()
 	}
@@ -363,5 +366,20 @@ func TestKeychainHelperConcurrent(t *testing.T) {
 	}
 	if c := h.callList(t); len(c) != 1 {
 		t.Fatalf("helper ran %d times, want 1: %q", len(c), c)
+	}
+}
+
+// TestKeychainHelperTimeout: a helper that does not answer within
+// HelperTimeout is stopped, and the lookup fails naming the timeout.
+func TestKeychainHelperTimeout(t *testing.T) {
+	h := installHelper(t)
+	cfg := writeTemp(t, "config.json", `{"credHelpers": {"slow.test": "test"}}`)
+	k := newKeychain(t, KeychainOptions{DockerConfig: cfg, HelperTimeout: 200 * time.Millisecond})
+	_, _, err := k.Lookup(t.Context(), "slow.test")
+	if !errors.Is(err, ErrHelper) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v, want ErrHelper saying it timed out", err)
+	}
+	if c := h.callList(t); len(c) != 1 || c[0] != "slow.test" {
+		t.Fatalf("helper calls %q, want one for slow.test", c)
 	}
 }

@@ -5,15 +5,29 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/internal/flight"
 	"github.com/gmarcy/container-registry-proxy/oci"
-	"golang.org/x/sync/singleflight"
 )
+
+// Defaults of a Policy.
+const (
+	// DefaultCheckTTL is how long a positive upstream access check is
+	// remembered.
+	DefaultCheckTTL = 5 * time.Minute
+	// DefaultCheckTimeout bounds one upstream access check.
+	DefaultCheckTimeout = 30 * time.Second
+)
+
+// ErrNoUsers is wrapped by NewPolicy's error when a registry's access mode
+// needs proxy users and none are configured.
+var ErrNoUsers = errors.New("access mode needs proxy users, and there are none")
 
 // Mode is a registry's access mode: who may read what the proxy cached
 // from it.
@@ -140,41 +154,58 @@ type PolicyOptions struct {
 	// Registries maps canonical hosts to their access. Unlisted hosts are
 	// public.
 	Registries map[string]RegistryAccess
-	// CheckTTL is how long a positive upstream check is remembered.
+	// CheckTTL is how long a positive upstream check is remembered
+	// (default DefaultCheckTTL).
 	CheckTTL time.Duration
+	// CheckTimeout bounds one upstream check (default
+	// DefaultCheckTimeout). The check runs detached from the request that
+	// started it, since other requests of the same client may be waiting
+	// for its answer.
+	CheckTimeout time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
 }
 
 // Policy decides who may read what. It is safe for concurrent use.
 type Policy struct {
-	users *Htpasswd
-	regs  map[string]RegistryAccess
-	ttl   time.Duration
-	now   func() time.Time
+	users  *Htpasswd
+	regs   map[string]RegistryAccess
+	ttl    time.Duration
+	now    func() time.Time
+	checks *flight.Group[struct{}] // upstream checks in flight, by host|repo|client key
 
-	flight singleflight.Group
 	mu     sync.Mutex
 	passed map[string]time.Time // host|repo|client key → expiry
 }
 
-// NewPolicy returns a Policy.
+// NewPolicy returns a Policy. A registry whose mode needs proxy users when
+// there are none is an error wrapping ErrNoUsers.
 func NewPolicy(opts PolicyOptions) (*Policy, error) {
 	if opts.CheckTTL <= 0 {
-		opts.CheckTTL = 5 * time.Minute
+		opts.CheckTTL = DefaultCheckTTL
+	}
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = DefaultCheckTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	for host, ra := range opts.Registries {
 		if (ra.Mode == Authenticated || ra.Mode == Users) && opts.Users == nil {
-			return nil, fmt.Errorf("registry %s: access mode %s needs proxy users (clientAuth.htpasswd)", host, ra.Mode)
+			return nil, fmt.Errorf("registry %s: access mode %s: %w", host, ra.Mode, ErrNoUsers)
 		}
 		if ra.Mode == Upstream && ra.Check == nil {
 			return nil, fmt.Errorf("registry %s: access mode upstream needs a checker", host)
 		}
 	}
-	return &Policy{users: opts.Users, regs: opts.Registries, ttl: opts.CheckTTL, now: opts.Now, passed: map[string]time.Time{}}, nil
+	return &Policy{
+		users:  opts.Users,
+		regs:   opts.Registries,
+		ttl:    opts.CheckTTL,
+		now:    opts.Now,
+		checks: flight.New[struct{}](opts.CheckTimeout),
+		passed: map[string]time.Time{},
+	}, nil
 }
 
 // Restricted reports whether any registry is not public: the registry
@@ -243,7 +274,9 @@ func unauthorized(format string, args ...any) *oci.Error {
 // and ref name what is read (for the upstream check). It returns nil or an
 // *oci.Error: 401 UNAUTHORIZED with a challenge when credentials are
 // missing or rejected, 403 DENIED when the client is known but not
-// allowed.
+// allowed, 504 UNAVAILABLE when ctx ends while the upstream check runs
+// (the check goes on for the others), or the check's own error when
+// upstream could not answer.
 func (p *Policy) Authorize(ctx context.Context, c Client, host, repo, kind, ref string) error {
 	ra := p.regs[host]
 	switch ra.Mode {
@@ -265,44 +298,71 @@ func (p *Policy) Authorize(ctx context.Context, c Client, host, repo, kind, ref 
 		}
 		return oci.Errorf(http.StatusForbidden, oci.CodeDenied, "proxy user %s may not read %s/%s", c.User, host, repo)
 	}
-	// Upstream: the client's own credentials must be accepted upstream.
+	return p.authorizeUpstream(ctx, c, ra.Check, host, repo, kind, ref)
+}
+
+// authorizeUpstream is Authorize for mode Upstream: the client's own
+// credentials must be accepted upstream. A positive answer is remembered
+// for CheckTTL; concurrent requests of one client for one repository share
+// one check, which goes on when the request that started it hangs up.
+func (p *Policy) authorizeUpstream(ctx context.Context, c Client, check Checker, host, repo, kind, ref string) error {
 	k := c.key()
 	if k == "" {
 		return unauthorized("registry %s serves cached content only to clients whose own credentials it accepts: send them", host)
 	}
 	cacheKey := host + "|" + repo + "|" + k
-	now := p.now()
+	if p.passedRecently(cacheKey) {
+		return nil
+	}
+	_, err := p.checks.Do(ctx, cacheKey, func(fctx context.Context) (struct{}, error) {
+		if p.passedRecently(cacheKey) {
+			return struct{}{}, nil // a check that ended meanwhile
+		}
+		start := p.now()
+		if c.Basic != nil {
+			fctx = WithCredentials(fctx, *c.Basic)
+		} else {
+			fctx = WithAuthorization(fctx, c.Authorization)
+		}
+		if err := check(fctx, repo, kind, ref); err != nil {
+			return struct{}{}, err
+		}
+		p.pass(cacheKey, start)
+		return struct{}{}, nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case flight.Left(ctx, err):
+		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "waiting for registry %s to check the client's access to %s", host, repo)
+	}
+	switch oci.StatusOf(err) {
+	case http.StatusUnauthorized:
+		return unauthorized("registry %s rejected the client's credentials for %s", host, repo)
+	case http.StatusForbidden, http.StatusNotFound:
+		return oci.Errorf(http.StatusForbidden, oci.CodeDenied, "registry %s does not let %s read %s", host, c.Identity(), repo)
+	}
+	return err
+}
+
+// passedRecently reports whether the check of cacheKey passed within the
+// TTL.
+func (p *Policy) passedRecently(cacheKey string) bool {
 	p.mu.Lock()
 	exp, ok := p.passed[cacheKey]
 	p.mu.Unlock()
-	if ok && now.Before(exp) {
-		return nil
-	}
-	_, err, _ := p.flight.Do(cacheKey, func() (any, error) {
-		cctx := ctx
-		if c.Basic != nil {
-			cctx = WithCredentials(ctx, *c.Basic)
-		} else {
-			cctx = WithAuthorization(ctx, c.Authorization)
-		}
-		return nil, ra.Check(cctx, repo, kind, ref)
-	})
-	if err != nil {
-		switch oci.StatusOf(err) {
-		case http.StatusUnauthorized:
-			return unauthorized("registry %s rejected the client's credentials for %s", host, repo)
-		case http.StatusForbidden, http.StatusNotFound:
-			return oci.Errorf(http.StatusForbidden, oci.CodeDenied, "registry %s does not let %s read %s", host, c.Identity(), repo)
-		}
-		return err
-	}
+	return ok && p.now().Before(exp)
+}
+
+// pass remembers that the check of cacheKey started at start passed.
+func (p *Policy) pass(cacheKey string, start time.Time) {
+	exp := start.Add(p.ttl)
 	p.mu.Lock()
 	if len(p.passed) > 100000 {
 		clear(p.passed)
 	}
-	p.passed[cacheKey] = now.Add(p.ttl)
+	p.passed[cacheKey] = exp
 	p.mu.Unlock()
-	return nil
 }
 
 // Check identifies the client of r and authorizes it to read repo of the

@@ -2,11 +2,13 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,6 +35,7 @@ func bcryptLine(t *testing.T, user, pass string) string {
 }
 
 func TestLoadHtpasswd(t *testing.T) {
+	t.Parallel()
 	good := bcryptLine(t, "alice", "pw")
 	cases := []struct {
 		name  string
@@ -63,6 +66,7 @@ func TestLoadHtpasswd(t *testing.T) {
 }
 
 func TestPolicyModes(t *testing.T) {
+	t.Parallel()
 	users, err := LoadHtpasswd(writeHtpasswd(t, bcryptLine(t, "alice", "sekrit-a"), bcryptLine(t, "carol", "sekrit-c")))
 	if err != nil {
 		t.Fatal(err)
@@ -146,17 +150,170 @@ func TestPolicyModes(t *testing.T) {
 	if err := p.CheckBase(req(basic("alice", "sekrit-a"))); err != nil {
 		t.Fatalf("base for a user: %v", err)
 	}
-	if _, err := NewPolicy(PolicyOptions{Registries: map[string]RegistryAccess{"x": {Mode: Authenticated}}}); err == nil {
-		t.Fatal("authenticated without users must be refused")
+	for _, mode := range []Mode{Authenticated, Users} {
+		_, err := NewPolicy(PolicyOptions{Registries: map[string]RegistryAccess{"x.test": {Mode: mode}}})
+		if !errors.Is(err, ErrNoUsers) || !strings.Contains(err.Error(), "x.test") || !strings.Contains(err.Error(), mode.String()) {
+			t.Fatalf("mode %s without users: err = %v, want ErrNoUsers naming the registry and the mode", mode, err)
+		}
 	}
 }
 
 func ctxAuthorizationForTest(ctx context.Context) string { return authorizationFrom(ctx) }
 
-func asOCI(err error, oe **oci.Error) bool {
-	e, ok := err.(*oci.Error)
-	if ok {
-		*oe = e
+func asOCI(err error, oe **oci.Error) bool { return errors.As(err, oe) }
+
+// gatedRegistry is a registry that lets "Bearer good" read anything and
+// holds every answer until released; it reports each request on arrived.
+type gatedRegistry struct {
+	*httptest.Server
+	hits    atomic.Int64
+	arrived chan struct{}
+	gate    chan struct{}
+	release func()
+}
+
+func newGatedRegistry(t *testing.T) *gatedRegistry {
+	t.Helper()
+	g := &gatedRegistry{arrived: make(chan struct{}, 16), gate: make(chan struct{})}
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.hits.Add(1)
+		g.arrived <- struct{}{}
+		<-g.gate
+		if r.Header.Get("Authorization") != "Bearer good" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(g.Close)
+	var once sync.Once
+	g.release = func() { once.Do(func() { close(g.gate) }) }
+	t.Cleanup(g.release) // runs before Close, which waits for the handlers
+	return g
+}
+
+// checker asks the registry with a HEAD of the manifest, through a
+// Transport that sends the client's own Authorization header.
+func (g *gatedRegistry) checker(t *testing.T) Checker {
+	client := &http.Client{Transport: &Transport{Base: g.Client().Transport, Host: hostOf(t, g.URL)}}
+	return func(ctx context.Context, repo, kind, ref string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, g.URL+"/v2/"+repo+"/manifests/"+ref, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, err, "registry unreachable")
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return oci.Errorf(resp.StatusCode, oci.CodeUnauthorized, "registry answered %d", resp.StatusCode)
+		}
+		return nil
 	}
-	return ok
+}
+
+// upstreamPolicy is a policy whose registry up.test checks clients' own
+// credentials at g.
+func upstreamPolicy(t *testing.T, g *gatedRegistry) *Policy {
+	t.Helper()
+	p, err := NewPolicy(PolicyOptions{Registries: map[string]RegistryAccess{"up.test": {Mode: Upstream, Check: g.checker(t)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// clientRequest is a client's manifest request carrying its own token.
+func clientRequest(ctx context.Context) *http.Request {
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/v2/up.test/team/app/manifests/latest", nil)
+	r.Header.Set("Authorization", "Bearer good")
+	return r
+}
+
+// checkUpstream runs p.Check for r in a goroutine; its error arrives on
+// the channel.
+func checkUpstream(p *Policy, r *http.Request) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, _, err := p.Check(r, "up.test", "team/app", "manifest", "latest", false)
+		ch <- err
+	}()
+	return ch
+}
+
+// TestPolicyCheckLeaderHangsUp: the request that started an upstream
+// access check hangs up; it gets a 504 at once, while the check goes on
+// and the same client's other requests, waiting for it, are let through.
+// Upstream is asked once.
+func TestPolicyCheckLeaderHangsUp(t *testing.T) {
+	t.Parallel()
+	g := newGatedRegistry(t)
+	p := upstreamPolicy(t, g)
+
+	leaderCtx, hangUp := context.WithCancel(t.Context())
+	leader := checkUpstream(p, clientRequest(leaderCtx))
+	<-g.arrived // the check is under way
+
+	const waiters = 8
+	waiting := make([]<-chan error, waiters)
+	for i := range waiters {
+		waiting[i] = checkUpstream(p, clientRequest(t.Context()))
+	}
+	hangUp()
+	err := receive(t, leader, "the leader's answer after it hung up") // before release
+	if oci.StatusOf(err) != http.StatusGatewayTimeout || !errors.Is(err, context.Canceled) {
+		t.Fatalf("leader that hung up got %v, want a 504 wrapping context.Canceled", err)
+	}
+	g.release()
+	for i, ch := range waiting {
+		if err := <-ch; err != nil {
+			t.Fatalf("waiter %d denied: %v", i, err)
+		}
+	}
+	if n := g.hits.Load(); n != 1 {
+		t.Fatalf("upstream checks = %d, want 1", n)
+	}
+}
+
+// TestPolicyCheckWaiterHangsUp: a request waiting for an upstream check
+// another request of the same client started hangs up; it gets a 504 at
+// once, and the check goes on: the first request is let through and the
+// answer is remembered for the next.
+func TestPolicyCheckWaiterHangsUp(t *testing.T) {
+	t.Parallel()
+	g := newGatedRegistry(t)
+	p := upstreamPolicy(t, g)
+
+	leader := checkUpstream(p, clientRequest(t.Context()))
+	<-g.arrived
+
+	waiterCtx, hangUp := context.WithCancel(t.Context())
+	waiter := checkUpstream(p, clientRequest(waiterCtx))
+	hangUp()
+	err := receive(t, waiter, "the waiter's answer after it hung up") // before release
+	if oci.StatusOf(err) != http.StatusGatewayTimeout || oci.CodeOf(err) != oci.CodeUnavailable || !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter that hung up got %v, want a 504 UNAVAILABLE wrapping context.Canceled", err)
+	}
+	g.release()
+	if err := <-leader; err != nil {
+		t.Fatalf("leader denied: %v", err)
+	}
+	if err := <-checkUpstream(p, clientRequest(t.Context())); err != nil || g.hits.Load() != 1 {
+		t.Fatalf("next request: %v after %d upstream checks; want it let through on the remembered answer after 1", err, g.hits.Load())
+	}
+}
+
+// receive returns the value ch delivers. A value that does not come
+// within a generous bound fails the test (instead of hanging it): the
+// caller expects it at once.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not come", what)
+		panic("unreachable")
+	}
 }

@@ -14,10 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/internal/flight"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
-// Defaults of the token flow (REFERENCE §3).
+// Defaults of the token flow. Registries that send no expires_in mean the
+// token is good for at least 60 seconds (the distribution token spec's
+// default); a realm that does not answer within half a minute is treated
+// as down.
 const (
 	// DefaultTokenLifetime applies when a token answer has no expires_in.
 	DefaultTokenLifetime = 60 * time.Second
@@ -39,7 +43,8 @@ type TokenOptions struct {
 	UserAgent string
 	// Timeout bounds one token request (default DefaultTokenTimeout). The
 	// request runs detached from any single caller's context, since other
-	// callers may be waiting for the same token.
+	// callers may be waiting for the same token: a caller that hangs up
+	// stops waiting, not the request.
 	Timeout time.Duration
 }
 
@@ -80,24 +85,16 @@ type TokenCache struct {
 	client   *http.Client
 	now      func() time.Time
 	ua       string
-	timeout  time.Duration
 	requests atomic.Int64
+	flight   *flight.Group[string] // realm requests in flight, by key
 
-	mu       sync.Mutex
-	tokens   map[TokenKey]cachedToken
-	inflight map[TokenKey]*tokenCall
+	mu     sync.Mutex
+	tokens map[TokenKey]cachedToken
 }
 
 type cachedToken struct {
 	value     string
 	freshTill time.Time
-}
-
-// tokenCall is one realm request in flight; waiters block on done.
-type tokenCall struct {
-	done  chan struct{}
-	value string
-	err   error
 }
 
 // NewTokenCache returns an empty cache that fetches with client
@@ -113,17 +110,16 @@ func NewTokenCache(client *http.Client, opts TokenOptions) *TokenCache {
 		opts.Timeout = DefaultTokenTimeout
 	}
 	return &TokenCache{
-		client:   client,
-		now:      opts.Now,
-		ua:       opts.UserAgent,
-		timeout:  opts.Timeout,
-		tokens:   map[TokenKey]cachedToken{},
-		inflight: map[TokenKey]*tokenCall{},
+		client: client,
+		now:    opts.Now,
+		ua:     opts.UserAgent,
+		flight: flight.New[string](opts.Timeout),
+		tokens: map[TokenKey]cachedToken{},
 	}
 }
 
-// Requests returns how many requests were sent to token realms, for tests
-// and metrics.
+// Requests returns how many requests were sent to token realms (the
+// token-request metric).
 func (c *TokenCache) Requests() int64 { return c.requests.Load() }
 
 // Cached returns the token cached for key if it is still fresh.
@@ -137,18 +133,9 @@ func (c *TokenCache) Cached(key TokenKey) (string, bool) {
 	return t.value, true
 }
 
-// Invalidate drops the token cached for key, e.g. after upstream rejected
-// it; the next Token call fetches a new one.
-func (c *TokenCache) Invalidate(key TokenKey) {
-	c.mu.Lock()
-	delete(c.tokens, key)
-	c.mu.Unlock()
-}
-
 // Reject drops the token cached for key if it is still token: upstream
-// refused it. Unlike Invalidate it leaves a newer token alone, so many
-// requests that were refused the same stale token cause one refresh, not
-// one each.
+// refused it. A newer token is left alone, so many requests that were
+// refused the same stale token cause one refresh, not one each.
 func (c *TokenCache) Reject(key TokenKey, token string) {
 	c.mu.Lock()
 	if t, ok := c.tokens[key]; ok && t.value == token {
@@ -159,57 +146,55 @@ func (c *TokenCache) Reject(key TokenKey, token string) {
 
 // Token returns a Bearer token for req: from the cache when fresh,
 // otherwise from the realm, sharing one realm request among concurrent
-// callers for the same key. Errors are *oci.Error: 401 UNAUTHORIZED or 403
-// DENIED when the realm refuses, 429 when it rate-limits, 502 UNAVAILABLE
-// when it is unreachable or answers badly, 504 on timeout.
+// callers for the same key. The realm request runs on its own context
+// (bounded by TokenOptions.Timeout), so the caller that started it may
+// hang up without failing the others; each caller waits on its own ctx.
+// Errors are *oci.Error: 401 UNAUTHORIZED or 403 DENIED when the realm
+// refuses, 429 when it rate-limits, 502 UNAVAILABLE when it is unreachable
+// or answers badly, 504 on timeout and when ctx ends first.
 func (c *TokenCache) Token(ctx context.Context, req TokenRequest) (string, error) {
 	key := req.Key()
-	c.mu.Lock()
-	if t, ok := c.tokens[key]; ok && c.now().Before(t.freshTill) {
-		c.mu.Unlock()
-		return t.value, nil
+	if token, ok := c.Cached(key); ok {
+		return token, nil
 	}
-	call, ok := c.inflight[key]
-	if !ok {
-		call = &tokenCall{done: make(chan struct{})}
-		c.inflight[key] = call
-		go c.fetch(context.WithoutCancel(ctx), key, req, call)
+	token, err := c.flight.Do(ctx, key.flightKey(), func(fctx context.Context) (string, error) {
+		return c.fetch(fctx, key, req)
+	})
+	if err != nil && flight.Left(ctx, err) {
+		return "", oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "waiting for a token from %s", realmHost(req.Realm))
 	}
-	c.mu.Unlock()
-
-	select {
-	case <-call.done:
-		return call.value, call.err
-	case <-ctx.Done():
-		return "", oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, ctx.Err(), "waiting for a token from %s", realmHost(req.Realm))
-	}
+	return token, err
 }
 
-// fetch runs one realm request and publishes its result to call and the
-// cache.
-func (c *TokenCache) fetch(ctx context.Context, key TokenKey, req TokenRequest, call *tokenCall) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
+// flightKey is k as one string, for the flight group.
+func (k TokenKey) flightKey() string {
+	return strings.Join([]string{k.Realm, k.Service, k.Scope, k.Identity}, "\x00")
+}
+
+// fetch runs one realm request and caches the token it gets. A token
+// cached meanwhile (by a request that ended between the caller's look at
+// the cache and this one's start) is taken instead.
+func (c *TokenCache) fetch(ctx context.Context, key TokenKey, req TokenRequest) (string, error) {
+	if token, ok := c.Cached(key); ok {
+		return token, nil
+	}
 	start := c.now()
 	value, lifetime, err := c.request(ctx, req)
-
+	if err != nil {
+		return "", err
+	}
 	c.mu.Lock()
-	delete(c.inflight, key)
-	if err == nil {
-		if len(c.tokens) >= sweepThreshold {
-			now := c.now()
-			for k, t := range c.tokens {
-				if !now.Before(t.freshTill) {
-					delete(c.tokens, k)
-				}
+	defer c.mu.Unlock()
+	if len(c.tokens) >= sweepThreshold {
+		now := c.now()
+		for k, t := range c.tokens {
+			if !now.Before(t.freshTill) {
+				delete(c.tokens, k)
 			}
 		}
-		c.tokens[key] = cachedToken{value: value, freshTill: start.Add(lifetime - expiryMargin(lifetime))}
 	}
-	c.mu.Unlock()
-
-	call.value, call.err = value, err
-	close(call.done)
+	c.tokens[key] = cachedToken{value: value, freshTill: start.Add(lifetime - expiryMargin(lifetime))}
+	return value, nil
 }
 
 // expiryMargin is how long before expiry a token stops being handed out:
@@ -239,7 +224,7 @@ func (c *TokenCache) request(ctx context.Context, req TokenRequest) (string, tim
 	}
 	if req.Credentials.Username == IdentityTokenUsername {
 		hreq, err := oauthRequest(ctx, *u, req)
-		token, lifetime, status, err := c.send(req, hreq, err)
+		token, lifetime, status, err := c.send(req, u.Host, hreq, err)
 		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
 			return token, lifetime, err
 		}
@@ -256,7 +241,7 @@ func (c *TokenCache) request(ctx context.Context, req TokenRequest) (string, tim
 	if err == nil && !req.Credentials.IsZero() {
 		hreq.SetBasicAuth(req.Credentials.Username, req.Credentials.Password)
 	}
-	token, lifetime, _, err := c.send(req, hreq, err)
+	token, lifetime, _, err := c.send(req, u.Host, hreq, err)
 	return token, lifetime, err
 }
 
@@ -280,11 +265,10 @@ func oauthRequest(ctx context.Context, u url.URL, req TokenRequest) (*http.Reque
 	return hreq, err
 }
 
-// send sends one built token request (hreq, or the error building it) and
-// reads the answer; status is the realm's HTTP status (0 when none).
-func (c *TokenCache) send(req TokenRequest, hreq *http.Request, buildErr error) (string, time.Duration, int, error) {
-	u, _ := url.Parse(req.Realm)
-	host := u.Host
+// send sends one built token request (hreq, or the error building it) to
+// the realm at host and reads the answer; status is the realm's HTTP
+// status (0 when none).
+func (c *TokenCache) send(req TokenRequest, host string, hreq *http.Request, buildErr error) (string, time.Duration, int, error) {
 	if buildErr != nil {
 		return "", 0, 0, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, buildErr, "invalid token realm %s", host)
 	}

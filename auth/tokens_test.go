@@ -35,6 +35,8 @@ type tokenServer struct {
 	reply func(w http.ResponseWriter, r *http.Request, n int64)
 	// gate, when set, blocks every answer until it is closed.
 	gate chan struct{}
+	// arrived, when set, receives a value for every request, before gate.
+	arrived chan struct{}
 }
 
 func newTokenServer(t *testing.T) *tokenServer {
@@ -46,6 +48,9 @@ func newTokenServer(t *testing.T) *tokenServer {
 		ts.lastAuth = r.Header.Get("Authorization")
 		ts.lastQ = r.URL.Query()
 		ts.mu.Unlock()
+		if ts.arrived != nil {
+			ts.arrived <- struct{}{}
+		}
 		if ts.gate != nil {
 			<-ts.gate
 		}
@@ -67,6 +72,7 @@ func (ts *tokenServer) last() (string, url.Values) {
 }
 
 func TestTokenCacheSingleflight(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	ts.gate = make(chan struct{})
 	c := NewTokenCache(ts.Client(), TokenOptions{})
@@ -83,7 +89,7 @@ func TestTokenCacheSingleflight(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			started.Done()
-			results[i], errs[i] = c.Token(context.Background(), req)
+			results[i], errs[i] = c.Token(t.Context(), req)
 		}()
 	}
 	started.Wait()
@@ -103,6 +109,7 @@ func TestTokenCacheSingleflight(t *testing.T) {
 }
 
 func TestTokenCacheExpiry(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		answer    map[string]any
@@ -128,7 +135,7 @@ func TestTokenCacheExpiry(t *testing.T) {
 			clock := newFakeClock()
 			c := NewTokenCache(ts.Client(), TokenOptions{Now: clock.Now})
 			req := TokenRequest{Realm: ts.URL, Service: "svc", Scopes: []string{"s"}}
-			ctx := context.Background()
+			ctx := t.Context()
 			if tok, err := c.Token(ctx, req); err != nil || tok != "tok-1" {
 				t.Fatalf("first: %q %v", tok, err)
 			}
@@ -148,6 +155,7 @@ func TestTokenCacheExpiry(t *testing.T) {
 }
 
 func TestTokenCacheAnswers(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		status     int
@@ -176,7 +184,7 @@ func TestTokenCacheAnswers(t *testing.T) {
 			}
 			c := NewTokenCache(ts.Client(), TokenOptions{})
 			creds := Credentials{Username: "bob", Password: "hunter2"}
-			tok, err := c.Token(context.Background(), TokenRequest{Realm: ts.URL, Credentials: creds})
+			tok, err := c.Token(t.Context(), TokenRequest{Realm: ts.URL, Credentials: creds})
 			if tt.wantCode == "" {
 				if err != nil || tok != tt.wantToken {
 					t.Fatalf("Token = %q, %v; want %q", tok, err, tt.wantToken)
@@ -191,7 +199,7 @@ func TestTokenCacheAnswers(t *testing.T) {
 				t.Fatalf("password in error: %v", err)
 			}
 			// Errors are not cached.
-			_, _ = c.Token(context.Background(), TokenRequest{Realm: ts.URL, Credentials: creds})
+			_, _ = c.Token(t.Context(), TokenRequest{Realm: ts.URL, Credentials: creds})
 			if got := ts.hits.Load(); got != 2 {
 				t.Fatalf("realm requests = %d, want 2 (errors not cached)", got)
 			}
@@ -200,6 +208,7 @@ func TestTokenCacheAnswers(t *testing.T) {
 }
 
 func TestTokenRequestShape(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	c := NewTokenCache(ts.Client(), TokenOptions{UserAgent: "crp-test"})
 	req := TokenRequest{
@@ -208,7 +217,7 @@ func TestTokenRequestShape(t *testing.T) {
 		Scopes:      []string{"repository:a:pull", "repository:b:pull"},
 		Credentials: Credentials{Username: "bob", Password: "pw"},
 	}
-	if _, err := c.Token(context.Background(), req); err != nil {
+	if _, err := c.Token(t.Context(), req); err != nil {
 		t.Fatal(err)
 	}
 	authz, q := ts.last()
@@ -225,7 +234,7 @@ func TestTokenRequestShape(t *testing.T) {
 	// Anonymous requests carry no Authorization and use another cache key.
 	anon := req
 	anon.Credentials = Credentials{}
-	if tok, err := c.Token(context.Background(), anon); err != nil || tok != "tok-2" {
+	if tok, err := c.Token(t.Context(), anon); err != nil || tok != "tok-2" {
 		t.Fatalf("anonymous token = %q, %v; want a separate tok-2", tok, err)
 	}
 	if authz, _ := ts.last(); authz != "" {
@@ -233,25 +242,33 @@ func TestTokenRequestShape(t *testing.T) {
 	}
 }
 
-func TestTokenCacheInvalidate(t *testing.T) {
+// TestTokenCacheReject: a token upstream refused is dropped and fetched
+// again once; refusing a token that was already replaced keeps the newer
+// one.
+func TestTokenCacheReject(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	c := NewTokenCache(ts.Client(), TokenOptions{})
 	req := TokenRequest{Realm: ts.URL, Scopes: []string{"s"}}
-	ctx := context.Background()
-	_, _ = c.Token(ctx, req)
-	if v, ok := c.Cached(req.Key()); !ok || v != "tok-1" {
-		t.Fatalf("Cached = %q %v", v, ok)
+	ctx := t.Context()
+	if tok, err := c.Token(ctx, req); err != nil || tok != "tok-1" {
+		t.Fatalf("first token %q, %v", tok, err)
 	}
-	c.Invalidate(req.Key())
+	c.Reject(req.Key(), "tok-1")
 	if _, ok := c.Cached(req.Key()); ok {
-		t.Fatal("still cached after Invalidate")
+		t.Fatal("still cached after Reject")
 	}
 	if tok, _ := c.Token(ctx, req); tok != "tok-2" {
-		t.Fatalf("after Invalidate got %q", tok)
+		t.Fatalf("after Reject got %q, want a fresh tok-2", tok)
+	}
+	c.Reject(req.Key(), "tok-1") // a late refusal of the old token
+	if tok, _ := c.Token(ctx, req); tok != "tok-2" || ts.hits.Load() != 2 {
+		t.Fatalf("after a stale Reject got %q with %d realm requests, want the cached tok-2 and 2", tok, ts.hits.Load())
 	}
 }
 
 func TestTokenCacheNetworkErrors(t *testing.T) {
+	t.Parallel()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
 	closed.Close()
@@ -276,7 +293,7 @@ func TestTokenCacheNetworkErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := NewTokenCache(nil, tt.opts)
-			ctx := context.Background()
+			ctx := t.Context()
 			if tt.ctxTimeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
@@ -290,5 +307,101 @@ func TestTokenCacheNetworkErrors(t *testing.T) {
 				t.Fatalf("error leaks details: %v", err)
 			}
 		})
+	}
+}
+
+// gatedTokenServer is a token server that holds every answer until
+// release is called, and reports each request on arrived.
+func gatedTokenServer(t *testing.T) (ts *tokenServer, release func()) {
+	t.Helper()
+	ts = newTokenServer(t)
+	ts.gate, ts.arrived = make(chan struct{}), make(chan struct{}, 16)
+	var once sync.Once
+	release = func() { once.Do(func() { close(ts.gate) }) }
+	t.Cleanup(release) // registered after the server's Close: runs first
+	return ts, release
+}
+
+// tokenResult is what one Token call returned.
+type tokenResult struct {
+	token string
+	err   error
+}
+
+// TestTokenLeaderHangsUp: the request that started a realm request hangs
+// up; it gets a 504 at once, while the realm request goes on and every
+// other caller waiting for the same token gets it. The realm is asked
+// once.
+func TestTokenLeaderHangsUp(t *testing.T) {
+	t.Parallel()
+	ts, release := gatedTokenServer(t)
+	c := NewTokenCache(ts.Client(), TokenOptions{})
+	req := TokenRequest{Realm: ts.URL + "/token", Service: "svc", Scopes: []string{"repository:a:pull"}}
+
+	leaderCtx, hangUp := context.WithCancel(t.Context())
+	leader := make(chan tokenResult, 1)
+	go func() {
+		tok, err := c.Token(leaderCtx, req)
+		leader <- tokenResult{tok, err}
+	}()
+	<-ts.arrived // the realm request is under way
+
+	const waiters = 8
+	results := make(chan tokenResult, waiters)
+	for range waiters {
+		go func() {
+			tok, err := c.Token(t.Context(), req)
+			results <- tokenResult{tok, err}
+		}()
+	}
+	hangUp()
+	got := receive(t, leader, "the leader's token after it hung up") // before release
+	if oci.StatusOf(got.err) != http.StatusGatewayTimeout || !errors.Is(got.err, context.Canceled) {
+		t.Fatalf("leader that hung up got %q, %v; want a 504 wrapping context.Canceled", got.token, got.err)
+	}
+	release()
+	for range waiters {
+		if r := <-results; r.err != nil || r.token != "tok-1" {
+			t.Fatalf("waiter got %q, %v; want tok-1", r.token, r.err)
+		}
+	}
+	if n := ts.hits.Load(); n != 1 {
+		t.Fatalf("realm requests = %d, want 1", n)
+	}
+}
+
+// TestTokenWaiterHangsUp: a caller waiting for a token another request is
+// fetching hangs up; it gets a 504 at once, and the realm request goes on:
+// the first caller gets the token and it is cached for the next ones.
+func TestTokenWaiterHangsUp(t *testing.T) {
+	t.Parallel()
+	ts, release := gatedTokenServer(t)
+	c := NewTokenCache(ts.Client(), TokenOptions{})
+	req := TokenRequest{Realm: ts.URL + "/token", Service: "svc", Scopes: []string{"repository:a:pull"}}
+
+	leader := make(chan tokenResult, 1)
+	go func() {
+		tok, err := c.Token(t.Context(), req)
+		leader <- tokenResult{tok, err}
+	}()
+	<-ts.arrived
+
+	waiterCtx, hangUp := context.WithCancel(t.Context())
+	waiter := make(chan tokenResult, 1)
+	go func() {
+		tok, err := c.Token(waiterCtx, req)
+		waiter <- tokenResult{tok, err}
+	}()
+	hangUp()
+	got := receive(t, waiter, "the waiter's token after it hung up") // before release
+	if oci.StatusOf(got.err) != http.StatusGatewayTimeout || oci.CodeOf(got.err) != oci.CodeUnavailable || !errors.Is(got.err, context.Canceled) {
+		t.Fatalf("waiter that hung up got %q, %v; want a 504 UNAVAILABLE wrapping context.Canceled", got.token, got.err)
+	}
+	release()
+	if r := <-leader; r.err != nil || r.token != "tok-1" {
+		t.Fatalf("leader got %q, %v; want tok-1", r.token, r.err)
+	}
+	if tok, err := c.Token(t.Context(), req); err != nil || tok != "tok-1" || ts.hits.Load() != 1 {
+		t.Fatalf("next caller got %q, %v after %d realm requests; want the cached tok-1 after 1", tok, err, ts.hits.Load())
 	}
 }

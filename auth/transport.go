@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,6 +12,12 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
+
+// ErrRealmNotAllowed is the cause inside the *oci.Error returned when a
+// registry sends clients to a token realm that its realm policy
+// (Transport.AllowRealm) does not allow: the realm would receive the
+// registry's credentials.
+var ErrRealmNotAllowed = errors.New("token realm not allowed")
 
 // Transport is an http.RoundTripper that authenticates requests to one
 // registry host. It attaches credentials or tokens only to requests whose
@@ -55,8 +62,9 @@ type Transport struct {
 	TokenClient *http.Client
 	// AllowRealm decides whether a Bearer realm may be contacted (and
 	// receive the credentials). Nil allows realms on Host's own domain,
-	// as RealmAllowed(Host, Host, nil). Independently of it, a realm must
-	// be https unless the registry itself was reached over http.
+	// as RealmAllowed(Host, scheme+"://"+Host, nil) with the scheme of the
+	// first request. Independently of it, a realm must be https unless
+	// the registry itself was reached over http.
 	AllowRealm func(realmURL *url.URL) bool
 
 	once sync.Once
@@ -100,17 +108,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.Header.Set("Authorization", h)
 		return base.RoundTrip(r)
 	}
-	t.once.Do(func() {
-		if t.Tokens == nil {
-			t.Tokens = NewTokenCache(t.TokenClient, TokenOptions{})
-		}
-		if t.AllowRealm == nil {
-			t.AllowRealm = RealmAllowed(t.Host, t.Host, nil)
-		}
-		if t.Registry == "" {
-			t.Registry = t.Host
-		}
-	})
+	t.once.Do(func() { t.setDefaults(req.URL.Scheme) })
 
 	first, did, err := t.authorize(req)
 	if err != nil {
@@ -124,75 +122,107 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return resp, nil
 	}
-	retriable := (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
-		(req.Body == nil || req.Body == http.NoBody)
-
 	switch ch.Scheme {
 	case SchemeBasic:
-		cr, err := t.credentials(req.Context(), "")
-		if err != nil {
-			drain(resp)
-			return nil, err
-		}
-		if cr.c.IsZero() {
-			return resp, nil
-		}
-		t.setState(hostState{scheme: SchemeBasic})
-		if did.scheme == SchemeBasic {
-			t.rejected(did.from)
-		}
-		if !retriable || did.scheme == SchemeBasic {
-			return resp, nil
-		}
-		drain(resp)
-		retry := req.Clone(req.Context())
-		retry.SetBasicAuth(cr.c.Username, cr.c.Password)
-		resp, err := base.RoundTrip(retry)
-		if err == nil && resp.StatusCode == http.StatusUnauthorized {
-			t.rejected(cr.from)
-		}
-		return resp, err
-
+		return t.answerBasic(base, req, resp, did)
 	case SchemeBearer:
-		realm, err := t.checkRealm(req, ch.Realm())
-		if err != nil {
-			drain(resp)
-			return nil, err
-		}
-		t.setState(hostState{scheme: SchemeBearer, realm: realm, service: ch.Service()})
-		if !retriable {
-			return resp, nil
-		}
-		cr, err := t.credentials(req.Context(), realm)
-		if err != nil {
-			drain(resp)
-			return nil, err
-		}
-		treq := t.tokenRequest(req, realm, ch.Service(), ch.Scopes(), cr.c)
-		if did.scheme == SchemeBearer && did.key == treq.Key() {
-			// The cached token was rejected: get exactly one fresh one
-			// (concurrent requests refused the same token share it).
-			t.Tokens.Reject(did.key, did.token)
-		}
-		token, err := t.Tokens.Token(req.Context(), treq)
-		drain(resp)
-		if err != nil {
-			if oci.StatusOf(err) == http.StatusUnauthorized {
-				t.rejected(cr.from)
-			}
-			return nil, err
-		}
-		retry := req.Clone(req.Context())
-		retry.Header.Set("Authorization", "Bearer "+token)
-		resp, err := base.RoundTrip(retry)
-		if err == nil && resp.StatusCode == http.StatusUnauthorized {
-			// Refused with a fresh token: the credentials behind it may
-			// be stale (a helper's expired token).
-			t.rejected(cr.from)
-		}
-		return resp, err
+		return t.answerBearer(base, req, resp, did, ch)
 	}
 	return resp, nil
+}
+
+// setDefaults fills the optional fields on first use; scheme is the first
+// request's, so that a default realm policy knows the endpoint's port.
+func (t *Transport) setDefaults(scheme string) {
+	if t.Tokens == nil {
+		t.Tokens = NewTokenCache(t.TokenClient, TokenOptions{})
+	}
+	if t.AllowRealm == nil {
+		t.AllowRealm = RealmAllowed(t.Host, scheme+"://"+t.Host, nil)
+	}
+	if t.Registry == "" {
+		t.Registry = t.Host
+	}
+}
+
+// retriable reports whether req may be sent again after a 401: GET and
+// HEAD without a body.
+func retriable(req *http.Request) bool {
+	return (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+		(req.Body == nil || req.Body == http.NoBody)
+}
+
+// answerBasic answers a Basic challenge (resp, the 401 to req, which
+// carried did): once with the credentials of the request, unless those
+// were just refused. Refused keychain credentials are reported to the
+// keychain.
+func (t *Transport) answerBasic(base http.RoundTripper, req *http.Request, resp *http.Response, did sent) (*http.Response, error) {
+	cr, err := t.credentials(req.Context(), "")
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	if cr.c.IsZero() {
+		return resp, nil
+	}
+	t.setState(hostState{scheme: SchemeBasic})
+	if did.scheme == SchemeBasic {
+		t.rejected(did.from)
+	}
+	if !retriable(req) || did.scheme == SchemeBasic {
+		return resp, nil
+	}
+	drain(resp)
+	retry := req.Clone(req.Context())
+	retry.SetBasicAuth(cr.c.Username, cr.c.Password)
+	resp, err = base.RoundTrip(retry)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		t.rejected(cr.from)
+	}
+	return resp, err
+}
+
+// answerBearer answers a Bearer challenge ch (resp, the 401 to req, which
+// carried did): it checks the realm, gets a token there (a fresh one when
+// the cached token was just refused) and sends req again once with it.
+func (t *Transport) answerBearer(base http.RoundTripper, req *http.Request, resp *http.Response, did sent, ch Challenge) (*http.Response, error) {
+	realm, err := t.checkRealm(req, ch.Realm())
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	t.setState(hostState{scheme: SchemeBearer, realm: realm, service: ch.Service()})
+	if !retriable(req) {
+		return resp, nil
+	}
+	cr, err := t.credentials(req.Context(), realm)
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	treq := t.tokenRequest(req, realm, ch.Service(), ch.Scopes(), cr.c)
+	if did.scheme == SchemeBearer && did.key == treq.Key() {
+		// The cached token was rejected: get exactly one fresh one
+		// (concurrent requests refused the same token share it).
+		t.Tokens.Reject(did.key, did.token)
+	}
+	token, err := t.Tokens.Token(req.Context(), treq)
+	drain(resp)
+	if err != nil {
+		if oci.StatusOf(err) == http.StatusUnauthorized {
+			t.rejected(cr.from)
+		}
+		return nil, err
+	}
+	retry := req.Clone(req.Context())
+	retry.Header.Set("Authorization", "Bearer "+token)
+	resp, err = base.RoundTrip(retry)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		// Refused with a fresh token: the credentials behind it may
+		// be stale (a helper's expired token).
+		t.rejected(cr.from)
+	}
+	return resp, err
 }
 
 // credentials chooses the credentials of a request: the context's, else
@@ -297,7 +327,8 @@ func (t *Transport) checkRealm(req *http.Request, realm string) (string, error) 
 		return "", oci.Errorf(http.StatusBadGateway, oci.CodeUnavailable, "registry %s sent a plain-http token realm %s; refused", t.Host, u.Host)
 	}
 	if !t.AllowRealm(u) {
-		return "", oci.Errorf(http.StatusBadGateway, oci.CodeUnavailable, "token realm host %s is not allowed for registry %s (add it to the registry's tokenRealms)", u.Hostname(), t.Host)
+		return "", oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, ErrRealmNotAllowed,
+			"token realm host %s is not allowed for registry %s: it is not on the registry's domain nor listed as one of its token realms", u.Hostname(), t.Host)
 	}
 	return realm, nil
 }
@@ -372,6 +403,6 @@ func RepositoryFromPath(path string) string {
 // drain discards a little of a response body so the connection can be
 // reused, then closes it.
 func drain(resp *http.Response) {
-	_, _ = io.CopyN(io.Discard, resp.Body, 16<<10)
-	_ = resp.Body.Close()
+	_, _ = io.CopyN(io.Discard, resp.Body, 16<<10) //nolint:errcheck // a failed read only costs the connection, which the transport then drops
+	resp.Body.Close()
 }

@@ -49,6 +49,7 @@ func basicOf(c Credentials) string {
 // credentials come first (GitLab: gitlab.com for registry.gitlab.com),
 // then the registry's, then the static ones.
 func TestTransportKeychainHosts(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	realm := strings.Replace(ts.URL, "127.0.0.1", "localhost", 1) + "/token"
 	realmHost := hostOf(t, realm)
@@ -91,6 +92,7 @@ func TestTransportKeychainHosts(t *testing.T) {
 // TestTransportBasicKeychain: Basic challenges use the registry's keychain
 // entry; rejected keychain credentials are invalidated.
 func TestTransportBasicKeychain(t *testing.T) {
+	t.Parallel()
 	good := Credentials{Username: "bob", Password: "pw"}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != good.Username || p != good.Password {
@@ -128,11 +130,12 @@ func TestTransportBasicKeychain(t *testing.T) {
 // TestTransportInvalidateOnRealmRejection: the token realm refusing the
 // keychain's credentials tells the keychain.
 func TestTransportInvalidateOnRealmRejection(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	ts.reply = func(w http.ResponseWriter, r *http.Request, n int64) { w.WriteHeader(401) }
 	reg := newBearerRegistry(t, ts.URL+"/token")
 	src := &fakeSource{creds: map[string]Credentials{"registry.test": {Username: "u", Password: "expired"}}}
-	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), Registry: "registry.test", Keychain: src}}
+	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), Registry: "registry.test", Keychain: src, AllowRealm: onlyRealm(t, ts.URL)}}
 	_, err := c.Get(reg.URL + "/v2/a/manifests/latest")
 	if err == nil || !strings.Contains(err.Error(), "rejected the credentials") {
 		t.Fatalf("err = %v", err)
@@ -143,6 +146,7 @@ func TestTransportInvalidateOnRealmRejection(t *testing.T) {
 }
 
 func TestTransportContextOverrides(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	reg := newBearerRegistry(t, ts.URL+"/token")
 	keychain := Credentials{Username: "proxy", Password: "proxy-pw"}
@@ -163,11 +167,11 @@ func TestTransportContextOverrides(t *testing.T) {
 		}, wantCode: 401, wantHits: 1, wantToken: 0},
 	}
 	src := &fakeSource{creds: map[string]Credentials{"registry.test": keychain}}
-	tr := &Transport{Host: hostOf(t, reg.URL), Registry: "registry.test", Keychain: src}
+	tr := &Transport{Host: hostOf(t, reg.URL), Registry: "registry.test", Keychain: src, AllowRealm: onlyRealm(t, ts.URL)}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h0, t0 := reg.hits.Load(), ts.hits.Load()
-			req, _ := http.NewRequestWithContext(tt.ctx(context.Background()), "GET", reg.URL+"/v2/team/app/manifests/latest", nil)
+			req, _ := http.NewRequestWithContext(tt.ctx(t.Context()), "GET", reg.URL+"/v2/team/app/manifests/latest", nil)
 			resp, err := (&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				return tr.RoundTrip(r)
 			})}).Do(req)
@@ -194,6 +198,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // TestIdentityTokenFlow: identity tokens go to the realm as an OAuth2
 // refresh_token grant; a realm without POST support gets GET with Basic.
 func TestIdentityTokenFlow(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		postStatus int
@@ -234,7 +239,7 @@ func TestIdentityTokenFlow(t *testing.T) {
 				}
 			}
 			c := NewTokenCache(nil, TokenOptions{})
-			tok, err := c.Token(context.Background(), TokenRequest{Realm: ts.URL + "/token", Service: "svc", Scopes: []string{"repository:a:pull"},
+			tok, err := c.Token(t.Context(), TokenRequest{Realm: ts.URL + "/token", Service: "svc", Scopes: []string{"repository:a:pull"},
 				Credentials: Credentials{Username: IdentityTokenUsername, Password: "rt"}})
 			if tt.postStatus == 401 {
 				if err == nil {

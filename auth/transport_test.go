@@ -69,6 +69,15 @@ func (br *bearerRegistry) revoke(tok string) {
 	br.mu.Unlock()
 }
 
+// onlyRealm is a realm policy allowing exactly the host of realm: the
+// fake registries and token servers listen on one IP with two ports,
+// which the default policy refuses.
+func onlyRealm(t *testing.T, realm string) func(*url.URL) bool {
+	t.Helper()
+	h := hostOf(t, realm)
+	return func(u *url.URL) bool { return u.Host == h }
+}
+
 func hostOf(t *testing.T, s string) string {
 	t.Helper()
 	u, err := url.Parse(s)
@@ -88,9 +97,10 @@ func get(t *testing.T, c *http.Client, u string) (*http.Response, error) {
 }
 
 func TestTransportBearer(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	reg := newBearerRegistry(t, ts.URL+"/token")
-	tr := &Transport{Host: hostOf(t, reg.URL), Credentials: Credentials{Username: "bob", Password: "pw"}, Tokens: NewTokenCache(nil, TokenOptions{})}
+	tr := &Transport{Host: hostOf(t, reg.URL), Credentials: Credentials{Username: "bob", Password: "pw"}, Tokens: NewTokenCache(nil, TokenOptions{}), AllowRealm: onlyRealm(t, ts.URL)}
 	c := &http.Client{Transport: tr}
 
 	steps := []struct {
@@ -130,10 +140,11 @@ func TestTransportBearer(t *testing.T) {
 }
 
 func TestTransportDerivedScope(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	reg := newBearerRegistry(t, ts.URL+"/token")
 	reg.scopeInChallenge = false
-	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL)}}
+	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), AllowRealm: onlyRealm(t, ts.URL)}}
 	resp, err := get(t, c, reg.URL+"/v2/a/b/manifests/latest")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("%v %v", resp, err)
@@ -144,10 +155,11 @@ func TestTransportDerivedScope(t *testing.T) {
 }
 
 func TestTransportPermanent401(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	reg := newBearerRegistry(t, ts.URL+"/token")
 	reg.alwaysNo = true
-	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL)}}
+	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), AllowRealm: onlyRealm(t, ts.URL)}}
 	for i, want := range []struct{ hits, tokens int64 }{{2, 1}, {4, 2}, {6, 3}} {
 		resp, err := get(t, c, reg.URL+"/v2/a/manifests/latest")
 		if err != nil || resp.StatusCode != 401 {
@@ -160,16 +172,19 @@ func TestTransportPermanent401(t *testing.T) {
 }
 
 func TestTransportRealmPolicy(t *testing.T) {
+	t.Parallel()
 	ts := newTokenServer(t)
 	tests := []struct {
-		name      string
-		realm     func(reg string) string
-		allow     func(*url.URL) bool
-		tlsReg    bool
-		wantError string
+		name       string
+		realm      func(reg string) string
+		allow      func(*url.URL) bool
+		tlsReg     bool
+		wantError  string
+		notAllowed bool // the error is ErrRealmNotAllowed
 	}{
-		{name: "foreign realm host", realm: func(string) string { return strings.Replace(ts.URL, "127.0.0.1", "localhost", 1) }, wantError: "localhost"},
-		{name: "policy refuses", realm: func(string) string { return ts.URL }, allow: func(*url.URL) bool { return false }, wantError: "127.0.0.1"},
+		{name: "foreign realm host", realm: func(string) string { return strings.Replace(ts.URL, "127.0.0.1", "localhost", 1) }, wantError: "localhost", notAllowed: true},
+		{name: "registry's IP, another port", realm: func(string) string { return ts.URL }, wantError: "127.0.0.1", notAllowed: true},
+		{name: "policy refuses", realm: func(string) string { return ts.URL }, allow: func(*url.URL) bool { return false }, wantError: "127.0.0.1", notAllowed: true},
 		{name: "plain http realm for https registry", realm: func(string) string { return ts.URL }, tlsReg: true, wantError: "plain-http"},
 		{name: "invalid realm", realm: func(string) string { return "::bad" }, wantError: "invalid token realm"},
 	}
@@ -182,20 +197,22 @@ func TestTransportRealmPolicy(t *testing.T) {
 				w.WriteHeader(401)
 			})
 			var srv *httptest.Server
-			var base http.RoundTripper = http.DefaultTransport
 			if tt.tlsReg {
 				srv = httptest.NewTLSServer(h)
-				base = srv.Client().Transport
 			} else {
 				srv = httptest.NewServer(h)
 			}
 			defer srv.Close()
+			base := srv.Client().Transport
 			t0 := ts.hits.Load()
 			c := &http.Client{Transport: &Transport{Base: base, Host: hostOf(t, srv.URL), AllowRealm: tt.allow}}
 			_, err := c.Get(srv.URL + "/v2/a/manifests/latest")
 			var oe *oci.Error
 			if !errors.As(err, &oe) || oe.Status != http.StatusBadGateway || !strings.Contains(oe.Message, tt.wantError) {
 				t.Fatalf("err = %v, want 502 naming %q", err, tt.wantError)
+			}
+			if errors.Is(err, ErrRealmNotAllowed) != tt.notAllowed {
+				t.Fatalf("errors.Is(err, ErrRealmNotAllowed) = %v, want %v", !tt.notAllowed, tt.notAllowed)
 			}
 			if ts.hits.Load() != t0 || hits.Load() != 1 {
 				t.Fatalf("token requests %d, registry %d", ts.hits.Load()-t0, hits.Load())
@@ -205,6 +222,7 @@ func TestTransportRealmPolicy(t *testing.T) {
 }
 
 func TestTransportRedirectWithoutCredentials(t *testing.T) {
+	t.Parallel()
 	var cdnAuth atomic.Value
 	var cdnHits atomic.Int64
 	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -216,7 +234,7 @@ func TestTransportRedirectWithoutCredentials(t *testing.T) {
 	ts := newTokenServer(t)
 	reg := newBearerRegistry(t, ts.URL+"/token")
 	reg.redirect = strings.Replace(cdn.URL, "127.0.0.1", "localhost", 1) + "/blob?sig=secret"
-	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), Credentials: Credentials{Username: "u", Password: "p"}}}
+	c := &http.Client{Transport: &Transport{Host: hostOf(t, reg.URL), Credentials: Credentials{Username: "u", Password: "p"}, AllowRealm: onlyRealm(t, ts.URL)}}
 	resp, err := get(t, c, reg.URL+"/v2/a/blobs/sha256:00")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("%v %v", resp, err)
@@ -227,6 +245,7 @@ func TestTransportRedirectWithoutCredentials(t *testing.T) {
 }
 
 func TestTransportBasic(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		creds    Credentials
@@ -269,6 +288,7 @@ func TestTransportBasic(t *testing.T) {
 }
 
 func TestTransportPassThrough(t *testing.T) {
+	t.Parallel()
 	var hits atomic.Int64
 	var seen atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -318,6 +338,7 @@ func TestTransportPassThrough(t *testing.T) {
 }
 
 func TestRepositoryFromPath(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ path, want string }{
 		{"/v2/library/alpine/manifests/latest", "library/alpine"},
 		{"/v2/a/blobs/b/manifests/latest", "a/blobs/b"},

@@ -74,7 +74,7 @@ func (w *watchedFile[T]) read() (T, error) {
 	if err != nil {
 		return zero, pathError(w.path, err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // only read: closing reports nothing to act on
 	data, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return zero, pathError(w.path, err)

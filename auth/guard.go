@@ -1,0 +1,69 @@
+package auth
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+)
+
+// Guard is the access policy in force and whether clients' own
+// credentials are passed upstream, swapped as one when the configuration
+// is reloaded: every request reads the pair that was in force when it
+// asked, never half of an old one and half of a new one. It is safe for
+// concurrent use.
+type Guard struct {
+	cur atomic.Pointer[guardState]
+}
+
+// guardState is what a Guard swaps.
+type guardState struct {
+	policy       *Policy
+	allowOwnAuth bool
+}
+
+// NewGuard returns a Guard enforcing p. allowOwnAuth passes a client's own
+// credentials (those that are not a proxy user's) on to upstream with
+// the requests made for it. p must not be nil.
+func NewGuard(p *Policy, allowOwnAuth bool) *Guard {
+	g := &Guard{}
+	g.Swap(p, allowOwnAuth)
+	return g
+}
+
+// Swap puts p and allowOwnAuth in force for the requests that come after
+// it; requests already authorized keep their answer. p must not be nil.
+func (g *Guard) Swap(p *Policy, allowOwnAuth bool) {
+	if p == nil {
+		panic("auth: Guard needs a policy")
+	}
+	g.cur.Store(&guardState{policy: p, allowOwnAuth: allowOwnAuth})
+}
+
+// Policy returns the policy in force.
+func (g *Guard) Policy() *Policy { return g.cur.Load().policy }
+
+// Authorize is Policy.Check with the policy in force: it identifies the
+// client of r and decides whether it may read repo of the registry host
+// (kind and ref name what is read). It returns the context for the
+// upstream requests made on the client's behalf, the client's identity
+// for logs, and nil or the denial (an *oci.Error).
+func (g *Guard) Authorize(r *http.Request, host, repo, kind, ref string) (context.Context, string, error) {
+	s := g.cur.Load()
+	return s.policy.Check(r, host, repo, kind, ref, s.allowOwnAuth)
+}
+
+// AuthorizeBase is Policy.CheckBase with the policy in force: the answer
+// to the registry base endpoint (/v2/).
+func (g *Guard) AuthorizeBase(r *http.Request) error { return g.Policy().CheckBase(r) }
+
+// ProxyUser checks a Proxy-Authorization header value against the proxy
+// users of the policy in force and returns the user it names; ok is false
+// when the header is not a valid Basic one of a proxy user, or when there
+// are no proxy users.
+func (g *Guard) ProxyUser(header string) (user string, ok bool) {
+	p := g.Policy()
+	if !p.HasUsers() {
+		return "", false
+	}
+	return p.VerifyProxyAuthorization(header)
+}
