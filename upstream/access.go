@@ -68,7 +68,7 @@ func (r *Registry) CheckAccess(ctx context.Context, repo, what, ref string) erro
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return r.responseError(resp, k)
 	}
-	_, _ = io.CopyN(io.Discard, resp.Body, oci.MaxSmallBody)
+	_, _ = io.CopyN(io.Discard, resp.Body, oci.MaxSmallBody) //nolint:errcheck // the answer was 2xx: a failed read only costs the connection
 	resp.Body.Close()
 	return nil
 }

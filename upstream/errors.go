@@ -85,7 +85,10 @@ const maxMessage = 256
 // closes its body. It reads at most oci.MaxSmallBody bytes of the body.
 func (r *Registry) responseError(resp *http.Response, k kind) *oci.Error {
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, oci.MaxSmallBody))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxSmallBody))
+	if err != nil {
+		body = nil // a body cut short says nothing reliable: keep the status alone
+	}
 	se := &StatusError{Upstream: r.host, Method: resp.Request.Method, Path: resp.Request.URL.Path, Status: resp.StatusCode}
 	var env oci.Envelope
 	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
@@ -206,7 +209,7 @@ func (r *Registry) transportError(err error) error {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: connection refused", where)
 	case errors.As(err, &x509Err), errors.As(err, &hostErr), errors.As(err, &certErr), errors.As(err, &verifErr):
-		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: TLS certificate not trusted (set caFile, or insecure)", where)
+		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: TLS certificate not trusted (trust its CA, or skip verification for this upstream)", where)
 	case errors.As(err, &recErr):
 		return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, cause, "%s: TLS handshake failed (plain HTTP server?)", where)
 	case errors.Is(err, ErrForbiddenAddress):
@@ -229,7 +232,7 @@ type body struct {
 // Read implements io.Reader.
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader's contract: the end is io.EOF itself, never wrapped
 		err = b.r.transportError(err)
 	}
 	return n, err

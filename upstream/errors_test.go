@@ -16,6 +16,7 @@ import (
 )
 
 func TestErrorMapping(t *testing.T) {
+	t.Parallel()
 	ociBody := func(code, msg string) string {
 		return `{"errors":[{"code":"` + code + `","message":"` + msg + `"}]}`
 	}
@@ -57,7 +58,7 @@ func TestErrorMapping(t *testing.T) {
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, tt.body)
 			}, Options{})
-			err := call(r, tt.call)
+			err := call(t.Context(), r, tt.call)
 			var oe *oci.Error
 			if !errors.As(err, &oe) {
 				t.Fatalf("err = %v, want *oci.Error", err)
@@ -83,8 +84,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 // call runs one Registry method and returns its error.
-func call(r *Registry, which string) error {
-	ctx := context.Background()
+func call(ctx context.Context, r *Registry, which string) error {
 	switch which {
 	case "manifest":
 		_, rc, err := r.Manifest(ctx, "team/app", "latest", false)
@@ -111,6 +111,9 @@ func call(r *Registry, which string) error {
 	panic(which)
 }
 
+// TestConnectionErrors is not parallel: its 100ms timeouts measure the
+// proxy's, and must not also measure a machine busy with other tests
+// (the idle-body case needs the headers within them).
 func TestConnectionErrors(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closedURL := closed.URL
@@ -147,7 +150,7 @@ func TestConnectionErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.Credentials = auth.Credentials{Username: "bob", Password: "secretpw"}
 			r := newRegistryFor(t, tt.endpoint, tt.opts)
-			ctx := context.Background()
+			ctx := t.Context()
 			if tt.ctxTimeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)

@@ -31,6 +31,7 @@ func (o *recordObserver) RateLimit(_ string, limit, remaining int64) {
 }
 
 func TestParseRateLimit(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in string
 		n        int64
@@ -56,6 +57,7 @@ func TestParseRateLimit(t *testing.T) {
 }
 
 func TestObserverSeesEveryRequestAndRateLimit(t *testing.T) {
+	t.Parallel()
 	obs := &recordObserver{}
 	now := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
 	fails := 1
@@ -74,16 +76,16 @@ func TestObserverSeesEveryRequestAndRateLimit(t *testing.T) {
 	if _, _, _, ok := r.RateRemaining(); ok {
 		t.Fatal("RateRemaining before any answer: ok")
 	}
-	if _, _, err := r.Manifest(context.Background(), "team/app", "v1", true); err != nil {
+	if _, _, err := r.Manifest(t.Context(), "team/app", "v1", true); err != nil {
 		t.Fatal(err)
 	}
-	body, _, err := r.Blob(context.Background(), "team/app", testDigest)
+	body, _, err := r.Blob(t.Context(), "team/app", testDigest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body.Close()
 	srv.Close()
-	if _, err := r.StatBlob(context.Background(), "team/app", digest.FromString("gone")); err == nil {
+	if _, err := r.StatBlob(t.Context(), "team/app", digest.FromString("gone")); err == nil {
 		t.Fatal("StatBlob on a closed server succeeded")
 	}
 
@@ -112,11 +114,12 @@ func TestObserverSeesEveryRequestAndRateLimit(t *testing.T) {
 }
 
 func TestRateRemainingDefaults(t *testing.T) {
+	t.Parallel()
 	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Ratelimit-Remaining", "3")
 		w.WriteHeader(http.StatusTooManyRequests)
 	}, Options{})
-	_, _, err := r.Manifest(context.Background(), "team/app", "v1", true)
+	_, _, err := r.Manifest(t.Context(), "team/app", "v1", true)
 	if err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("429: err %v", err)
 	}

@@ -38,7 +38,8 @@ type Options struct {
 	// CAFile is a PEM bundle trusted in addition to the system roots
 	// (which honour SSL_CERT_FILE).
 	CAFile string
-	// Insecure skips TLS verification for this upstream.
+	// Insecure skips TLS certificate verification for this upstream. The
+	// zero value verifies.
 	Insecure bool
 	// Credentials are the static credentials used towards the registry
 	// and its token realm when Keychain has none for them.
@@ -50,10 +51,6 @@ type Options struct {
 	// TokenRealms lists extra hosts allowed as Bearer token realms
 	// besides the registry's own domain.
 	TokenRealms []string
-	// VerifySSL verifies upstream certificates (VERIFY_SSL). Note that the
-	// zero value false skips verification: callers must set it, as the
-	// configuration's default true does.
-	VerifySSL bool
 	// ForceHTTP11 disables HTTP/2 (FORCE_UPSTREAM_HTTP_1_1).
 	ForceHTTP11 bool
 	// ConnectTimeout bounds the TCP connect and TLS handshake;
@@ -80,13 +77,11 @@ type Options struct {
 // that talks to it. It implements the mirror's Upstream interface and is
 // safe for concurrent use.
 type Registry struct {
-	host      string
-	endpoint  *url.URL
-	ua        string
-	client    *http.Client
-	transport *http.Transport
-	retry     *retryTransport
-	auth      *auth.Transport
+	host     string
+	endpoint *url.URL
+	ua       string
+	client   *http.Client
+	retry    *retryTransport // its backoff is shortened by tests
 
 	obs Observer
 	now func() time.Time
@@ -101,27 +96,57 @@ func New(opts Options) (*Registry, error) {
 	if opts.Host == "" || !oci.ValidHost(opts.Host) {
 		return nil, fmt.Errorf("%w: invalid host %q", ErrInvalidOptions, opts.Host)
 	}
-	if opts.Endpoint == "" {
-		opts.Endpoint = "https://" + opts.Host
-		if oci.IsDockerHub(opts.Host) {
-			opts.Endpoint = "https://" + oci.DockerHubAPI
+	ep, err := parseEndpoint(opts.Host, opts.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	setDefaults(&opts)
+	ht, err := newHTTPTransport(opts, net.ParseIP(ep.Hostname()))
+	if err != nil {
+		return nil, err
+	}
+	retry, at := newStack(opts, ep, ht)
+	return &Registry{
+		host:     opts.Host,
+		endpoint: ep,
+		ua:       opts.UserAgent,
+		client:   &http.Client{Transport: at, CheckRedirect: checkRedirect},
+		retry:    retry,
+		obs:      opts.Observer,
+		now:      opts.Now,
+	}, nil
+}
+
+// parseEndpoint validates the endpoint of upstream host ("" for the
+// default: https://host, Docker Hub's API host for Docker Hub) and drops
+// a trailing slash from its path.
+func parseEndpoint(host, endpoint string) (*url.URL, error) {
+	if endpoint == "" {
+		endpoint = "https://" + host
+		if oci.IsDockerHub(host) {
+			endpoint = "https://" + oci.DockerHubAPI
 		}
 	}
-	ep, err := url.Parse(opts.Endpoint)
+	ep, err := url.Parse(endpoint)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w: upstream %s: endpoint %q: %v", ErrInvalidOptions, opts.Host, opts.Endpoint, err)
+		return nil, fmt.Errorf("%w: upstream %s: endpoint %q: %w", ErrInvalidOptions, host, endpoint, err)
 	case ep.Scheme != "http" && ep.Scheme != "https":
-		return nil, fmt.Errorf("%w: upstream %s: endpoint %q: scheme must be http or https", ErrInvalidOptions, opts.Host, opts.Endpoint)
+		return nil, fmt.Errorf("%w: upstream %s: endpoint %q: scheme must be http or https", ErrInvalidOptions, host, endpoint)
 	case ep.Host == "":
-		return nil, fmt.Errorf("%w: upstream %s: endpoint %q has no host", ErrInvalidOptions, opts.Host, opts.Endpoint)
+		return nil, fmt.Errorf("%w: upstream %s: endpoint %q has no host", ErrInvalidOptions, host, endpoint)
 	case ep.User != nil:
-		return nil, fmt.Errorf("%w: upstream %s: endpoint must not contain credentials (use username/password)", ErrInvalidOptions, opts.Host)
+		return nil, fmt.Errorf("%w: upstream %s: endpoint must not contain credentials (give them as the upstream's credentials)", ErrInvalidOptions, host)
 	case ep.RawQuery != "" || ep.Fragment != "":
-		return nil, fmt.Errorf("%w: upstream %s: endpoint %q must not have a query or fragment", ErrInvalidOptions, opts.Host, opts.Endpoint)
+		return nil, fmt.Errorf("%w: upstream %s: endpoint %q must not have a query or fragment", ErrInvalidOptions, host, endpoint)
 	}
 	ep.Path = strings.TrimSuffix(ep.Path, "/")
 	ep.RawPath = ""
+	return ep, nil
+}
+
+// setDefaults fills the optional fields of opts that are unset.
+func setDefaults(opts *Options) {
 	for _, d := range []*time.Duration{&opts.ConnectTimeout, &opts.ReadTimeout, &opts.SendTimeout} {
 		if *d <= 0 {
 			*d = DefaultTimeout
@@ -134,15 +159,16 @@ func New(opts Options) (*Registry, error) {
 		std := logrus.NewEntry(logrus.StandardLogger())
 		opts.Log = func(context.Context) *logrus.Entry { return std }
 	}
-
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+}
 
-	ht, err := newHTTPTransport(opts, net.ParseIP(ep.Hostname()))
-	if err != nil {
-		return nil, err
-	}
+// newStack builds the round-tripper stack over ht, bottom up: observe
+// (when there is an Observer) → logging → retry → auth. Token requests go
+// through retry and below, not through auth. It returns the retry layer
+// and the top.
+func newStack(opts Options, ep *url.URL, ht *http.Transport) (*retryTransport, *auth.Transport) {
 	var bottom http.RoundTripper = ht
 	if opts.Observer != nil {
 		bottom = &observeTransport{base: ht, upstream: opts.Host, obs: opts.Observer}
@@ -153,7 +179,7 @@ func New(opts Options) (*Registry, error) {
 	if opts.Tokens == nil {
 		opts.Tokens = auth.NewTokenCache(tokenClient, auth.TokenOptions{UserAgent: opts.UserAgent})
 	}
-	at := &auth.Transport{
+	return retry, &auth.Transport{
 		Base:        retry,
 		Host:        ep.Host,
 		Registry:    opts.Host,
@@ -161,19 +187,8 @@ func New(opts Options) (*Registry, error) {
 		Credentials: opts.Credentials,
 		Tokens:      opts.Tokens,
 		TokenClient: tokenClient,
-		AllowRealm:  auth.RealmAllowed(opts.Host, ep.Host, opts.TokenRealms),
+		AllowRealm:  auth.RealmAllowed(opts.Host, ep.Scheme+"://"+ep.Host, opts.TokenRealms),
 	}
-	return &Registry{
-		host:      opts.Host,
-		endpoint:  ep,
-		ua:        opts.UserAgent,
-		client:    &http.Client{Transport: at, CheckRedirect: checkRedirect},
-		transport: ht,
-		retry:     retry,
-		auth:      at,
-		obs:       opts.Observer,
-		now:       opts.Now,
-	}, nil
 }
 
 // checkRedirect follows at most maxRedirects redirects. The auth
@@ -186,22 +201,8 @@ func checkRedirect(_ *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// Host returns the canonical upstream name.
-func (r *Registry) Host() string { return r.host }
-
 // Endpoint returns the endpoint URL requests are sent to.
 func (r *Registry) Endpoint() string { return r.endpoint.String() }
-
-// RateLimit returns the last ratelimit-limit and ratelimit-remaining
-// headers seen from upstream (Docker Hub: "100;w=21600"), "" before any.
-func (r *Registry) RateLimit() (limit, remaining string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.rateLimit, r.rateRemains
-}
-
-// CloseIdleConnections closes idle upstream connections.
-func (r *Registry) CloseIdleConnections() { r.transport.CloseIdleConnections() }
 
 // Manifest fetches /v2/<repo>/manifests/<ref> with the full Accept set;
 // with head it sends HEAD and returns a nil body. The caller bounds and

@@ -1,7 +1,8 @@
 package upstream
 
 import (
-	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -37,13 +38,11 @@ func newRegistryFor(t *testing.T, endpoint string, opts Options) *Registry {
 		opts.Host = "registry.test:25443"
 	}
 	opts.Endpoint = endpoint
-	opts.VerifySSL = true
 	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.retry.backoff = []time.Duration{time.Millisecond, time.Millisecond}
-	t.Cleanup(r.CloseIdleConnections)
 	return r
 }
 
@@ -57,6 +56,7 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func TestNew(t *testing.T) {
+	t.Parallel()
 	badCA := writeFile(t, "bad-ca.pem", "not a certificate")
 	tests := []struct {
 		name         string
@@ -91,8 +91,8 @@ func TestNew(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Endpoint() != tt.wantEndpoint || r.Host() != tt.opts.Host {
-				t.Fatalf("Endpoint() = %q Host() = %q", r.Endpoint(), r.Host())
+			if r.Endpoint() != tt.wantEndpoint {
+				t.Fatalf("Endpoint() = %q, want %q", r.Endpoint(), tt.wantEndpoint)
 			}
 		})
 	}
@@ -102,6 +102,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestManifestDescriptor(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		head    bool
@@ -153,7 +154,7 @@ func TestManifestDescriptor(t *testing.T) {
 				}
 				_, _ = io.WriteString(w, tt.body)
 			}, Options{})
-			desc, rc, err := r.Manifest(context.Background(), "team/app", "latest", tt.head)
+			desc, rc, err := r.Manifest(t.Context(), "team/app", "latest", tt.head)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,6 +186,7 @@ func tlsCAFile(t *testing.T, srv *httptest.Server) string {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	var proto atomic.Value
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		proto.Store(req.Proto)
@@ -199,7 +201,6 @@ func TestTLS(t *testing.T) {
 	tests := []struct {
 		name      string
 		opts      Options
-		noVerify  bool
 		wantErr   string
 		wantProto string
 	}{
@@ -207,19 +208,17 @@ func TestTLS(t *testing.T) {
 		{name: "CA file, forced HTTP/1.1", opts: Options{CAFile: ca, ForceHTTP11: true}, wantProto: "HTTP/1.1"},
 		{name: "untrusted", opts: Options{}, wantErr: "not trusted"},
 		{name: "insecure", opts: Options{Insecure: true}, wantProto: "HTTP/2.0"},
-		{name: "VerifySSL off", opts: Options{}, noVerify: true, wantProto: "HTTP/2.0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.opts
-			o.Host, o.Endpoint, o.VerifySSL = "registry.test", srv.URL, !tt.noVerify
+			o.Host, o.Endpoint = "registry.test", srv.URL
 			r, err := New(o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(r.CloseIdleConnections)
 			proto.Store("")
-			_, rc, err := r.Manifest(context.Background(), "a", "latest", false)
+			_, rc, err := r.Manifest(t.Context(), "a", "latest", false)
 			if tt.wantErr != "" {
 				if oci.StatusOf(err) != 502 || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want 502 %q", err, tt.wantErr)
@@ -237,7 +236,54 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// TestTLSVerifiedUnlessInsecure: Options whose only fields are the
+// required ones verify the upstream's certificate: a server whose
+// certificate nobody trusts is refused with a verification error and
+// never sees the request. Insecure: true, and only that, skips the
+// verification.
+func TestTLSVerifiedUnlessInsecure(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
+		_, _ = io.WriteString(w, "{}")
+	}))
+	t.Cleanup(srv.Close)
+
+	verified, err := New(Options{Host: "registry.test", Endpoint: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = verified.Manifest(t.Context(), "team/app", "latest", false)
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		verification     *tls.CertificateVerificationError
+	)
+	notVerified := errors.As(err, &unknownAuthority) || errors.As(err, &verification)
+	if oci.StatusOf(err) != http.StatusBadGateway || !notVerified {
+		t.Fatalf("zero Options: err = %v, want a 502 caused by a TLS verification error", err)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the untrusted server got %d requests, want none", n)
+	}
+
+	insecure, err := New(Options{Host: "registry.test", Endpoint: srv.URL, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := insecure.Manifest(t.Context(), "team/app", "latest", false)
+	if err != nil {
+		t.Fatalf("Insecure: %v", err)
+	}
+	rc.Close()
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("server got %d requests, want 1", n)
+	}
+}
+
 func TestRedirectedBlob(t *testing.T) {
+	t.Parallel()
 	var cdnAuth atomic.Value
 	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		cdnAuth.Store(req.Header.Get("Authorization"))
@@ -266,7 +312,7 @@ func TestRedirectedBlob(t *testing.T) {
 	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}})
 
 	t.Run("get", func(t *testing.T) {
-		rc, size, err := r.Blob(context.Background(), "team/app", testDigest)
+		rc, size, err := r.Blob(t.Context(), "team/app", testDigest)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,19 +323,19 @@ func TestRedirectedBlob(t *testing.T) {
 		}
 	})
 	t.Run("head", func(t *testing.T) {
-		size, err := r.StatBlob(context.Background(), "team/app", testDigest)
+		size, err := r.StatBlob(t.Context(), "team/app", testDigest)
 		if err != nil || size != 4 || cdnAuth.Load().(string) != "" {
 			t.Fatalf("size %d err %v cdn Authorization %q", size, err, cdnAuth.Load())
 		}
 	})
 	t.Run("redirect to link-local refused", func(t *testing.T) {
-		_, err := r.Get(context.Background(), "team/app", "tags/metadata", nil)
+		_, err := r.Get(t.Context(), "team/app", "tags/metadata", nil)
 		if oci.StatusOf(err) != 502 || !errors.Is(err, ErrForbiddenAddress) {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("redirect loop", func(t *testing.T) {
-		_, err := r.Get(context.Background(), "team/app", "tags/loop", nil)
+		_, err := r.Get(t.Context(), "team/app", "tags/loop", nil)
 		if oci.StatusOf(err) != 502 || !errors.Is(err, ErrTooManyRedirects) || strings.Contains(err.Error(), "topsecret") {
 			t.Fatalf("err = %v", err)
 		}
@@ -297,6 +343,7 @@ func TestRedirectedBlob(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
+	t.Parallel()
 	var gotQuery url.Values
 	var gotAccept string
 	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
@@ -315,7 +362,7 @@ func TestGet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := r.Get(context.Background(), "team/app", tt.suffix, tt.query)
+			resp, err := r.Get(t.Context(), "team/app", tt.suffix, tt.query)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -329,31 +376,35 @@ func TestGet(t *testing.T) {
 			}
 		})
 	}
-	if l, rem := r.RateLimit(); l != "100;w=21600" || rem != "42;w=21600" {
-		t.Fatalf("RateLimit() = %q %q", l, rem)
+	if rem, window, _, ok := r.RateRemaining(); !ok || rem != 42 || window != 6*time.Hour {
+		t.Fatalf("RateRemaining() = %d, %v, %v; want 42 in 6h", rem, window, ok)
 	}
 }
 
+// TestBearerThroughRegistry: a registry whose token realm is its own
+// /token answers with one token for several requests.
 func TestBearerThroughRegistry(t *testing.T) {
-	var tokenHits atomic.Int64
-	realm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		tokenHits.Add(1)
-		_, _ = io.WriteString(w, `{"access_token":"t0ken","expires_in":300}`)
-	}))
-	t.Cleanup(realm.Close)
-	var hits atomic.Int64
-	r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+	t.Parallel()
+	var hits, tokenHits atomic.Int64
+	var realm string
+	r, srv := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/token" {
+			tokenHits.Add(1)
+			_, _ = io.WriteString(w, `{"access_token":"t0ken","expires_in":300}`)
+			return
+		}
 		hits.Add(1)
 		if req.Header.Get("Authorization") != "Bearer t0ken" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.URL+`/token",service="registry.test"`)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`",service="registry.test"`)
 			w.WriteHeader(401)
 			return
 		}
 		w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
 		_, _ = io.WriteString(w, "{}")
 	}, Options{})
+	realm = srv.URL + "/token"
 	for i := range 3 {
-		_, rc, err := r.Manifest(context.Background(), "team/app", "latest", false)
+		_, rc, err := r.Manifest(t.Context(), "team/app", "latest", false)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -362,4 +413,71 @@ func TestBearerThroughRegistry(t *testing.T) {
 	if hits.Load() != 4 || tokenHits.Load() != 1 {
 		t.Fatalf("registry %d token %d, want 4 and 1", hits.Load(), tokenHits.Load())
 	}
+}
+
+// TestRealmOnAnotherPort: a registry on an IP literal that sends clients
+// to a realm on the same IP but another port gets no credentials sent
+// there, unless that realm is configured as one of its token realms.
+func TestRealmOnAnotherPort(t *testing.T) {
+	t.Parallel()
+	var realmAuth atomic.Value
+	realmAuth.Store("")
+	var realmHits atomic.Int64
+	realm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		realmHits.Add(1)
+		realmAuth.Store(req.Header.Get("Authorization"))
+		_, _ = io.WriteString(w, `{"token":"t0ken"}`)
+	}))
+	t.Cleanup(realm.Close)
+	handler := func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Authorization") != "Bearer t0ken" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.URL+`/token",service="registry.test"`)
+			w.WriteHeader(401)
+			return
+		}
+		w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
+		_, _ = io.WriteString(w, "{}")
+	}
+	creds := auth.Credentials{Username: "robot", Password: "robot-pw"}
+	tests := []struct {
+		name      string
+		realms    []string
+		wantHits  int64
+		wantError bool
+	}{
+		{name: "not configured", wantError: true},
+		{name: "configured", realms: []string{hostOnly(t, realm.URL)}, wantHits: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			realmHits.Store(0)
+			r, _ := newTestRegistry(t, handler, Options{Credentials: creds, TokenRealms: tt.realms})
+			_, rc, err := r.Manifest(t.Context(), "team/app", "latest", false)
+			if tt.wantError {
+				if oci.StatusOf(err) != http.StatusBadGateway || !errors.Is(err, auth.ErrRealmNotAllowed) {
+					t.Fatalf("err = %v, want a 502 caused by auth.ErrRealmNotAllowed", err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			} else {
+				rc.Close()
+			}
+			if realmHits.Load() != tt.wantHits {
+				t.Fatalf("realm requests = %d, want %d", realmHits.Load(), tt.wantHits)
+			}
+		})
+	}
+	if got := realmAuth.Load().(string); got == "" {
+		t.Fatal("the configured realm got no credentials")
+	}
+}
+
+// hostOnly is the host of a URL without its port.
+func hostOnly(t *testing.T, s string) string {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Hostname()
 }

@@ -36,8 +36,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		if resp != nil {
-			_, _ = io.CopyN(io.Discard, resp.Body, 16<<10)
-			_ = resp.Body.Close()
+			_, _ = io.CopyN(io.Discard, resp.Body, 16<<10) //nolint:errcheck // the answer is thrown away: a failed read only costs the connection
+			resp.Body.Close()
 		}
 		timer := time.NewTimer(t.backoff[attempt])
 		select {

@@ -40,6 +40,7 @@ func fail(err error) func() (*http.Response, error) {
 }
 
 func TestRetryTransport(t *testing.T) {
+	t.Parallel()
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	tests := []struct {
@@ -86,8 +87,9 @@ func TestRetryTransport(t *testing.T) {
 }
 
 func TestRetryTransportRespectsContext(t *testing.T) {
+	t.Parallel()
 	// A backoff far longer than the test: only the context ends it.
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	base := &scripted{outcomes: []func() (*http.Response, error){status(503)}}
 	rt := &retryTransport{base: base, backoff: []time.Duration{time.Hour, time.Hour}}

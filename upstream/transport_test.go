@@ -7,6 +7,7 @@ import (
 )
 
 func TestDialGuard(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		endpoint string
