@@ -91,6 +91,7 @@ func writeCAFixture(t *testing.T, f caFixture) string {
 }
 
 func TestLoadOrCreateCACreatesOnceThenReuses(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "nested", "ca")
 	first, err := LoadOrCreateCA(dir)
 	if err != nil {
@@ -165,6 +166,7 @@ func TestLoadOrCreateCACreatesOnceThenReuses(t *testing.T) {
 }
 
 func TestLoadOrCreateCAExistingDirKeepsMode(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o750); err != nil {
 		t.Fatal(err)
@@ -182,6 +184,7 @@ func TestLoadOrCreateCAExistingDirKeepsMode(t *testing.T) {
 }
 
 func TestLoadOrCreateCAAcceptsExistingKeys(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -198,6 +201,7 @@ func TestLoadOrCreateCAAcceptsExistingKeys(t *testing.T) {
 		{"ecdsa pkcs8", fixtureECKey(t), "PRIVATE KEY"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := makeCAFixture(t, tc.key, tc.keyType, true, now.Add(-time.Hour), now.Add(24*time.Hour))
 			dir := writeCAFixture(t, f)
 			ca, err := LoadOrCreateCA(dir)
@@ -223,6 +227,7 @@ func TestLoadOrCreateCAAcceptsExistingKeys(t *testing.T) {
 }
 
 func TestLoadOrCreateCARejectsBadDirectories(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	good := makeCAFixture(t, fixtureECKey(t), "PRIVATE KEY", true, now.Add(-time.Hour), now.Add(24*time.Hour))
 	other := makeCAFixture(t, fixtureECKey(t), "PRIVATE KEY", true, now.Add(-time.Hour), now.Add(24*time.Hour))
@@ -251,6 +256,7 @@ func TestLoadOrCreateCARejectsBadDirectories(t *testing.T) {
 		{name: "unreadable key", cert: good.certPEM, keyIsDir: true, badFile: CAKeyFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			if tc.cert != nil {
 				if err := os.WriteFile(filepath.Join(dir, CACertFile), tc.cert, 0o644); err != nil {

@@ -5,36 +5,45 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
-// Decision is what the shim does with a CONNECT request.
+// Decision is what the shim does with a CONNECT request. Its zero value
+// is Deny, so a Decision nobody set refuses rather than opens a tunnel.
 type Decision int
 
-// The decisions, in the order they are considered.
+// The decisions.
 const (
+	// Deny answers 403. Every value other than Tunnel and Intercept is
+	// treated as Deny.
+	Deny Decision = iota
 	// Tunnel splices bytes to the target untouched.
-	Tunnel Decision = iota
+	Tunnel
 	// Intercept terminates TLS with a minted certificate and serves the
 	// requests from the mirror (or forwards them to the real host).
 	Intercept
-	// Deny answers 403.
-	Deny
 )
 
-// String names the decision for logs.
+// String names the decision for logs and metrics; values other than
+// Tunnel and Intercept are named "deny", as they are treated.
 func (d Decision) String() string {
 	switch d {
+	case Tunnel:
+		return "tunnel"
 	case Intercept:
 		return "intercept"
-	case Deny:
+	default:
 		return "deny"
 	}
-	return "tunnel"
 }
+
+// defaultAllowPorts are the ports tunnels may reach when the policy names
+// none.
+var defaultAllowPorts = []int{443}
 
 // Policy is what Decide needs to know about the configuration.
 type Policy struct {
@@ -42,7 +51,7 @@ type Policy struct {
 	// stripped, Docker Hub's names folded into "docker.io") is a registry
 	// or token host the shim terminates.
 	Intercepted func(host string) bool
-	// AllowPorts are the ports tunnels may reach (default 443 only).
+	// AllowPorts are the ports tunnels may reach (443 only when empty).
 	AllowPorts []int
 	// AllowNetworks are prefixes tunnels may reach although they are
 	// denied by default.
@@ -90,14 +99,12 @@ func Decide(target string, p Policy) (Decision, string, error) {
 	}
 	ports := p.AllowPorts
 	if len(ports) == 0 {
-		ports = []int{443}
+		ports = defaultAllowPorts
 	}
-	for _, ap := range ports {
-		if ap == port {
-			return Tunnel, "", nil
-		}
+	if slices.Contains(ports, port) {
+		return Tunnel, "", nil
 	}
-	return Deny, fmt.Sprintf("port %d is not open for tunnels (connect.allowPorts)", port), nil
+	return Deny, fmt.Sprintf("port %d is not open for tunnels", port), nil
 }
 
 // allowsAll reports whether the policy opens loopback, so local names may
@@ -126,12 +133,7 @@ func deniedName(host string) bool {
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
-	for _, n := range metadataNames {
-		if h == n {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(metadataNames, h)
 }
 
 // Allowed reports whether a tunnel may reach addr: never loopback,
@@ -148,12 +150,7 @@ func Allowed(addr netip.Addr, allow []netip.Prefix) bool {
 		addr.IsUnspecified() || addr.IsMulticast() || addr.IsInterfaceLocalMulticast() {
 		return false
 	}
-	for _, m := range metadataAddrs {
-		if addr == m {
-			return false
-		}
-	}
-	return true
+	return !slices.Contains(metadataAddrs, addr)
 }
 
 // ParseNetworks parses CIDRs or single addresses.
@@ -166,7 +163,7 @@ func ParseNetworks(ss []string) ([]netip.Prefix, error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("network %q: want a CIDR or an IP address", s)
+			return nil, fmt.Errorf("network %q: want a CIDR or an IP address: %w", s, err)
 		}
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}

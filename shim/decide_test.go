@@ -7,6 +7,7 @@ import (
 )
 
 func TestDecide(t *testing.T) {
+	t.Parallel()
 	intercepted := func(h string) bool {
 		switch h {
 		case "docker.io", "auth.docker.io", "quay.io", "registry.test:25443":
@@ -63,6 +64,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got, reason, err := Decide(tc.target, tc.policy)
 			if tc.bad {
 				if !errors.Is(err, ErrBadTarget) {

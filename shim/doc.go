@@ -10,12 +10,19 @@
 //     from it on demand, cached per host (Minter);
 //   - TLS termination and the rewriting of intercepted requests into
 //     namespaced mirror requests, handed to the mirror's http.Handler
-//     in-process, and push passthrough;
+//     in-process, and push passthrough to each registry's endpoint over
+//     a transport that verifies it;
 //   - the client setup endpoints GET /ca.crt and GET /setup/... (SetupHandler):
 //     the systemd drop-in script, containerd hosts.toml files and
 //     containers' registries.conf, all pointing at the address the request
 //     came in on.
 //
+// The Shim serves CONNECT and absolute-form requests only (Handles); the
+// front handler in cmd sends every other request to its own routes. See
+// docs/architecture.md for how it sits in front of the mirror.
+//
 // shim never imports mirror, storage, config or cmd: it receives the mirror
-// as an http.Handler and its settings as plain option structs.
+// as an http.Handler, its settings as data (Options, Registry) and the
+// rest as small interfaces defined here (ProxyAuthenticator,
+// TagForgetter, Observer).
 package shim

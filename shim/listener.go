@@ -12,8 +12,8 @@ import (
 const sendChunk = 4 << 20
 
 // SendTimeoutListener wraps ln so that every accepted connection bounds
-// the silence between two writes to the client by d (nginx send_timeout,
-// SEND_TIMEOUT): a client that stops reading is dropped instead of
+// the silence between two writes to the client by d (nginx's
+// send_timeout): a client that stops reading is dropped instead of
 // holding a goroutine and a file forever.
 func SendTimeoutListener(ln net.Listener, d time.Duration) net.Listener {
 	if d <= 0 {
@@ -53,7 +53,9 @@ type SendTimeoutConn struct {
 func (c *SendTimeoutConn) Write(p []byte) (int, error) {
 	if c.Timeout > 0 {
 		if now := time.Now(); now.UnixNano()-c.last.Load() >= int64(c.Timeout/8) {
-			_ = c.Conn.SetWriteDeadline(now.Add(c.Timeout))
+			if err := c.SetWriteDeadline(now.Add(c.Timeout)); err != nil {
+				return 0, err
+			}
 			c.last.Store(now.UnixNano())
 		}
 	}
@@ -82,7 +84,9 @@ func (c *SendTimeoutConn) ReadFrom(src io.Reader) (int64, error) {
 		}
 		now := time.Now()
 		c.last.Store(now.UnixNano())
-		_ = c.Conn.SetWriteDeadline(now.Add(c.Timeout))
+		if err := c.SetWriteDeadline(now.Add(c.Timeout)); err != nil {
+			return total, err
+		}
 		n, err := rf.ReadFrom(chunk)
 		total += n
 		if isLimited {
@@ -99,7 +103,7 @@ func (c *SendTimeoutConn) CloseWrite() error {
 	if cw, ok := c.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
 
 type writerOnly struct{ io.Writer }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +33,16 @@ func (c *connectRecorder) TunnelOpened() {
 }
 func (c *connectRecorder) TunnelClosed() { c.mu.Lock(); c.open--; c.mu.Unlock() }
 
+// proxyUsers is a ProxyAuthenticator: Proxy-Authorization header → user.
+type proxyUsers map[string]string
+
+func (p proxyUsers) ProxyUser(h string) (string, bool) {
+	u, ok := p[h]
+	return u, ok
+}
+
 func TestObserverSeesConnectDecisionsAndTunnels(t *testing.T) {
+	t.Parallel()
 	echo := testutil.EchoServer(t)
 	echoPort, _ := strconv.Atoi(strings.TrimPrefix(echo, "127.0.0.1:"))
 
@@ -44,24 +52,21 @@ func TestObserverSeesConnectDecisionsAndTunnels(t *testing.T) {
 	}
 	obs := &connectRecorder{decisions: map[string]int{}}
 	nets := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	next := http.NotFoundHandler()
-	sh, err := New(next, next, NewMinter(ca, MinterOptions{}), Options{
-		Policy: Policy{
-			Intercepted:   func(h string) bool { return h == "registry.test:5000" },
-			AllowPorts:    []int{443, echoPort},
-			AllowNetworks: nets,
+	sh, err := New(http.NotFoundHandler(), NewMinter(ca, MinterOptions{}), Options{
+		Registries: []Registry{{Host: "registry.test:5000"}},
+		Tunnel: TunnelOptions{
+			ConnectTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
+			AllowPorts: []int{443, echoPort}, AllowNetworks: nets,
 		},
-		Tunnel:    TunnelOptions{ConnectTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, AllowNetworks: nets},
-		Namespace: func(h string) (string, bool) { return "registry.test_5000", h == "registry.test:5000" },
-		Forward:   func(string) (*url.URL, http.RoundTripper) { return nil, nil },
-		ProxyAuth: func(h string) (string, bool) { return "alice", h == "Basic good" },
+		ProxyAuth: proxyUsers{"Basic good": "alice"},
 		Observer:  obs,
+		Logger:    quietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(sh)
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() { srv.Close(); sh.Close() })
 
 	connect := func(target, auth string) (net.Conn, *bufio.Reader, string) {
 		t.Helper()
@@ -109,7 +114,7 @@ func TestObserverSeesConnectDecisionsAndTunnels(t *testing.T) {
 	openWhileUsed := obs.open
 	obs.mu.Unlock()
 	conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := sh.Shutdown(ctx); err != nil { // waits for every CONNECT handler
 		t.Fatal(err)

@@ -30,6 +30,7 @@ func setupGet(h http.Handler, method, host, path string) *httptest.ResponseRecor
 }
 
 func TestSetupHandlerRouting(t *testing.T) {
+	t.Parallel()
 	ca := mintTestCA(t)
 	h := SetupHandler(ca, setupTestOptions)
 	for _, tc := range []struct {
@@ -58,6 +59,7 @@ func TestSetupHandlerRouting(t *testing.T) {
 		{"unbracketed ipv6", "GET", "fd00::5", "/setup/systemd", 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := setupGet(h, tc.method, tc.host, tc.path)
 			if w.Code != tc.status {
 				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
@@ -132,6 +134,7 @@ func parseTOMLSubset(t *testing.T, data string) []tomlEntry {
 }
 
 func TestSetupRegistriesConf(t *testing.T) {
+	t.Parallel()
 	w := setupGet(SetupHandler(mintTestCA(t), setupTestOptions), "GET", "proxy.test:3128", "/setup/registries.conf")
 	entries := parseTOMLSubset(t, w.Body.String())
 	// Flatten into one "registry|prefix|location|mirror|insecure" per registry.
@@ -242,6 +245,7 @@ func saveScript(t *testing.T, h http.Handler, host, path string) string {
 }
 
 func TestSetupSystemdScript(t *testing.T) {
+	t.Parallel()
 	ca := mintTestCA(t)
 	h := SetupHandler(ca, setupTestOptions)
 	script := saveScript(t, h, "proxy.test:3128", "/setup/systemd")
@@ -314,6 +318,7 @@ func TestSetupSystemdScript(t *testing.T) {
 }
 
 func TestSetupContainerdScript(t *testing.T) {
+	t.Parallel()
 	h := SetupHandler(mintTestCA(t), setupTestOptions)
 	script := saveScript(t, h, "proxy.test:3128", "/setup/containerd")
 	lintScript(t, script)

@@ -13,12 +13,19 @@ import (
 	"time"
 )
 
-// TunnelOptions are the tunnel timeouts (PROXY_CONNECT_*_TIMEOUT).
+// TunnelOptions bound the tunnels to hosts the shim does not intercept
+// (and the plain-HTTP requests forwarded in absolute form).
 type TunnelOptions struct {
+	// ConnectTimeout bounds the dial; ReadTimeout and SendTimeout bound
+	// the silence between two reads and two writes. Zero means none.
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	SendTimeout    time.Duration
-	AllowNetworks  []netip.Prefix
+	// AllowPorts are the ports tunnels may reach (443 only when empty).
+	AllowPorts []int
+	// AllowNetworks are prefixes tunnels may reach although they are
+	// denied by default (loopback, link-local; see Allowed).
+	AllowNetworks []netip.Prefix
 }
 
 // ErrForbiddenAddress reports a tunnel target that resolved to an address
@@ -53,14 +60,18 @@ type idleConn struct {
 
 func (c idleConn) Read(p []byte) (int, error) {
 	if c.read > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+		if err := c.SetReadDeadline(time.Now().Add(c.read)); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Read(p)
 }
 
 func (c idleConn) Write(p []byte) (int, error) {
 	if c.write > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.write))
+		if err := c.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Write(p)
 }
@@ -79,10 +90,12 @@ func splice(client, target net.Conn, opts TunnelOptions) (up, down int64) {
 		c, err := io.Copy(idleConn{Conn: dst, write: opts.SendTimeout}, idleConn{Conn: src, read: opts.ReadTimeout})
 		n.Add(c)
 		if cw, ok := dst.(closeWriter); ok && err == nil {
-			_ = cw.CloseWrite()
-			return
+			if err := cw.CloseWrite(); err == nil {
+				return
+			}
 		}
-		// An error (timeout, reset) ends the tunnel both ways.
+		// An error (timeout, reset, a failed half-close) ends the
+		// tunnel both ways.
 		_ = dst.Close()
 		_ = src.Close()
 	}
