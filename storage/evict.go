@@ -278,7 +278,7 @@ func (p *planner) remove(ctx context.Context, e IndexEntry, reason string) error
 		return nil
 	}
 	if p.apply {
-		if err := p.s.removeEntry(ctx, p.idx, e); err != nil {
+		if err := p.s.removeEntry(ctx, p.idx, e, p.opts.Log); err != nil {
 			return err
 		}
 	}
@@ -315,7 +315,7 @@ func (p *planner) remove(ctx context.Context, e IndexEntry, reason string) error
 // survives (a crash, a failure) is harmless, since the mirror stats the
 // blob itself and refetches what is missing. Tag records stay: they are
 // stale fallbacks, and a tag whose manifest is gone is refetched.
-func (s *Store) removeEntry(ctx context.Context, idx Index, e IndexEntry) error {
+func (s *Store) removeEntry(ctx context.Context, idx Index, e IndexEntry, log func(string, map[string]any)) error {
 	if err := idx.Remove(ctx, e.Digest); err != nil {
 		return err
 	}
@@ -327,7 +327,9 @@ func (s *Store) removeEntry(ctx context.Context, idx Index, e IndexEntry) error 
 	}
 	for _, r := range e.Repos {
 		ns, repo := SplitRepoKey(r)
-		_ = s.Unlink(ctx, ns, repo, e.Digest)
+		if err := s.Unlink(ctx, ns, repo, e.Digest); err != nil {
+			log("cache eviction: a repository link stays (harmless: the blob is refetched when asked for)", map[string]any{"error": err.Error()})
+		}
 	}
 	return nil
 }

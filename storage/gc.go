@@ -120,8 +120,7 @@ func (s *Store) OpenIndexForTool(ctx context.Context, path string, write bool, t
 			info.Repaired, err = s.Reconcile(ctx, b)
 		}
 		if err != nil {
-			_ = b.Close()
-			return nil, info, err
+			return nil, info, errors.Join(err, b.Close())
 		}
 		return b, info, nil
 	case err == nil:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // The embedded index is a go.etcd.io/bbolt file in the cache directory.
@@ -114,7 +115,7 @@ func OpenBoltIndex(path string, opts BoltOptions) (*BoltIndex, error) {
 	db, fresh, err := openBolt(path, opts)
 	switch {
 	case err == nil:
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("index %s: %w", path, ErrIndexLocked)
 	case opts.ReadOnly:
 		return nil, fmt.Errorf("index %s: %w: %w", path, ErrIndexUnreadable, err)
@@ -123,7 +124,7 @@ func OpenBoltIndex(path string, opts BoltOptions) (*BoltIndex, error) {
 	default:
 		b.aside = fmt.Sprintf("%s.corrupt-%s", path, opts.Now().UTC().Format("20060102T150405.000000000Z"))
 		if rerr := os.Rename(path, b.aside); rerr != nil {
-			return nil, fmt.Errorf("index %s: %w (%v), and it cannot be moved aside: %w", path, ErrIndexUnreadable, err, rerr)
+			return nil, fmt.Errorf("index %s: %w (%w), and it cannot be moved aside: %w", path, ErrIndexUnreadable, err, rerr)
 		}
 		b.rebuild = true
 		if db, _, err = openBolt(path, opts); err != nil {
@@ -147,7 +148,7 @@ func openBolt(path string, opts BoltOptions) (db *bolt.DB, fresh bool, err error
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrIndexUnreadable, r)
 			if db != nil {
-				_ = db.Close()
+				err = errors.Join(err, db.Close())
 				db = nil
 			}
 		}
@@ -161,7 +162,9 @@ func openBolt(path string, opts BoltOptions) (db *bolt.DB, fresh bool, err error
 	err = db.View(func(tx *bolt.Tx) error {
 		if !opts.ReadOnly && tx.Bucket([]byte(bucketMeta)) == nil {
 			n := 0
-			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil })
+			if err := tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil }); err != nil {
+				return err
+			}
 			if n > 0 {
 				return fmt.Errorf("%w: not an index (no %s bucket)", ErrIndexUnreadable, bucketMeta)
 			}
@@ -181,8 +184,7 @@ func openBolt(path string, opts BoltOptions) (db *bolt.DB, fresh bool, err error
 		})
 	}
 	if err != nil {
-		_ = db.Close()
-		return nil, false, err
+		return nil, false, errors.Join(err, db.Close())
 	}
 	return db, fresh, nil
 }

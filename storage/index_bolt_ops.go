@@ -42,16 +42,16 @@ func getEntry(tx *bolt.Tx, d digest.Digest) (IndexEntry, bool, error) {
 func addCounter(meta *bolt.Bucket, key string, delta int64) error {
 	var n int64
 	if v := meta.Get([]byte(key)); len(v) == 8 {
-		n = int64(binary.BigEndian.Uint64(v))
+		n = int64(binary.BigEndian.Uint64(v)) //nolint:gosec // G115: the bits of an int64 written below
 	}
 	var buf [8]byte
-	binary.BigEndian.PutUint64(buf[:], uint64(n+delta))
+	binary.BigEndian.PutUint64(buf[:], uint64(n+delta)) //nolint:gosec // G115: stored as its bits, read back above
 	return meta.Put([]byte(key), buf[:])
 }
 
 func counter(meta *bolt.Bucket, key string) int64 {
 	if v := meta.Get([]byte(key)); len(v) == 8 {
-		return int64(binary.BigEndian.Uint64(v))
+		return int64(binary.BigEndian.Uint64(v)) //nolint:gosec // G115: the bits of an int64 (addCounter)
 	}
 	return 0
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -201,7 +202,7 @@ func (m *MemIndex) Flush(ctx context.Context) error {
 
 // Close flushes and releases the index.
 func (m *MemIndex) Close() error {
-	if err := m.Flush(context.Background()); err != nil && err != ErrIndexClosed {
+	if err := m.Flush(context.Background()); err != nil && !errors.Is(err, ErrIndexClosed) {
 		return err
 	}
 	m.mu.Lock()

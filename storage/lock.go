@@ -22,14 +22,14 @@ func LockDir(dir string) (lock *os.File, alone bool, err error) {
 }
 
 func lockDir(dir string, flock func(fd int, how int) error) (*os.File, bool, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, false, fmt.Errorf("cache directory %s: %w", dir, err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600) //nolint:gosec // G304: the operator's cache directory, a fixed name
 	if err != nil {
 		return nil, false, fmt.Errorf("cache directory %s: %w", dir, err)
 	}
-	err = flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) //nolint:gosec // G115: a file descriptor fits in an int
+	err = flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	if err == nil {
 		return f, true, nil
 	}

@@ -48,7 +48,7 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 		opts.SpoolDir = os.TempDir()
 	}
 	if opts.LocalRoot != "" {
-		if err := os.MkdirAll(filepath.Join(opts.LocalRoot, uploadsRoot), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(opts.LocalRoot, uploadsRoot), 0o750); err != nil {
 			return nil, fmt.Errorf("storage: cache directory %s: %w", opts.LocalRoot, err)
 		}
 	} else if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
@@ -126,10 +126,9 @@ func (s *Store) PutSmallBlob(ctx context.Context, d digest.Digest, content []byt
 		return fmt.Errorf("blob %s: write upload: %w", d, err)
 	}
 	if err := s.driver.Move(ctx, uploadPath(id), BlobPath(d)); err != nil {
-		_ = s.driver.Delete(ctx, uploadDir(id))
-		return fmt.Errorf("blob %s: commit: %w", d, err)
+		return errors.Join(fmt.Errorf("blob %s: commit: %w", d, err), s.removeUpload(ctx, id))
 	}
-	_ = s.driver.Delete(ctx, uploadDir(id))
+	s.clearUpload(ctx, id)
 	return nil
 }
 
@@ -248,7 +247,7 @@ func (s *Store) getJSON(ctx context.Context, p string, v any) error {
 	}
 	if err := json.NewDecoder(bytes.NewReader(b)).Decode(v); err != nil {
 		// A record cut short by a crash reads as missing: it is refetched.
-		return fmt.Errorf("%s: unreadable record (%v): %w", p, err, ErrNotFound)
+		return fmt.Errorf("%s: unreadable record (%w): %w", p, err, ErrNotFound)
 	}
 	return nil
 }

@@ -64,10 +64,10 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 	u := &Upload{s: s, id: newUploadID(), digest: alg.Digester()}
 	if s.localRoot != "" {
 		p := filepath.Join(s.localRoot, filepath.FromSlash(uploadPath(u.id)))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the cache's root and an upload ID of ours
 		if err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
@@ -81,11 +81,12 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 	}
 	// Unlinked at once: the open descriptor keeps it alive for readers and
 	// a crash leaves nothing to clean up.
-	_ = os.Remove(f.Name())
+	if err := os.Remove(f.Name()); err != nil {
+		return nil, errors.Join(fmt.Errorf("upload: spool: %w", err), f.Close())
+	}
 	w, err := s.driver.Writer(ctx, uploadPath(u.id), false)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("upload: driver writer: %w", err)
+		return nil, errors.Join(fmt.Errorf("upload: driver writer: %w", err), f.Close())
 	}
 	u.spool, u.w = f, w
 	u.hash = newHasher(f, u.digest.Hash())
@@ -171,34 +172,37 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 	// to do.
 	defer u.stopFollowers()
 	if err := u.Verify(want, wantSize); err != nil {
-		_ = u.Cancel(ctx)
-		return err
+		return errors.Join(err, u.Cancel(ctx))
 	}
-	if u.inPlace {
-		if err := u.spool.Sync(); err != nil {
-			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: sync: %w", ErrStorageWrite, want, err)
-		}
-	} else {
-		if err := u.push.wait(); err != nil {
-			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
-		}
-		if err := u.w.Commit(ctx); err != nil {
-			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: commit upload: %w", ErrStorageWrite, want, err)
-		}
-		if err := u.w.Close(); err != nil {
-			_ = u.Cancel(ctx)
-			return fmt.Errorf("%w: blob %s: close upload: %w", ErrStorageWrite, want, err)
-		}
-		u.w = nil
+	if err := u.finish(ctx, want); err != nil {
+		return errors.Join(err, u.Cancel(ctx))
 	}
 	if err := u.s.driver.Move(ctx, uploadPath(u.id), BlobPath(want)); err != nil {
-		_ = u.Cancel(ctx)
-		return fmt.Errorf("%w: blob %s: move into place: %w", ErrStorageWrite, want, err)
+		return errors.Join(fmt.Errorf("%w: blob %s: move into place: %w", ErrStorageWrite, want, err), u.Cancel(ctx))
 	}
-	_ = u.s.driver.Delete(ctx, uploadDir(u.id))
+	u.s.clearUpload(ctx, u.id)
+	return nil
+}
+
+// finish makes the verified bytes durable where Move expects them: the
+// upload file synced in place, or the remote driver's upload completed.
+func (u *Upload) finish(ctx context.Context, want digest.Digest) error {
+	if u.inPlace {
+		if err := u.spool.Sync(); err != nil {
+			return fmt.Errorf("%w: blob %s: sync: %w", ErrStorageWrite, want, err)
+		}
+		return nil
+	}
+	if err := u.push.wait(); err != nil {
+		return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
+	}
+	if err := u.w.Commit(ctx); err != nil {
+		return fmt.Errorf("%w: blob %s: commit upload: %w", ErrStorageWrite, want, err)
+	}
+	if err := u.w.Close(); err != nil {
+		return fmt.Errorf("%w: blob %s: close upload: %w", ErrStorageWrite, want, err)
+	}
+	u.w = nil
 	return nil
 }
 
@@ -208,14 +212,10 @@ func (u *Upload) Cancel(ctx context.Context) error {
 	u.stopFollowers()
 	var err error
 	if u.w != nil {
-		err = u.w.Cancel(ctx)
-		_ = u.w.Close()
+		err = errors.Join(u.w.Cancel(ctx), u.w.Close())
 		u.w = nil
 	}
-	if derr := u.s.driver.Delete(ctx, uploadDir(u.id)); derr != nil && !notFound(derr) && err == nil {
-		err = derr
-	}
-	return err
+	return errors.Join(err, u.s.removeUpload(ctx, u.id))
 }
 
 // Close releases the spool (and stops the followers if Commit or Cancel
@@ -385,7 +385,7 @@ func (sh *spoolFollower) run() {
 		n, err := sh.src.ReadAt(buf[:want], off)
 		if int64(n) == want {
 			err = nil // io.EOF with every byte asked for is no error
-		} else if err == nil || err == io.EOF {
+		} else if err == nil || errors.Is(err, io.EOF) {
 			err = fmt.Errorf("spool holds %d bytes, %d were written: %w", off+int64(n), off+want, io.ErrUnexpectedEOF)
 		}
 		if err != nil {
@@ -435,4 +435,19 @@ func (s *Store) PurgeUploads(ctx context.Context, olderThan time.Duration) (int,
 		n++
 	}
 	return n, nil
+}
+
+// removeUpload deletes an upload's directory; a missing one is no error.
+func (s *Store) removeUpload(ctx context.Context, id string) error {
+	if err := s.driver.Delete(ctx, uploadDir(id)); err != nil && !notFound(err) {
+		return fmt.Errorf("upload %s: remove: %w", id, err)
+	}
+	return nil
+}
+
+// clearUpload removes the emptied directory of a committed upload. It
+// cannot fail the commit: a directory left behind holds no data, and
+// PurgeUploads clears it at the next start.
+func (s *Store) clearUpload(ctx context.Context, id string) {
+	_ = s.removeUpload(ctx, id) //nolint:errcheck // the blob is committed; see above
 }

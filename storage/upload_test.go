@@ -402,13 +402,11 @@ func TestUploadHasherDoesNotLeak(t *testing.T) {
 			content := randomBytes(t, 3*hashChunk+1)
 			d := digest.FromBytes(content)
 			before := runtime.NumGoroutine()
-			var ups []*Upload
 			for i := range 40 {
 				u, err := s.NewUpload(ctx, digest.SHA256)
 				if err != nil {
 					t.Fatal(err)
 				}
-				ups = append(ups, u)
 				if i%5 != 4 {
 					if _, err := u.Write(content); err != nil {
 						t.Fatal(err)

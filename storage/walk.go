@@ -90,22 +90,9 @@ type linkSet struct {
 func (s *Store) reconcile(ctx context.Context, idx Index, full bool, progress func(int)) (Reconcile, error) {
 	var rec Reconcile
 	started := time.Now()
-	blobs := make(map[digest.Digest]blobFile)
-	err := s.walkBlobs(ctx, func(d digest.Digest, size int64, mtime time.Time) error {
-		blobs[d] = blobFile{size, mtime}
-		return nil
-	}, func() { clear(blobs) })
+	blobs, indexed, err := s.snapshot(ctx, idx)
 	if err != nil {
-		return rec, fmt.Errorf("index rebuild: walking blobs: %w", err)
-	}
-	indexed := make(map[digest.Digest]IndexEntry)
-	err = idx.Walk(ctx, ByDigest, func(e IndexEntry) (bool, error) {
-		e.Repos, e.Children = nil, nil
-		indexed[e.Digest] = e
-		return true, nil
-	})
-	if err != nil {
-		return rec, fmt.Errorf("index rebuild: reading the index: %w", err)
+		return rec, err
 	}
 	var todo []digest.Digest
 	for d, b := range blobs {
@@ -114,23 +101,52 @@ func (s *Store) reconcile(ctx context.Context, idx Index, full bool, progress fu
 		}
 	}
 	slices.Sort(todo)
-	var links map[digest.Digest]*linkSet
-	if len(todo) > 0 {
-		if links, err = s.walkLinks(ctx); err != nil {
-			return rec, fmt.Errorf("index rebuild: walking repository links: %w", err)
-		}
+	if rec.Added, err = s.indexBlobs(ctx, idx, todo, blobs, indexed, progress); err != nil {
+		return rec, err
 	}
-	var chunk []IndexEntry
-	put := func() error {
-		if len(chunk) == 0 {
-			return nil
-		}
-		if err := putMany(ctx, idx, chunk); err != nil {
-			return fmt.Errorf("index rebuild: %w", err)
-		}
-		chunk = chunk[:0]
+	rec.Removed, err = s.dropGone(ctx, idx, blobs, indexed, started)
+	return rec, err
+}
+
+// snapshot lists the blobs on the storage and the entries of the index
+// (without their repositories and children).
+func (s *Store) snapshot(ctx context.Context, idx Index) (map[digest.Digest]blobFile, map[digest.Digest]IndexEntry, error) {
+	blobs := make(map[digest.Digest]blobFile)
+	err := s.walkBlobs(ctx, func(d digest.Digest, size int64, mtime time.Time) error {
+		blobs[d] = blobFile{size, mtime}
 		return nil
+	}, func() { clear(blobs) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("index rebuild: walking blobs: %w", err)
 	}
+	indexed := make(map[digest.Digest]IndexEntry)
+	err = idx.Walk(ctx, ByDigest, func(e IndexEntry) (bool, error) {
+		e.Repos, e.Children = nil, nil
+		indexed[e.Digest] = e
+		return true, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("index rebuild: reading the index: %w", err)
+	}
+	return blobs, indexed, nil
+}
+
+// indexBlobs puts the entries of the blobs in todo, in chunks, reading
+// the repository links once; blobs deleted since the walk are dropped
+// from blobs. It returns how many had no entry before.
+func (s *Store) indexBlobs(ctx context.Context, idx Index, todo []digest.Digest, blobs map[digest.Digest]blobFile, indexed map[digest.Digest]IndexEntry, progress func(int)) (int, error) {
+	if len(todo) == 0 {
+		if progress != nil {
+			progress(0)
+		}
+		return 0, nil
+	}
+	links, err := s.walkLinks(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("index rebuild: walking repository links: %w", err)
+	}
+	added := 0
+	chunk := make([]IndexEntry, 0, putChunk)
 	for i, d := range todo {
 		e, err := s.entryFromStorage(ctx, d, blobs[d], links[d])
 		if errors.Is(err, ErrNotFound) {
@@ -138,27 +154,37 @@ func (s *Store) reconcile(ctx context.Context, idx Index, full bool, progress fu
 			continue
 		}
 		if err != nil {
-			return rec, err
+			return added, err
 		}
 		chunk = append(chunk, e)
 		if _, ok := indexed[d]; !ok {
-			rec.Added++
+			added++
 		}
-		if len(chunk) == putChunk {
-			if err := put(); err != nil {
-				return rec, err
+		if len(chunk) == putChunk || i == len(todo)-1 {
+			if err := putMany(ctx, idx, chunk); err != nil {
+				return added, fmt.Errorf("index rebuild: %w", err)
 			}
+			chunk = chunk[:0]
 		}
 		if progress != nil && (i+1)%progressEvery == 0 {
 			progress(i + 1)
 		}
 	}
-	if err := put(); err != nil {
-		return rec, err
+	if len(chunk) > 0 {
+		if err := putMany(ctx, idx, chunk); err != nil {
+			return added, fmt.Errorf("index rebuild: %w", err)
+		}
 	}
 	if progress != nil {
 		progress(len(todo))
 	}
+	return added, nil
+}
+
+// dropGone removes the entries indexed before the rebuild started whose
+// blob is gone (looked at twice: a blob committed after the walk stays).
+func (s *Store) dropGone(ctx context.Context, idx Index, blobs map[digest.Digest]blobFile, indexed map[digest.Digest]IndexEntry, started time.Time) (int, error) {
+	removed := 0
 	for _, d := range slices.Sorted(maps.Keys(indexed)) {
 		if _, ok := blobs[d]; ok || !indexed[d].Added.Before(started) {
 			continue
@@ -166,14 +192,14 @@ func (s *Store) reconcile(ctx context.Context, idx Index, full bool, progress fu
 		if _, err := s.StatBlob(ctx, d); err == nil {
 			continue // committed after the walk listed blobs/
 		} else if !errors.Is(err, ErrNotFound) {
-			return rec, fmt.Errorf("index rebuild: %w", err)
+			return removed, fmt.Errorf("index rebuild: %w", err)
 		}
 		if err := idx.Remove(ctx, d); err != nil {
-			return rec, fmt.Errorf("index rebuild: %w", err)
+			return removed, fmt.Errorf("index rebuild: %w", err)
 		}
-		rec.Removed++
+		removed++
 	}
-	return rec, nil
+	return removed, nil
 }
 
 // entryFromStorage builds the index entry of a stored blob.
@@ -217,7 +243,9 @@ func (s *Store) sniffManifest(ctx context.Context, d digest.Digest, size int64) 
 			return false, nil, nil
 		}
 		if c == '{' {
-			_ = br.UnreadByte()
+			if err := br.UnreadByte(); err != nil {
+				return false, nil, err
+			}
 			break
 		}
 		if !strings.ContainsRune(" \t\r\n", rune(c)) {
