@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/gmarcy/container-registry-proxy/auth"
@@ -89,7 +87,7 @@ func (s *Shim) newInnerServer() *http.Server {
 		}, http.HandlerFunc(s.serveIntercepted)),
 		ReadHeaderTimeout: s.opts.HeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
-		ErrorLog:          log.New(debugWriter{s.opts.Logger}, "intercept: ", 0),
+		ErrorLog:          logx.ServerLog(s.opts.Logger, "intercept: "),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			v, ok := s.conns.Load(c)
 			if !ok {
@@ -112,16 +110,6 @@ func (s *Shim) newInnerServer() *http.Server {
 			}
 		},
 	}
-}
-
-// debugWriter logs each line net/http writes (TLS handshake errors of
-// clients that went away) at debug level. Unlike logrus's WriterLevel it
-// starts no goroutine that would outlive the shim.
-type debugWriter struct{ l *logrus.Logger }
-
-func (d debugWriter) Write(p []byte) (int, error) {
-	d.l.Debug(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // serveInner runs the inner server until Close or Shutdown.

@@ -491,3 +491,19 @@ func TestOutsideAccessLog(t *testing.T) {
 		t.Fatalf("From(WithEntry(e)) = %v, want e", got)
 	}
 }
+
+// TestServerLog: net/http's error lines reach the logger at debug level,
+// one entry per line, without a goroutine of their own.
+func TestServerLog(t *testing.T) {
+	t.Parallel()
+	logger, lines := newLogger()
+	logx.ServerLog(logger, "http: ").Printf("TLS handshake error from %s: EOF", "127.0.0.1:1234")
+	select {
+	case l := <-lines:
+		if l.msg != "http: TLS handshake error from 127.0.0.1:1234: EOF" || !strings.Contains(l.text, "level=debug") {
+			t.Fatalf("logged %q (%s)", l.msg, l.text)
+		}
+	default:
+		t.Fatal("nothing logged")
+	}
+}
