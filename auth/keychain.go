@@ -159,6 +159,28 @@ func (k *Keychain) Has(host string) bool {
 	return a || h
 }
 
+// Covers reports whether the proxy injects credentials towards the
+// registry host: an entry for it (Has), or for a domain it is under (an
+// entry for gitlab.com serves registry.gitlab.com's token realm), or, for
+// Docker Hub, for its token host auth.docker.io.
+func (k *Keychain) Covers(host string) bool {
+	host = oci.CanonicalHost(host)
+	if k.Has(host) || (host == oci.DockerHub && k.Has("auth.docker.io")) {
+		return true
+	}
+	for h := range k.static {
+		if strings.HasSuffix(host, "."+h) {
+			return true
+		}
+	}
+	for h := range k.files {
+		if strings.HasSuffix(host, "."+h) {
+			return true
+		}
+	}
+	return false
+}
+
 // Lookup implements Source: host (host[:port]) is canonicalized, so
 // "index.docker.io" finds an entry for "docker.io". When nothing is known
 // for host:port, the host without the port is tried: an AUTH_REGISTRIES

@@ -383,3 +383,31 @@ func TestKeychainHelperTimeout(t *testing.T) {
 		t.Fatalf("helper calls %q, want one for slow.test", c)
 	}
 }
+
+// TestKeychainCovers: a registry is covered by an entry for itself, for a
+// domain it is under (its token realm's), or, for Docker Hub, for
+// auth.docker.io; never by an entry for a sibling or a mere suffix.
+func TestKeychainCovers(t *testing.T) {
+	t.Parallel()
+	kc, err := NewKeychain(KeychainOptions{Entries: []Entry{
+		{Host: "gitlab.com", Username: "u", Password: "p"},
+		{Host: "quay.io", Username: "u", Password: "p"},
+		{Host: "auth.docker.io", Username: "u", Password: "p"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{
+		"registry.gitlab.com":   true,
+		"quay.io":               true,
+		"docker.io":             true,
+		"index.docker.io":       true,
+		"ghcr.io":               false,
+		"notgitlab.com":         false,
+		"registry.quay.io.evil": false,
+	} {
+		if got := kc.Covers(host); got != want {
+			t.Errorf("Covers(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

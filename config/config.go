@@ -357,6 +357,16 @@ func (c *Config) Upstreams() []Registry {
 	return out
 }
 
+// Namespaces maps the canonical host of every served registry (Upstreams)
+// to its mirror path alias.
+func (c *Config) Namespaces() map[string]string {
+	out := map[string]string{}
+	for _, r := range c.Upstreams() {
+		out[canonicalHost(r.Host)] = r.Namespace
+	}
+	return out
+}
+
 // keyFor returns the key the user wrote the setting at YAML path p under.
 func (c *Config) keyFor(p string) string {
 	if k, ok := c.src[p]; ok {

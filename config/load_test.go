@@ -341,3 +341,21 @@ func TestLoadHelpAndArgs(t *testing.T) {
 		}
 	})
 }
+
+// TestNamespaces: every served registry's canonical host maps to its
+// mirror path alias, Docker Hub's aliases folded.
+func TestNamespaces(t *testing.T) {
+	t.Parallel()
+	f := writeFile(t, "config.yml", "registries:\n  - host: Registry.Test:5000\n  - host: quay.io\n    namespace: q\n")
+	c, err := Load([]string{"--config", f}, envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Namespaces()
+	want := map[string]string{"registry.test:5000": "registry.test_5000", "quay.io": "q", "docker.io": "docker.io"}
+	for h, ns := range want {
+		if got[h] != ns {
+			t.Errorf("Namespaces()[%q] = %q, want %q (all: %v)", h, got[h], ns, got)
+		}
+	}
+}

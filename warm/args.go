@@ -12,6 +12,21 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// Usage is the warm subcommand's help text; the flags follow it.
+const Usage = `Usage: container-registry-proxy warm [flags] IMAGE...
+
+Pulls images through a running proxy (or, with --direct, into the local
+cache without one) so that the first real pull is a hit. IMAGE is a name as
+docker takes it: alpine is docker.io/library/alpine:latest;
+quay.io/org/app:v1, registry.local:5000/team/app@sha256:… name other
+registries (they must be configured in the proxy).
+
+Exit status: 0 when every image was warmed, 1 when any failed, 2 on bad
+arguments.
+
+Flags:
+`
+
 // Args are the warm command's own arguments: what to warm, through which
 // proxy, and how.
 type Args struct {

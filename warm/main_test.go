@@ -3,6 +3,7 @@ package warm
 import (
 	"testing"
 
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -12,5 +13,5 @@ import (
 // internal/testreg (handlers.NewApp) starts a notification broadcaster
 // that App.Shutdown never stops.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"))
+	goleak.VerifyTestMain(m, testutil.LeakOptions()...)
 }
