@@ -169,7 +169,7 @@ func benchServe(h http.Handler, path string, accept string, wantLen int) error {
 	w := newDiscardWriter()
 	func() {
 		defer func() {
-			if p := recover(); p != nil && p != http.ErrAbortHandler {
+			if p := recover(); p != nil && p != http.ErrAbortHandler { //nolint:errorlint // a panic value, not a returned error: only the sentinel itself is expected
 				panic(p)
 			}
 		}()

@@ -355,7 +355,7 @@ func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) (int64,
 		bufp = copyBufPool.Get().(*[]byte)
 		defer copyBufPool.Put(bufp)
 	} else {
-		defer spool.Close()
+		defer spool.Close() //nolint:errcheck // a read-only descriptor of the spool
 		if _, err := spool.Seek(off, io.SeekStart); err != nil {
 			return off, err
 		}

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -66,10 +65,13 @@ func (m *Mirror) handleTags(w http.ResponseWriter, r *http.Request) error {
 		next.Set("last", page[len(page)-1])
 		w.Header().Set("Link", `</v2/`+t.name+`/tags/list?`+next.Encode()+`>; rel="next"`)
 	}
-	body, _ := json.Marshal(struct {
+	body, err := json.Marshal(struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
 	}{t.repo, page})
+	if err != nil {
+		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "encoding the tag list")
+	}
 	setCache(w, r, cache)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -192,13 +194,16 @@ func (m *Mirror) handleReferrers(w http.ResponseWriter, r *http.Request) error {
 		}
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	body, _ := json.Marshal(index)
+	body, err := json.Marshal(index)
+	if err != nil {
+		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "encoding the referrers index")
+	}
 	setCache(w, r, CachePass)
 	w.Header().Set("Content-Type", oci.MediaTypeOCIIndex)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = io.Copy(w, bytes.NewReader(body))
+		_, _ = w.Write(body)
 	}
 	return nil
 }

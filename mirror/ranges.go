@@ -19,10 +19,6 @@ type byteRange struct {
 // whole is the answer without a Range: every byte, 200.
 func whole(size int64) byteRange { return byteRange{start: 0, end: size, size: size} }
 
-// maxRanges is how many comma-separated ranges a Range header may list
-// before it is ignored outright rather than parsed.
-const maxRanges = 16
-
 // blobRange decides the part of a blob of size bytes that r gets. It is
 // the one implementation for stored blobs and fills alike, so that the
 // same request gets the same answer whether the blob is stored or still

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real clients the end-to-end tests drive: skopeo, podman,
 # containerd (with ctr), shellcheck and chromium (the status page test)
-# from Debian, and crane via `go install`.
+# from Debian, crane via `go install`, and the linter scripts/test.sh runs
+# (golangci-lint, the version .golangci.yml is written for).
 # Idempotent; meant for root on Debian 12. apt-get update runs only when a
 # package is missing.
 set -euo pipefail
 
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
 
 missing=()
 for pkg in skopeo podman containerd shellcheck chromium; do
@@ -33,9 +35,16 @@ if [[ "v${have#v}" != "$CRANE_VERSION" ]]; then
 	GOBIN="$gobin" go install "github.com/google/go-containerregistry/cmd/crane@${CRANE_VERSION}"
 fi
 
+have="$("$gobin/golangci-lint" version --short 2>/dev/null || true)"
+if [[ "v${have#v}" != "$GOLANGCI_LINT_VERSION" ]]; then
+	echo "installing golangci-lint ${GOLANGCI_LINT_VERSION}"
+	GOBIN="$gobin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${GOLANGCI_LINT_VERSION}"
+fi
+
 echo "skopeo:     $(skopeo --version)"
 echo "podman:     $(podman --version)"
 echo "containerd: $(containerd --version)"
 echo "ctr:        $(ctr --version)"
 echo "chromium:   $(chromium --version 2>/dev/null || echo missing)"
 echo "crane:      $("$gobin/crane" version) ($gobin/crane)"
+echo "lint:       $("$gobin/golangci-lint" version --short) ($gobin/golangci-lint)"

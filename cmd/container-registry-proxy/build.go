@@ -2,227 +2,197 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
-	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/cache"
 	"github.com/gmarcy/container-registry-proxy/config"
-	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/internal/health"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
 	"github.com/gmarcy/container-registry-proxy/mirror"
-	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gmarcy/container-registry-proxy/upstream"
-	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
 
-// app is the assembled proxy.
+// app is the assembled proxy: the parts build made, wired together
+// (docs/architecture.md, "The picture").
 type app struct {
-	handler http.Handler
-	mirror  *mirror.Mirror
+	log     *logrus.Logger
 	store   *storage.Store
+	life    *cache.Lifecycle
+	mirror  *mirror.Mirror
 	shim    *shim.Shim
+	setup   http.Handler
+	metrics *metrics.Metrics
+	health  *health.Checker
+	// handler is the front: CONNECT and absolute-form requests to the
+	// shim, everything else to the root endpoints.
+	handler http.Handler
+	// ups are the upstream clients, credentials and access policy;
+	// reload swaps the latter two (SIGHUP).
+	ups    *upstreams
+	reload *reloader
 	// lock holds the cache directory's flock while the process runs.
 	lock *os.File
-	life *lifecycle
-	// metrics are the process's Prometheus metrics (docs/metrics.md).
-	metrics *metrics.Metrics
-	// reload swaps the credentials and the access policy (SIGHUP).
-	reload *reloader
 }
 
-// build assembles storage, upstream clients and the mirror from cfg.
-func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*app, error) {
-	var lock *os.File
-	store, err := openStore(ctx, cfg, log, &lock)
-	if err != nil {
-		return nil, err
-	}
-	tokens := auth.NewTokenCache(&http.Client{Timeout: time.Duration(cfg.Upstream.ReadTimeout)}, auth.TokenOptions{})
-	mt := newMetrics(cfg, tokens)
-	kc, err := newKeychain(cfg)
-	if err != nil {
-		return nil, &configError{err}
-	}
-	src := newSwapSource(kc)
-	var regs []mirror.Registry
-	clients := map[string]*upstream.Registry{}
-	forwards := map[string]forwardRoute{}
-	for _, rc := range cfg.Upstreams() {
-		client, err := upstream.New(upstream.Options{
-			Host:           rc.Host,
-			Endpoint:       rc.Endpoint,
-			CAFile:         rc.CAFile,
-			Insecure:       rc.Insecure,
-			Credentials:    auth.Credentials{Username: rc.Username, Password: rc.Password},
-			TokenRealms:    rc.TokenRealms,
-			VerifySSL:      cfg.Upstream.VerifySSL,
-			ForceHTTP11:    cfg.Upstream.ForceHTTP11,
-			ConnectTimeout: time.Duration(cfg.Upstream.ConnectTimeout),
-			ReadTimeout:    time.Duration(cfg.Upstream.ReadTimeout),
-			SendTimeout:    time.Duration(cfg.Upstream.SendTimeout),
-			UserAgent:      "container-registry-proxy/" + Version,
-			Tokens:         tokens,
-			Keychain:       src,
-			Log:            logx.From,
-			Observer:       mt,
-		})
-		if err != nil {
-			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
-		}
-		regs = append(regs, mirror.Registry{Host: rc.Host, Namespace: rc.Namespace, Client: client})
-		clients[oci.CanonicalHost(rc.Host)] = client
-		fr, err := newForwardRoute(client.Endpoint(), rc.CAFile, rc.Insecure || !cfg.Upstream.VerifySSL)
-		if err != nil {
-			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
-		}
-		forwards[oci.CanonicalHost(rc.Host)] = fr
-	}
-	policy, err := buildPolicy(cfg, kc, clients)
-	if err != nil {
-		return nil, &configError{err}
-	}
-	rl := newReloader(cfg, src, clients, policy)
-	for _, rc := range cfg.Upstreams() {
-		host := oci.CanonicalHost(rc.Host)
-		log.WithFields(logrus.Fields{
-			"upstream":    rc.Host,
-			"endpoint":    clients[host].Endpoint(),
-			"paths":       fmt.Sprintf("/v2/%s/<repo>/… or /v2/<repo>/…?ns=%s", rc.Namespace, url.QueryEscape(rc.Host)),
-			"credentials": hasCredentials(cfg, kc, rc),
-			"access":      policy.Mode(host).String(),
-		}).Info("serving registry")
-	}
-	if cfg.DockerHub {
-		log.Info("Docker Hub is the default upstream: /v2/<repo>/… without a registry prefix (dockerd registry-mirrors)")
-	}
-	tagTTL := func(string) time.Duration { return 0 }
-	if cfg.ManifestCache.Enabled {
-		tagTTL = cfg.ManifestCache.TTL
-	}
-	var mp atomic.Pointer[mirror.Mirror]
-	life, err := openLifecycle(ctx, cfg, log, store, func(d digest.Digest) bool {
-		m := mp.Load()
-		return m != nil && m.Pinned(d)
-	}, mt)
-	if err != nil {
-		return nil, err
-	}
-	built := false
+// build assembles every part from cfg, in order: storage, upstreams and
+// access, the cache lifecycle, the mirror, the shim and the front. On
+// error whatever was opened is closed again (the cache directory's lock
+// included).
+func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
+	a := &app{log: log}
 	defer func() {
-		if !built {
-			life.Close()
+		if err != nil {
+			if cerr := a.close(); cerr != nil {
+				log.WithError(cerr).Warn("closing what start-up had opened")
+			}
 		}
 	}()
-	mopts := mirror.Options{
-		TagTTL:      tagTTL,
-		FillTimeout: time.Duration(cfg.FillTimeout),
-		DownHold:    downHold(cfg),
-		Access:      rl.check,
-		Base:        rl.checkBase,
-	}
-	life.hooks(&mopts)
-	instrumentMirror(&mopts, cfg, mt)
-	m, err := mirror.New(store, regs, mopts)
-	if err != nil {
-		return nil, &configError{err}
-	}
-	mp.Store(m)
-	if cfg.AllowPush {
-		log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
-	}
-	page := newStatusPage(cfg, m, life, mt)
-	sh, err := buildShim(cfg, log, m, page.Track(m), page, forwards, rl.policy, adminGC(life), mt)
-	if err != nil {
+	if err = a.openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if err := serveMetrics(ctx, cfg, log, mt, newHealth(store, life).Handler()); err != nil {
+	tokens := newTokens(cfg)
+	a.metrics = newMetrics(cfg, tokens)
+	if a.ups, err = newUpstreams(cfg, tokens, a.metrics); err != nil {
 		return nil, err
 	}
-	built = true
-	return &app{handler: withMetrics(sh, mt), metrics: mt, mirror: m, store: store, shim: sh, lock: lock, life: life, reload: rl}, nil
+	a.ups.logServed(cfg, log)
+	if a.life, err = openCache(ctx, cfg, log, a.store, a.metrics); err != nil {
+		return nil, err
+	}
+	if err = a.buildMirror(cfg); err != nil {
+		return nil, err
+	}
+	page := newStatusPage(cfg, a.mirror, a.life, a.metrics)
+	tracked := page.Track(a.mirror)
+	if a.shim, a.setup, err = buildShim(cfg, log, tracked, a.ups, a.mirror, a.metrics); err != nil {
+		return nil, err
+	}
+	a.health = newHealth(a.store, a.life)
+	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics))
+	a.reload = newReloader(cfg, a.ups)
+	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler()); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // openStore creates the storage driver from cfg.Storage and clears uploads
-// that fills abandoned (a crash) longer ago than the fill timeout.
-// held receives the cache directory's lock file, to keep open while the
-// process runs.
-func openStore(ctx context.Context, cfg *config.Config, log *logrus.Logger, held **os.File) (*storage.Store, error) {
+// that fills abandoned (a crash): all of them when this process holds the
+// filesystem driver's cache directory alone, else only those idle longer
+// than a fill may take (other processes may share the storage).
+func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
+	var root string
+	if a.store, root, err = newStore(ctx, cfg); err != nil {
+		return err
+	}
+	name, _ := cfg.StorageDriver()
+	age := time.Duration(cfg.FillTimeout)
+	if root != "" {
+		alone, err := a.lockCacheDir(root)
+		if err != nil {
+			return err
+		}
+		if alone {
+			age = 0
+		}
+	}
+	n, err := a.store.PurgeUploads(ctx, age)
+	if err != nil {
+		a.log.WithError(err).Warn("clearing abandoned uploads")
+	} else if n > 0 {
+		a.log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
+	}
+	a.log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
+	return nil
+}
+
+// newStore creates the storage driver of cfg.Storage and the cache on it;
+// root is the filesystem driver's directory ("" for other drivers), where
+// uploads double as the spool.
+func newStore(ctx context.Context, cfg *config.Config) (store *storage.Store, root string, err error) {
 	name, params := cfg.StorageDriver()
 	if params == nil {
 		params = map[string]any{}
 	}
 	d, err := factory.Create(ctx, name, params)
 	if err != nil {
-		return nil, &configError{fmt.Errorf("storage.%s: %w", name, err)}
+		return nil, "", &configError{fmt.Errorf("storage.%s: %w", name, err)}
 	}
 	opts := storage.Options{SpoolDir: cfg.CacheDir + "/spool"}
 	if name == "filesystem" {
-		root, _ := params["rootdirectory"].(string)
+		root, _ = params["rootdirectory"].(string)
 		opts = storage.Options{LocalRoot: root}
 	}
-	store, err := storage.New(d, opts)
-	if err != nil {
-		return nil, &configError{fmt.Errorf("storage.%s: %w", name, err)}
+	if store, err = storage.New(d, opts); err != nil {
+		return nil, "", &configError{fmt.Errorf("storage.%s: %w", name, err)}
 	}
-	// Uploads that no fill owns any more: all of them when this process
-	// holds the cache directory alone (a crash left them), else only
-	// those idle longer than a fill may take (other processes may share
-	// the storage).
-	age := time.Duration(cfg.FillTimeout)
-	if name == "filesystem" {
-		lock, alone, err := lockCacheDir(opts.LocalRoot)
-		if err != nil {
-			return nil, &configError{err}
-		}
-		if alone {
-			age = 0
-			*held = lock
-		} else {
-			log.WithField("cacheDir", opts.LocalRoot).Warn("another process holds the cache directory: only uploads idle for fillTimeout are cleared")
-		}
-	}
-	n, err := store.PurgeUploads(ctx, age)
-	if err != nil {
-		log.WithError(err).Warn("clearing abandoned uploads")
-	} else if n > 0 {
-		log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
-	}
-	log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
-	return store, nil
+	return store, root, nil
 }
 
-// rootHandler serves the mirror under /v2/, the CA and setup endpoints,
-// and the banner and health endpoints beside them.
-func rootHandler(m http.Handler, setup, gc, page http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/_admin/gc", gc)
-	mux.Handle("/ca.crt", setup)
-	mux.Handle("/setup/", setup)
-	mux.Handle("/v2/", m)
-	mux.Handle("/v2", m)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
+// lockCacheDir takes the cache directory's lock, and reports whether this
+// process is alone on it. A lock that fails for another reason than a
+// holder (a file system without locks) is logged with its cause; the
+// process then clears only old uploads, as beside another one.
+func (a *app) lockCacheDir(root string) (alone bool, err error) {
+	lock, alone, err := storage.LockDir(root)
+	switch {
+	case err != nil && errors.Is(err, os.ErrNotExist), err != nil && errors.Is(err, os.ErrPermission):
+		return false, &configError{err}
+	case err != nil:
+		a.log.WithError(err).Warn("cannot lock the cache directory: only uploads idle for fillTimeout are cleared")
+	case !alone:
+		a.log.WithField("cacheDir", root).Warn("another process holds the cache directory: only uploads idle for fillTimeout are cleared")
+	default:
+		a.lock = lock
+	}
+	return alone, nil
+}
+
+// buildMirror assembles the mirror from the upstream clients, the access
+// policy, the cache lifecycle and the metrics.
+func (a *app) buildMirror(cfg *config.Config) error {
+	tagTTL := func(string) time.Duration { return 0 }
+	if cfg.ManifestCache.Enabled {
+		tagTTL = cfg.ManifestCache.TTL
+	}
+	m, err := mirror.New(a.store, a.ups.mirrorRegistries(), mirror.Options{
+		TagTTL:                tagTTL,
+		FillTimeout:           time.Duration(cfg.FillTimeout),
+		DownHold:              downHold(cfg),
+		Access:                a.ups.guard,
+		Cache:                 a.life,
+		Observer:              a.metrics,
+		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			status, body := oci.EnvelopeFor(oci.Errorf(http.StatusNotFound, oci.CodeUnsupported, "not found: %s", r.URL.Path))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(status)
-			_, _ = w.Write(body)
-			return
-		}
-		page.ServeHTTP(w, r)
-	})
-	return mux
+	if err != nil {
+		return &configError{err}
+	}
+	a.mirror = m
+	if cfg.AllowPush {
+		a.log.Warn("ALLOW_PUSH=true: pushes through the HTTPS_PROXY shim pass to the real registries; mirror paths (/v2/<registry>/…) still refuse them")
+	}
+	return nil
+}
+
+// close releases what build opened: the cache lifecycle (its index) and
+// the cache directory's lock.
+func (a *app) close() error {
+	var errs []error
+	if a.life != nil {
+		errs = append(errs, a.life.Close())
+	}
+	if a.lock != nil {
+		errs = append(errs, a.lock.Close())
+		a.lock = nil
+	}
+	return errors.Join(errs...)
 }
 
 // downHold maps outageHold (0: off) to mirror.Options.DownHold (0 is the

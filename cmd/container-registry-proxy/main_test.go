@@ -11,8 +11,14 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
+	"go.uber.org/goleak"
 	"github.com/sirupsen/logrus"
 )
+
+// TestMain checks that no test leaves a goroutine behind: every proxy a
+// test starts shuts down whole (servers, fills, eviction, index flushes).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
 
 func envMap(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -9,9 +10,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
-	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
-	"github.com/gmarcy/container-registry-proxy/storage"
 	"github.com/sirupsen/logrus"
 )
 
@@ -27,55 +26,6 @@ func newMetrics(cfg *config.Config, tokens *auth.TokenCache) *metrics.Metrics {
 		mt.AddUpstream(oci.CanonicalHost(rc.Host))
 	}
 	return mt
-}
-
-// instrumentMirror sets the mirror options that report to mt and the
-// rate-limit threshold (rateLimit.minRemaining).
-func instrumentMirror(o *mirror.Options, cfg *config.Config, mt *metrics.Metrics) {
-	o.Observer = mt
-	o.RateLimitMinRemaining = int64(cfg.RateLimit.MinRemaining)
-}
-
-// instrumentLifecycle reports evictions and the index's totals to mt; it
-// runs before the evictor is created.
-func instrumentLifecycle(l *lifecycle, mt *metrics.Metrics) {
-	if mt == nil {
-		return
-	}
-	l.opts.OnPass = func(rep storage.Report) {
-		for _, e := range rep.Removed {
-			mt.Evicted(evictionReason(rep.Reason[e.Digest]), e.Size)
-		}
-	}
-	idx := l.idx
-	mt.SetCacheUsage(func() (int64, int64) {
-		// The index keeps both totals: one small read per scrape.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		bytes, count, _ := idx.Usage(ctx)
-		return bytes, count
-	})
-}
-
-// evictionReason is the crp_evictions_total label of a storage reason.
-func evictionReason(r string) string {
-	if r == storage.ReasonManifest {
-		return "manifest"
-	}
-	return r
-}
-
-// withMetrics serves GET /metrics (origin-form) from mt and passes every
-// other request to next.
-func withMetrics(next http.Handler, mt *metrics.Metrics) http.Handler {
-	h := mt.Handler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == metricsPath && r.Method != http.MethodConnect && !r.URL.IsAbs() {
-			h.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // serveMetrics starts the --metrics-listen listener, serving only
@@ -95,13 +45,15 @@ func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, m
 	mux.Handle("/readyz", health)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
-		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.WithError(err).Error("metrics listener stopped")
 		}
 	}()
 	go func() {
 		<-ctx.Done()
-		_ = srv.Close()
+		if err := srv.Close(); err != nil {
+			log.WithError(err).Debug("closing the metrics listener")
+		}
 	}()
 	log.WithField("listen", ln.Addr().String()).Info("serving /metrics on the metrics listener")
 	return nil

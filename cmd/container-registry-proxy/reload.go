@@ -4,55 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
-	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
-	"github.com/gmarcy/container-registry-proxy/oci"
-	"github.com/gmarcy/container-registry-proxy/upstream"
 	"github.com/sirupsen/logrus"
 )
 
-// swapSource is the upstream credentials every registry client consults: a
-// keychain that a reload replaces without rebuilding the clients (their
-// connections and cached tokens stay; tokens are cached per identity, so
+// reloader rebuilds the credentials and the access policy from a fresh
+// reading of the configuration and swaps them in (SIGHUP): the clients
+// keep their connections and tokens (tokens are cached per identity, so
 // new credentials fetch new ones).
-type swapSource struct{ kc atomic.Pointer[auth.Keychain] }
-
-func newSwapSource(kc *auth.Keychain) *swapSource {
-	s := &swapSource{}
-	s.kc.Store(kc)
-	return s
-}
-
-// Lookup implements auth.Source with the current keychain.
-func (s *swapSource) Lookup(ctx context.Context, host string) (auth.Credentials, bool, error) {
-	return s.kc.Load().Lookup(ctx, host)
-}
-
-// Invalidate implements auth.Source with the current keychain.
-func (s *swapSource) Invalidate(host string) { s.kc.Load().Invalidate(host) }
-
-// accessState is who may read what: swapped as one on reload.
-type accessState struct {
-	policy       *auth.Policy
-	allowOwnAuth bool
-}
-
-// reloader holds what SIGHUP reloads, the credentials and the access
-// policy, behind atomic pointers read by every request, and rebuilds them
-// from a fresh reading of the configuration.
 type reloader struct {
-	src     *swapSource
-	state   atomic.Pointer[accessState]
-	clients map[string]*upstream.Registry
-	hosts   []string // the served upstreams: a reload cannot change them
+	ups   *upstreams
+	hosts []string // the served upstreams: a reload cannot change them
 
 	// load reads the configuration again (--config file, environment,
 	// flags); nil: reloading is not possible.
@@ -60,32 +29,13 @@ type reloader struct {
 	mu   sync.Mutex // one reload at a time
 }
 
-func newReloader(cfg *config.Config, src *swapSource, clients map[string]*upstream.Registry, policy *auth.Policy) *reloader {
-	r := &reloader{src: src, clients: clients, hosts: upstreamHosts(cfg)}
-	r.state.Store(&accessState{policy: policy, allowOwnAuth: cfg.AllowOwnAuth})
-	return r
+func newReloader(cfg *config.Config, ups *upstreams) *reloader {
+	return &reloader{ups: ups, hosts: upstreamHosts(cfg)}
 }
 
 func upstreamHosts(cfg *config.Config) []string {
-	var hosts []string
-	for _, rc := range cfg.Upstreams() {
-		hosts = append(hosts, oci.CanonicalHost(rc.Host))
-	}
-	slices.Sort(hosts)
-	return hosts
+	return slices.Sorted(maps.Keys(cfg.Namespaces()))
 }
-
-// policy returns the access policy in force.
-func (r *reloader) policy() *auth.Policy { return r.state.Load().policy }
-
-// check is mirror.Options.Access with the policy in force.
-func (r *reloader) check(req *http.Request, host, repo, kind, ref string) (context.Context, string, error) {
-	s := r.state.Load()
-	return s.policy.Check(req, host, repo, kind, ref, s.allowOwnAuth)
-}
-
-// checkBase is mirror.Options.Base with the policy in force.
-func (r *reloader) checkBase(req *http.Request) error { return r.policy().CheckBase(req) }
 
 // apply builds the keychain and policy of cfg and puts them in force; on
 // any error the old ones stay and the error names the key at fault.
@@ -97,12 +47,12 @@ func (r *reloader) apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	policy, err := buildPolicy(cfg, kc, r.clients)
+	policy, err := buildPolicy(cfg, kc, r.ups.clients)
 	if err != nil {
 		return err
 	}
-	r.src.kc.Store(kc)
-	r.state.Store(&accessState{policy: policy, allowOwnAuth: cfg.AllowOwnAuth})
+	r.ups.keys.Swap(kc)
+	r.ups.guard.Swap(policy, cfg.AllowOwnAuth)
 	return nil
 }
 
@@ -125,7 +75,7 @@ func (r *reloader) reload(log *logrus.Logger) error {
 		return err
 	}
 	modes := logrus.Fields{}
-	p := r.policy()
+	p := r.ups.guard.Policy()
 	for _, h := range r.hosts {
 		modes["access."+h] = p.Mode(h).String()
 	}
@@ -145,7 +95,9 @@ func reloadOnHangup(ctx context.Context, r *reloader, log *logrus.Logger) {
 				return
 			case <-hup:
 				log.Info("SIGHUP: reloading credentials and access policy")
-				_ = r.reload(log)
+				if err := r.reload(log); err != nil {
+					continue // logged by reload; the old policy stays
+				}
 			}
 		}
 	}()

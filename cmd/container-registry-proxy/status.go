@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/gmarcy/container-registry-proxy/cache"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
 	"github.com/gmarcy/container-registry-proxy/internal/status"
@@ -11,7 +12,7 @@ import (
 )
 
 // newStatusPage builds the page served at GET / to browsers.
-func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *lifecycle, mt *metrics.Metrics) *status.Page {
+func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *cache.Lifecycle, mt *metrics.Metrics) *status.Page {
 	var regs []status.Registry
 	hub := false
 	byNS := map[string]string{}
@@ -33,9 +34,7 @@ func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *lifecycle, mt *me
 			}
 			return out
 		},
-		Usage: func(ctx context.Context) (int64, int64, error) {
-			return life.idx.Usage(ctx)
-		},
+		Usage:      func(ctx context.Context) (int64, int64, error) { return life.Usage(ctx) },
 		MaxSize:    int64(cfg.Cache.MaxSize),
 		Registries: regs,
 		DockerHub:  hub && cfg.DockerHub,

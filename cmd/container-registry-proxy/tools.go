@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"text/tabwriter"
 	"time"
 
-	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/status"
 	"github.com/gmarcy/container-registry-proxy/storage"
@@ -40,16 +38,10 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		return 2
 	}
 	ctx := context.Background()
-	dname, params := cfg.StorageDriver()
-	d, err := factory.Create(ctx, dname, params)
-	if err != nil {
-		fmt.Fprintf(stderr, "container-registry-proxy %s: storage.%s: %v\n", name, dname, err)
-		return 2
-	}
-	store, err := storage.New(d, storage.Options{SpoolDir: cfg.CacheDir + "/spool"})
+	store, _, err := newStore(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy %s: %v\n", name, err)
-		return 1
+		return 2
 	}
 	write := name == "gc" && !dryRun
 	idx, info, err := store.OpenIndexForTool(ctx, indexPath(cfg), write, 2*time.Second)
@@ -60,21 +52,38 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		fmt.Fprintf(stderr, "container-registry-proxy %s: %v\n", name, err)
 		return 1
 	}
-	defer idx.Close()
+	defer closeIndex(idx, name, stderr)
 	if info.Locked {
 		fmt.Fprintln(stderr, "note: a proxy is running on this cache; figures come from a walk of the storage (access times are the files' times)")
 	}
 	if name == "du" {
-		rows, err := store.Usage(ctx, idx)
-		if err != nil {
-			fmt.Fprintf(stderr, "container-registry-proxy du: %v\n", err)
-			return 1
-		}
-		printUsage(stdout, rows, int64(cfg.Cache.MaxSize))
-		return 0
+		return du(ctx, cfg, store, idx, stdout, stderr)
 	}
+	return gc(ctx, cfg, store, idx, dryRun, stdout, stderr)
+}
+
+func closeIndex(idx storage.Index, name string, stderr io.Writer) {
+	if err := idx.Close(); err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: closing the cache index: %v\n", name, err)
+	}
+}
+
+// du prints the cache's usage per repository.
+func du(ctx context.Context, cfg *config.Config, store *storage.Store, idx storage.Index, stdout, stderr io.Writer) int {
+	rows, err := store.Usage(ctx, idx)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy du: %v\n", err)
+		return 1
+	}
+	printUsage(stdout, rows, int64(cfg.Cache.MaxSize))
+	return 0
+}
+
+// gc makes (or, dry, plans) one eviction pass with the configured bounds.
+func gc(ctx context.Context, cfg *config.Config, store *storage.Store, idx storage.Index, dryRun bool, stdout, stderr io.Writer) int {
 	opts := evictOptions(cfg, nil)
 	var rep storage.Report
+	var err error
 	if dryRun {
 		rep, err = store.Plan(ctx, idx, opts)
 	} else {
@@ -126,12 +135,14 @@ func printReport(w io.Writer, rep storage.Report, dryRun bool) {
 // gcViaProxy asks the proxy running on this cache to make an eviction
 // pass now (POST /_admin/gc on its listener, loopback only).
 func gcViaProxy(cfg *config.Config, stdout, stderr io.Writer) int {
-	host, port, _ := net.SplitHostPort(cfg.Listen)
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
+	base, err := localURL(cfg.Listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and it cannot be reached: %v\n", err)
+		return 1
 	}
-	url := "http://" + net.JoinHostPort(host, port) + "/_admin/gc"
-	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Post(url, "application/json", nil)
+	url := base + "/_admin/gc"
+	// The URL is the configured listen address's own port on loopback.
+	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Post(url, "application/json", nil) //nolint:gosec // G704: see above
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and asking it at %s failed: %v\n", url, err)
 		return 1
@@ -145,22 +156,4 @@ func gcViaProxy(cfg *config.Config, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "a proxy is running on this cache: it made the pass itself")
 	printReport(stdout, rep, false)
 	return 0
-}
-
-// adminGC serves POST /_admin/gc from loopback: one eviction pass now.
-func adminGC(l *lifecycle) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || r.Method != http.MethodPost {
-			http.Error(w, "POST from loopback only", http.StatusForbidden)
-			return
-		}
-		rep, err := l.ev.Pass(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(rep)
-	}
 }

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gmarcy/container-registry-proxy/config"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
+	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/sirupsen/logrus"
+)
+
+// TestStartupFailureReleasesTheCache: when start-up fails after the cache
+// directory was locked and its index opened (here: an htpasswd file with
+// a plain-text password), both are released, so that the next start (or gc, or
+// warm --direct) finds the directory free.
+func TestStartupFailureReleasesTheCache(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	users := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(users, []byte("bob:plaintext\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load([]string{"--cache-dir", cache, "--ca-dir", filepath.Join(dir, "ca"),
+		"--htpasswd", users, "--no-docker-hub"}, envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	log := logrus.New()
+	log.SetOutput(logs)
+	a, err := build(t.Context(), cfg, log)
+	if err == nil || a != nil || !strings.Contains(err.Error(), "clientAuth.htpasswd") {
+		t.Fatalf("build: %v, %v; want the htpasswd error naming its key", a, err)
+	}
+	if _, err := os.Stat(filepath.Join(cache, ".lock")); err != nil {
+		t.Fatalf("the cache directory was never locked: %v", err)
+	}
+	lock, alone, err := storage.LockDir(cache)
+	if err != nil || !alone {
+		t.Fatalf("after the failed start the cache directory is still held (alone=%v, %v)", alone, err)
+	}
+	if err := lock.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
