@@ -70,65 +70,81 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		http.Error(sw, "not found", http.StatusNotFound)
 		return
 	}
-	var (
-		service string
-		scopes  []string
-		authed  bool
-		user    string
-		oauth   bool
-	)
-	switch req.Method {
-	case http.MethodGet:
-		q := req.URL.Query()
-		service, scopes = q.Get("service"), q["scope"]
-		var pass string
-		var ok bool
-		user, pass, ok = req.BasicAuth()
-		authed = ok && r.credentialsMatch(user, pass)
-		if !ok {
-			user = ""
-		}
-	case http.MethodPost:
-		req.Body = http.MaxBytesReader(sw, req.Body, 64<<10)
-		if err := req.ParseForm(); err != nil {
-			http.Error(sw, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if req.PostForm.Get("grant_type") != "password" {
-			http.Error(sw, `{"error":"unsupported_grant_type"}`, http.StatusBadRequest)
-			return
-		}
-		oauth = true
-		service, scopes = req.PostForm.Get("service"), req.PostForm["scope"]
-		user = req.PostForm.Get("username")
-		authed = r.credentialsMatch(user, req.PostForm.Get("password"))
-	default:
-		http.Error(sw, "method not allowed", http.StatusMethodNotAllowed)
+	tr, ok := r.readTokenRequest(sw, req)
+	if !ok {
 		return
 	}
-	if service != Service {
-		http.Error(sw, fmt.Sprintf("unknown service %q", service), http.StatusBadRequest)
+	if tr.service != Service {
+		http.Error(sw, fmt.Sprintf("unknown service %q", tr.service), http.StatusBadRequest)
 		return
 	}
-	if !authed && (r.opts.Username != "" || user != "") {
+	if !tr.authed && (r.opts.Username != "" || tr.user != "") {
 		sw.Header().Set("WWW-Authenticate", `Basic realm="testreg-token"`)
 		http.Error(sw, "invalid credentials", http.StatusUnauthorized)
 		return
 	}
+	r.writeToken(sw, tr)
+}
+
+// tokenRequest is what a client asked the token server for.
+type tokenRequest struct {
+	service string
+	scopes  []string
+	user    string // "" when anonymous
+	authed  bool   // the credentials match
+	oauth   bool   // the OAuth2 POST form
+}
+
+// readTokenRequest reads a GET's query and Basic credentials or a POST's
+// form; on a bad request it writes the error and returns false.
+func (r *Registry) readTokenRequest(w http.ResponseWriter, req *http.Request) (tokenRequest, bool) {
+	switch req.Method {
+	case http.MethodGet:
+		q := req.URL.Query()
+		tr := tokenRequest{service: q.Get("service"), scopes: q["scope"]}
+		user, pass, ok := req.BasicAuth()
+		tr.authed = ok && r.credentialsMatch(user, pass)
+		if ok {
+			tr.user = user
+		}
+		return tr, true
+	case http.MethodPost:
+		req.Body = http.MaxBytesReader(w, req.Body, 64<<10)
+		if err := req.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return tokenRequest{}, false
+		}
+		if req.PostForm.Get("grant_type") != "password" {
+			http.Error(w, `{"error":"unsupported_grant_type"}`, http.StatusBadRequest)
+			return tokenRequest{}, false
+		}
+		tr := tokenRequest{service: req.PostForm.Get("service"), scopes: req.PostForm["scope"], oauth: true}
+		tr.user = req.PostForm.Get("username")
+		tr.authed = r.credentialsMatch(tr.user, req.PostForm.Get("password"))
+		return tr, true
+	default:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return tokenRequest{}, false
+	}
+}
+
+// writeToken issues a token for tr's scopes and writes it as JSON, in the
+// OAuth2 shape when tr came as a form.
+func (r *Registry) writeToken(w http.ResponseWriter, tr tokenRequest) {
 	var split []string
-	for _, s := range scopes {
+	for _, s := range tr.scopes {
 		split = append(split, strings.Fields(s)...)
 	}
 	tok, issued := r.tokens.issue(split)
 	resp := map[string]any{"expires_in": r.opts.TokenTTL, "issued_at": issued.Format(time.RFC3339)}
-	if oauth {
+	if tr.oauth {
 		resp["access_token"] = tok
 		resp["scope"] = strings.Join(split, " ")
 	} else {
 		resp["token"] = tok
 	}
-	sw.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(sw).Encode(resp)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 // ExpireTokens invalidates every token issued so far: their next use gets

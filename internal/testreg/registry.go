@@ -106,21 +106,48 @@ type Registry struct {
 // distribution's logs are discarded (TESTREG_DEBUG=1 sends them to stderr).
 func Start(t testing.TB, opts Options) *Registry {
 	t.Helper()
+	opts = opts.withDefaults()
+	r := &Registry{opts: opts, scheme: "http", closed: make(chan struct{})}
+	r.tokens.ttl = opts.TokenTTL
+	r.faults.init()
+
+	baseContext := r.startInner(t.TempDir())
+	var tlsConfig *tls.Config
+	if opts.TLS {
+		var err error
+		if tlsConfig, err = r.setupTLS(t.TempDir()); err != nil {
+			r.Close()
+			t.Fatal(err)
+		}
+	}
+	front, token, cdn := r.newServers(tlsConfig, baseContext)
+	t.Cleanup(r.Close)
+	if err := r.startAll(); err != nil {
+		t.Fatal(err)
+	}
+	r.setURLs(front, token, cdn)
+	return r
+}
+
+// withDefaults fills in the Basic credentials and the token TTL.
+func (opts Options) withDefaults() Options {
 	if opts.Auth == AuthBasic && opts.Username == "" {
 		opts.Username, opts.Password = "testuser", "testpassword"
 	}
 	if opts.TokenTTL <= 0 {
 		opts.TokenTTL = 300
 	}
-	r := &Registry{opts: opts, scheme: "http", closed: make(chan struct{})}
-	r.tokens.ttl = opts.TokenTTL
-	r.faults.init()
+	return opts
+}
 
+// storageConfig is distribution's configuration: filesystem storage under
+// root, no redirects, no upload purging, deletes allowed, quiet logs.
+func storageConfig(root string) *configuration.Configuration {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
-			"filesystem":  configuration.Parameters{"rootdirectory": t.TempDir()},
+			"filesystem":  configuration.Parameters{"rootdirectory": root},
 			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 			"redirect":    configuration.Parameters{"disable": true},
 			"delete":      configuration.Parameters{"enabled": true},
@@ -129,57 +156,70 @@ func Start(t testing.TB, opts Options) *Registry {
 	cfg.Log.Level = "error"
 	cfg.Log.AccessLog.Disabled = true
 	cfg.HTTP.Secret = hex.EncodeToString(secret)
+	return cfg
+}
+
+// startInner starts distribution's app on storage under root behind the
+// inner server, and returns the base context every server of r uses.
+func (r *Registry) startInner(root string) func(net.Listener) context.Context {
+	cfg := storageConfig(root)
 	baseCtx := logContext{Context: context.Background(), entry: newLogEntry()}
 	baseContext := func(net.Listener) context.Context { return baseCtx }
 	r.app = handlers.NewApp(baseCtx, cfg)
 	r.inner = httptest.NewUnstartedServer(r.app)
 	r.inner.Config.BaseContext = baseContext
 	r.inner.Start()
+	return baseContext
+}
 
-	var tlsConfig *tls.Config
-	if opts.TLS {
-		names := append([]string{"127.0.0.1"}, opts.Names...)
-		if opts.RealmHost != "" {
-			names = append(names, opts.RealmHost)
-		}
-		ca, err := newTestCA(t.TempDir(), names)
-		if err != nil {
-			r.Close()
-			t.Fatal(err)
-		}
-		r.CAFile, r.CAPool, tlsConfig = ca.caFile, ca.pool, ca.serverConfig()
-		r.scheme = "https"
+// setupTLS makes the test CA (in dir) for the registry's names, sets
+// CAFile, CAPool and the https scheme, and returns the servers' TLS config.
+func (r *Registry) setupTLS(dir string) (*tls.Config, error) {
+	names := append([]string{"127.0.0.1"}, r.opts.Names...)
+	if r.opts.RealmHost != "" {
+		names = append(names, r.opts.RealmHost)
 	}
+	ca, err := newTestCA(dir, names)
+	if err != nil {
+		return nil, err
+	}
+	r.CAFile, r.CAPool = ca.caFile, ca.pool
+	r.scheme = "https"
+	return ca.serverConfig(), nil
+}
+
+// newServers adds the front server, and the token server and CDN when the
+// options ask for them (nil otherwise), to r.servers, unstarted.
+func (r *Registry) newServers(tlsConfig *tls.Config, baseContext func(net.Listener) context.Context) (front, token, cdn *server) {
 	newServer := func(h http.Handler) *server {
-		s := &server{handler: h, tlsConfig: tlsConfig, http1Only: opts.DisableHTTP2, baseContext: baseContext}
+		s := &server{handler: h, tlsConfig: tlsConfig, http1Only: r.opts.DisableHTTP2, baseContext: baseContext}
 		r.servers = append(r.servers, s)
 		return s
 	}
-	front := newServer(http.HandlerFunc(r.serveFront))
-	var token, cdn *server
-	if opts.Auth == AuthToken && opts.RealmHost != "" {
+	front = newServer(http.HandlerFunc(r.serveFront))
+	if r.opts.Auth == AuthToken && r.opts.RealmHost != "" {
 		token = newServer(http.HandlerFunc(r.serveToken))
 	}
-	if opts.BlobRedirect {
+	if r.opts.BlobRedirect {
 		cdn = newServer(http.HandlerFunc(r.serveCDN))
 	}
-	t.Cleanup(r.Close)
-	if err := r.startAll(); err != nil {
-		t.Fatal(err)
-	}
+	return front, token, cdn
+}
+
+// setURLs sets Host, URL, TokenURL and CDNURL from the started servers.
+func (r *Registry) setURLs(front, token, cdn *server) {
 	r.Host = front.hostPort()
 	r.URL = r.scheme + "://" + r.Host
 	switch {
 	case token != nil:
 		_, port, _ := net.SplitHostPort(token.hostPort())
-		r.TokenURL = r.scheme + "://" + net.JoinHostPort(opts.RealmHost, port) + "/token"
-	case opts.Auth == AuthToken:
+		r.TokenURL = r.scheme + "://" + net.JoinHostPort(r.opts.RealmHost, port) + "/token"
+	case r.opts.Auth == AuthToken:
 		r.TokenURL = r.URL + "/token"
 	}
 	if cdn != nil {
 		r.CDNURL = r.scheme + "://" + cdn.hostPort()
 	}
-	return r
 }
 
 // startAll starts every listener (on its previous port after a Stop).

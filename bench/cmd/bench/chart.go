@@ -22,7 +22,7 @@ type chart struct {
 // charts draws the charts into dir and returns the files written.
 func (r *report) charts(dir string) ([]string, error) {
 	if _, err := exec.LookPath(r.b.o.gnuplotBin); err != nil {
-		return nil, fmt.Errorf("gnuplot not found (%v); no charts", err)
+		return nil, fmt.Errorf("gnuplot not found (%w); no charts", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -54,18 +54,25 @@ func (c *chart) hasData() bool {
 
 // chartList builds the charts from the rows.
 func (r *report) chartList() []*chart {
-	o := r.b.o
-	cell := func(kind, sys string, img *image, n int, f func(sample) float64) *stat {
-		x := r.b.find(kind, sys, img, n)
-		if x == nil || len(x.samples) == 0 {
-			return nil
-		}
-		s := x.series(f)
-		return &s
-	}
-	thr := func(s sample) float64 { return mbps(s.bytes, s.wall) }
+	return []*chart{r.throughputChart(), r.upstreamChart(), r.latencyChart()}
+}
 
-	// Throughput per system: cold (big, 1 and N clients) and warm.
+// cell is the series f of the row of kind for sys, img and n, or nil when
+// the row is missing or has no samples.
+func (r *report) cell(kind, sys string, img *image, n int, f func(sample) float64) *stat {
+	x := r.sampled(kind, sys, img, n)
+	if x == nil {
+		return nil
+	}
+	s := x.series(f)
+	return &s
+}
+
+// throughputChart is the throughput per system: cold (big, 1 and N
+// clients) and warm.
+func (r *report) throughputChart() *chart {
+	o := r.b.o
+	thr := func(s sample) float64 { return mbps(s.bytes, s.wall) }
 	sys := []string{sysDirect, sysOurs, sysDist, sysNginx, sysStatic, sysDirectTLS, sysShim}
 	t := &chart{file: "bench-throughput.png", title: "Throughput delivered to the clients (median, min–max)", ylabel: "MB/s"}
 	t.series = []string{fmt.Sprintf("cold, 1 client (%s)", r.b.big.label), fmt.Sprintf("cold, %d clients (%s)", o.clients, r.b.big.label)}
@@ -77,15 +84,20 @@ func (r *report) chartList() []*chart {
 		}
 	}
 	for _, s := range sys {
-		row := []*stat{cell(kindCold, s, r.b.big, 1, thr), cell(kindCold, s, r.b.big, o.clients, thr)}
+		row := []*stat{r.cell(kindCold, s, r.b.big, 1, thr), r.cell(kindCold, s, r.b.big, o.clients, thr)}
 		for _, n := range warmNs {
-			row = append(row, cell(kindWarm, s, r.b.warmImage(n), n, thr))
+			row = append(row, r.cell(kindWarm, s, r.b.warmImage(n), n, thr))
 		}
 		t.clusters = append(t.clusters, plainLabel(s))
 		t.cells = append(t.cells, row)
 	}
+	return t
+}
 
-	// Upstream bytes per system, cold, N clients, by image.
+// upstreamChart is the upstream bytes per system, cold, N clients, by
+// image.
+func (r *report) upstreamChart() *chart {
+	o := r.b.o
 	u := &chart{file: "bench-upstream.png", title: fmt.Sprintf("Bytes fetched from upstream for %d cold clients (× what one client pulls)", o.clients), ylabel: "× image size"}
 	var imgs []*image
 	if r.b.layered != nil {
@@ -105,21 +117,24 @@ func (r *report) chartList() []*chart {
 	for _, s := range []string{sysOurs, sysDist, sysNginx} {
 		var row []*stat
 		for _, img := range imgs {
-			row = append(row, cell(kindCold, s, img, o.clients, func(x sample) float64 { return float64(x.upstream.BlobBytes) / float64(img.blobBytes()) }))
+			row = append(row, r.cell(kindCold, s, img, o.clients, func(x sample) float64 { return float64(x.upstream.BlobBytes) / float64(img.blobBytes()) }))
 		}
 		u.clusters = append(u.clusters, plainLabel(s))
 		u.cells = append(u.cells, row)
 	}
+	return u
+}
 
-	// Manifest latency.
-	l := &chart{file: "bench-manifest-latency.png", title: fmt.Sprintf("Manifest GETs by tag, %d concurrent clients (median of runs, min–max)", o.manClients), ylabel: "ms (log scale)", logY: true,
+// latencyChart is the manifest latency per system.
+func (r *report) latencyChart() *chart {
+	l := &chart{file: "bench-manifest-latency.png", title: fmt.Sprintf("Manifest GETs by tag, %d concurrent clients (median of runs, min–max)", r.b.o.manClients), ylabel: "ms (log scale)", logY: true,
 		series: []string{"p50", "p99"}}
 	for _, x := range r.rowsOf(kindLatency, nil, 0) {
 		p50, p99 := x.series(func(s sample) float64 { return ms(s.p50) }), x.series(func(s sample) float64 { return ms(s.p99) })
 		l.clusters = append(l.clusters, plainLabel(x.sys))
 		l.cells = append(l.cells, []*stat{&p50, &p99})
 	}
-	return []*chart{t, u, l}
+	return l
 }
 
 func containsImg(xs []*image, img *image) bool {
@@ -182,7 +197,7 @@ func (c *chart) draw(gnuplot, tmp, path string) error {
 	}
 	out, err := exec.Command(gnuplot, script).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
+		return fmt.Errorf("%w: %s", err, out)
 	}
 	return nil
 }

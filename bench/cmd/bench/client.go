@@ -166,7 +166,7 @@ func getBlobURL(ctx context.Context, c *http.Client, u string, b blob, verify bo
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return 0, fmt.Errorf("GET %s: status %d: %s", u, resp.StatusCode, msg)
 	}
-	var w io.Writer = io.Discard
+	w := io.Discard
 	h := sha256.New()
 	if verify {
 		w = h

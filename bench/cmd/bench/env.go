@@ -82,7 +82,11 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 func (p *proc) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited early (%v); log: %s", p.name, p.err, tail(p.log, 2000))
+		if p.err == nil {
+			// Exit status 0: nothing to wrap.
+			return fmt.Errorf("%s exited early (<nil>); log: %s", p.name, tail(p.log, 2000))
+		}
+		return fmt.Errorf("%s exited early (%w); log: %s", p.name, p.err, tail(p.log, 2000))
 	default:
 		return nil
 	}
@@ -176,7 +180,10 @@ func waitHTTPS(ctx context.Context, p *proc, url string, want int, pki *testPKI)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready at %s after 30s: %v; log: %s", p.name, url, last, tail(p.log, 2000))
+	// last is set: the loop ran at least once (the deadline is 30 s
+	// ahead on the monotonic clock) and every pass that did not return
+	// set it to an error.
+	return fmt.Errorf("%s not ready at %s after 30s: %w; log: %s", p.name, url, last, tail(p.log, 2000))
 }
 
 // tail returns the last n bytes of a file, for error messages.

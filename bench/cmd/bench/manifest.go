@@ -105,41 +105,16 @@ func (b *bench) latency(ctx context.Context, systems []string) error {
 func (b *bench) loadgen(ctx context.Context, in *instance) (sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(b.o.roundTimeoutS)*time.Second)
 	defer cancel()
-	n, k := b.o.manClients, b.o.manRequests
-	name := in.t.name(b.big.repo)
-	clients := make([]*http.Client, n)
+	errs := &firstErr{cancel: cancel}
+	clients := make([]*http.Client, b.o.manClients)
 	defer func() {
 		for _, c := range clients {
 			c.CloseIdleConnections()
 		}
 	}()
-	// Open the connections first (concurrently, as the timed part will use them).
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if first == nil {
-			first = err
-			cancel()
-		}
-		mu.Unlock()
-	}
-	for i := range n {
-		clients[i] = in.t.newClient()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, _, err := getManifest(ctx, clients[i], in.t.base, name, b.big.tag); err != nil {
-				fail(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		return sample{}, first
+	b.openConns(ctx, in, clients, errs)
+	if err := errs.get(); err != nil {
+		return sample{}, err
 	}
 	pids := in.measured()
 	resetPeak(pids)
@@ -150,37 +125,9 @@ func (b *bench) loadgen(ctx context.Context, in *instance) (sample, error) {
 	}
 	cpu0 := sumCPU(pids)
 	self0, _ := cpuTime(os.Getpid())
-	lat := make([][]time.Duration, n)
-	gate := make(chan struct{})
-	var deadline time.Time
-	for i := range n {
-		lat[i] = make([]time.Duration, 0, k)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			for j := 0; j < k && (j == 0 || time.Now().Before(deadline)); j++ {
-				t0 := time.Now()
-				body, _, err := getManifest(ctx, clients[i], in.t.base, name, b.big.tag)
-				if err != nil {
-					fail(err)
-					return
-				}
-				lat[i] = append(lat[i], time.Since(t0))
-				if len(body) != len(b.big.manifest) {
-					fail(fmt.Errorf("manifest of %d bytes, want %d", len(body), len(b.big.manifest)))
-					return
-				}
-			}
-		}()
-	}
-	start := time.Now()
-	deadline = start.Add(time.Duration(b.o.manSeconds * float64(time.Second)))
-	close(gate)
-	wg.Wait()
-	wall := time.Since(start)
-	if first != nil {
-		return sample{}, first
+	lat, wall := b.timedGETs(ctx, in, clients, errs)
+	if err := errs.get(); err != nil {
+		return sample{}, err
 	}
 	self1, _ := cpuTime(os.Getpid())
 	pids = in.measured()
@@ -198,6 +145,89 @@ func (b *bench) loadgen(ctx context.Context, in *instance) (sample, error) {
 		s.upstream = counts{ManifestRequests: s.reqs, ManifestGETs: s.reqs}
 	}
 	return s, nil
+}
+
+// firstErr keeps the first error of concurrent clients and cancels the
+// others' context.
+type firstErr struct {
+	mu     sync.Mutex
+	err    error
+	cancel context.CancelFunc
+}
+
+func (f *firstErr) fail(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+		f.cancel()
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// openConns fills clients with new clients of in and opens their
+// connections with one untimed GET each, concurrently, as the timed part
+// will use them.
+func (b *bench) openConns(ctx context.Context, in *instance, clients []*http.Client, errs *firstErr) {
+	name := in.t.name(b.big.repo)
+	var wg sync.WaitGroup
+	for i := range clients {
+		clients[i] = in.t.newClient()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := getManifest(ctx, clients[i], in.t.base, name, b.big.tag); err != nil {
+				errs.fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// timedGETs starts the clients together; each makes sequential GETs of the
+// big image's manifest by tag until --manifest-seconds passed or it made
+// --manifest-requests. It returns every GET's latency, by client, and the
+// wall time.
+func (b *bench) timedGETs(ctx context.Context, in *instance, clients []*http.Client, errs *firstErr) ([][]time.Duration, time.Duration) {
+	k := b.o.manRequests
+	name := in.t.name(b.big.repo)
+	lat := make([][]time.Duration, len(clients))
+	gate := make(chan struct{})
+	var (
+		wg       sync.WaitGroup
+		deadline time.Time
+	)
+	for i := range clients {
+		lat[i] = make([]time.Duration, 0, k)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			for j := 0; j < k && (j == 0 || time.Now().Before(deadline)); j++ {
+				t0 := time.Now()
+				body, _, err := getManifest(ctx, clients[i], in.t.base, name, b.big.tag)
+				if err != nil {
+					errs.fail(err)
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+				if len(body) != len(b.big.manifest) {
+					errs.fail(fmt.Errorf("manifest of %d bytes, want %d", len(body), len(b.big.manifest)))
+					return
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	deadline = start.Add(time.Duration(b.o.manSeconds * float64(time.Second)))
+	close(gate)
+	wg.Wait()
+	return lat, time.Since(start)
 }
 
 // quantile returns the q-quantile of sorted xs (nearest rank).

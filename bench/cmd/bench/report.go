@@ -389,179 +389,238 @@ type goal struct {
 	pass, ran      bool
 }
 
+// targetList evaluates every target, in the order of the table.
 func (r *report) targetList() []goal {
+	return []goal{
+		r.upstreamBytesGoal(),
+		r.coldVsNginxGoal(),
+		r.coldVsOneClientGoal(),
+		r.warmPlainGoal(),
+		r.warmShimGoal(),
+		r.manifestCacheGoal(),
+		r.coldRSSGoal(),
+		r.warmRSSGoal(),
+	}
+}
+
+// sampled returns the row of kind for sys, img and n when it has samples,
+// else nil.
+func (r *report) sampled(kind, sys string, img *image, n int) *row {
+	x := r.b.find(kind, sys, img, n)
+	if x == nil || len(x.samples) == 0 {
+		return nil
+	}
+	return x
+}
+
+// median is the median of f over x's samples.
+func median(x *row, f func(sample) float64) float64 { return x.series(f).med }
+
+// coldImages are the images of the cold targets: the big and the layered
+// one, then the scaling images (nil where an image was not pushed).
+func (r *report) coldImages() []*image {
+	imgs := []*image{r.b.big, r.b.layered}
+	for _, m := range r.b.o.scalingMiB {
+		if img := r.b.singles[m]; !slices.Contains(imgs, img) {
+			imgs = append(imgs, img)
+		}
+	}
+	return imgs
+}
+
+// vsNginx fills t from ours' and nginx's cold rows at --clients for every
+// cold image both ran: cmp says what was measured and whether the target
+// holds.
+func (r *report) vsNginx(t *goal, cmp func(img *image, x, n *row) (string, bool)) {
 	o := r.b.o
-	var ts []goal
-	med := func(x *row, f func(sample) float64) float64 { return x.series(f).med }
-	get := func(kind, sys string, img *image, n int) *row {
-		x := r.b.find(kind, sys, img, n)
-		if x == nil || len(x.samples) == 0 {
-			return nil
+	var parts []string
+	for _, img := range r.coldImages() {
+		x, n := r.sampled(kindCold, sysOurs, img, o.clients), r.sampled(kindCold, sysNginx, img, o.clients)
+		if img == nil || x == nil || n == nil {
+			continue
 		}
-		return x
+		t.ran = true
+		part, ok := cmp(img, x, n)
+		parts = append(parts, part)
+		t.pass = t.pass && ok
 	}
-	coldImgs := []*image{r.b.big, r.b.layered}
-	for _, m := range o.scalingMiB {
-		if img := r.b.singles[m]; !slices.Contains(coldImgs, img) {
-			coldImgs = append(coldImgs, img)
+	t.measured = strings.Join(parts, "; ")
+}
+
+// upstreamBytesGoal: ours fetches each cold image from upstream once.
+func (r *report) upstreamBytesGoal() goal {
+	o := r.b.o
+	t := goal{goal: fmt.Sprintf("upstream bytes for %d cold clients = 1.0× the image", o.clients), pass: true}
+	var parts []string
+	for _, img := range r.coldImages() {
+		x := r.sampled(kindCold, sysOurs, img, o.clients)
+		if img == nil || x == nil {
+			continue
+		}
+		t.ran = true
+		s := x.upBytes()
+		parts = append(parts, fmt.Sprintf("%s: %.2f× worst", img.label, s.hi))
+		if s.hi != 1 || s.lo != 1 {
+			t.pass = false
+		}
+		if d := r.sampled(kindCold, sysDist, img, o.clients); d != nil {
+			parts[len(parts)-1] += fmt.Sprintf(" (distribution %.2f×)", d.upBytes().med)
 		}
 	}
-	// vsNginx fills t from ours' and nginx's cold rows at o.clients for
-	// every cold image both ran: cmp says what was measured and whether
-	// the target holds.
-	vsNginx := func(t *goal, cmp func(img *image, x, n *row) (string, bool)) {
-		var parts []string
-		for _, img := range coldImgs {
-			x, n := get(kindCold, sysOurs, img, o.clients), get(kindCold, sysNginx, img, o.clients)
-			if img == nil || x == nil || n == nil {
-				continue
-			}
+	t.measured = strings.Join(parts, "; ")
+	return t
+}
+
+// coldVsNginxGoal: ours' cold wall time at --clients against nginx's.
+func (r *report) coldVsNginxGoal() goal {
+	t := goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.0× nginx with proxy_cache_lock", r.b.o.clients), pass: true}
+	r.vsNginx(&t, func(img *image, x, n *row) (string, bool) {
+		a, b := x.wall().med, n.wall().med
+		return fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b), a <= b
+	})
+	return t
+}
+
+// coldVsOneClientGoal: ours' cold wall time at --clients against its
+// 1-client time, with the floors (warm, nginx) for comparison.
+func (r *report) coldVsOneClientGoal() goal {
+	o := r.b.o
+	t := goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.2× our 1-client time", o.clients), pass: true}
+	var parts []string
+	for _, img := range []*image{r.b.big, r.b.layered} {
+		x, one := r.sampled(kindCold, sysOurs, img, o.clients), r.sampled(kindCold, sysOurs, img, 1)
+		if img == nil || x == nil || one == nil {
+			continue
+		}
+		t.ran = true
+		a, b := x.wall().med, one.wall().med
+		parts = append(parts, fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b)+r.coldFloors(img, b))
+		if a > 1.2*b {
+			t.pass = false
+		}
+	}
+	t.measured = strings.Join(parts, "; ")
+	return t
+}
+
+// coldFloors describes, for the cold pull of img by --clients clients,
+// ours serving them warm and nginx's cold and warm ratios; one is our
+// 1-client cold wall time.
+func (r *report) coldFloors(img *image, one float64) string {
+	o := r.b.o
+	var s string
+	if w := r.sampled(kindWarm, sysOurs, img, o.clients); w != nil {
+		// The floor: the same bytes to the same clients with
+		// nothing to fetch.
+		s += fmt.Sprintf("; ours serving %d clients warm: %.2fs", o.clients, w.wall().med)
+	}
+	n, n1 := r.sampled(kindCold, sysNginx, img, o.clients), r.sampled(kindCold, sysNginx, img, 1)
+	if n == nil || n1 == nil {
+		return s
+	}
+	s += fmt.Sprintf(" (nginx %.2f×", n.wall().med/n1.wall().med)
+	if w := r.sampled(kindWarm, sysStatic, img, o.clients); w != nil {
+		s += fmt.Sprintf("; %d clients from nginx sendfile, warm: %.2fs = %.2f× our 1-client time", o.clients, w.wall().med, w.wall().med/one)
+	}
+	return s + ")"
+}
+
+// warmPlainGoal: ours' warm plain-HTTP throughput against nginx sendfile.
+func (r *report) warmPlainGoal() goal {
+	t := goal{goal: "warm plain-HTTP throughput ≥ 0.9× nginx sendfile", pass: true}
+	var parts []string
+	for _, n := range r.b.o.warmClients {
+		img := r.b.warmImage(n)
+		if x, s := r.sampled(kindWarm, sysOurs, img, n), r.sampled(kindWarm, sysStatic, img, n); x != nil && s != nil {
 			t.ran = true
-			part, ok := cmp(img, x, n)
-			parts = append(parts, part)
-			t.pass = t.pass && ok
-		}
-		t.measured = strings.Join(parts, "; ")
-	}
-	// 1. upstream bytes
-	{
-		t := goal{goal: fmt.Sprintf("upstream bytes for %d cold clients = 1.0× the image", o.clients), pass: true}
-		var parts []string
-		for _, img := range coldImgs {
-			x := get(kindCold, sysOurs, img, o.clients)
-			if img == nil || x == nil {
-				continue
-			}
-			t.ran = true
-			s := x.upBytes()
-			parts = append(parts, fmt.Sprintf("%s: %.2f× worst", img.label, s.hi))
-			if s.hi != 1 || s.lo != 1 {
+			a, b := x.mbps().med, s.mbps().med
+			parts = append(parts, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f×", n, a, b, a/b))
+			if a < 0.9*b {
 				t.pass = false
 			}
-			if d := get(kindCold, sysDist, img, o.clients); d != nil {
-				parts[len(parts)-1] += fmt.Sprintf(" (distribution %.2f×)", d.upBytes().med)
-			}
 		}
-		t.measured = strings.Join(parts, "; ")
-		ts = append(ts, t)
 	}
-	// 2. cold time vs nginx and vs our 1-client time
-	{
-		t := goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.0× nginx with proxy_cache_lock", o.clients), pass: true}
-		vsNginx(&t, func(img *image, x, n *row) (string, bool) {
-			a, b := x.wall().med, n.wall().med
-			return fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b), a <= b
-		})
-		ts = append(ts, t)
-		t = goal{goal: fmt.Sprintf("%d-client cold wall time ≤ 1.2× our 1-client time", o.clients), pass: true}
-		var parts []string
-		for _, img := range []*image{r.b.big, r.b.layered} {
-			x, one := get(kindCold, sysOurs, img, o.clients), get(kindCold, sysOurs, img, 1)
-			if img == nil || x == nil || one == nil {
-				continue
-			}
+	t.measured = strings.Join(parts, "; ")
+	return t
+}
+
+// warmShimGoal: warm throughput through the shim against the direct TLS
+// download.
+func (r *report) warmShimGoal() goal {
+	t := goal{goal: "warm throughput through the shim ≥ 1.0× the direct TLS download", pass: true}
+	cpu := func(s sample) float64 { return s.cpu.Seconds() }
+	var parts []string
+	for _, n := range r.b.o.warmClients {
+		img := r.b.warmImage(n)
+		if x, d := r.sampled(kindWarm, sysShim, img, n), r.sampled(kindWarm, sysDirectTLS, img, n); x != nil && d != nil {
 			t.ran = true
-			a, b := x.wall().med, one.wall().med
-			s := fmt.Sprintf("%s: %.2fs vs %.2fs = %.2f×", img.label, a, b, a/b)
-			if w := get(kindWarm, sysOurs, img, o.clients); w != nil {
-				// The floor: the same bytes to the same clients with
-				// nothing to fetch.
-				s += fmt.Sprintf("; ours serving %d clients warm: %.2fs", o.clients, w.wall().med)
-			}
-			if n := get(kindCold, sysNginx, img, o.clients); n != nil {
-				if n1 := get(kindCold, sysNginx, img, 1); n1 != nil {
-					s += fmt.Sprintf(" (nginx %.2f×", n.wall().med/n1.wall().med)
-					if w := get(kindWarm, sysStatic, img, o.clients); w != nil {
-						s += fmt.Sprintf("; %d clients from nginx sendfile, warm: %.2fs = %.2f× our 1-client time", o.clients, w.wall().med, w.wall().med/b)
-					}
-					s += ")"
-				}
-			}
-			parts = append(parts, s)
-			if a > 1.2*b {
+			a, b := x.mbps().med, d.mbps().med
+			parts = append(parts, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f× (CPU per round %.2f s vs %.2f s)", n, a, b, a/b,
+				median(x, cpu), median(d, cpu)))
+			if a < b {
 				t.pass = false
 			}
 		}
-		t.measured = strings.Join(parts, "; ")
-		ts = append(ts, t)
 	}
-	// 3. warm throughput
-	{
-		t := goal{goal: "warm plain-HTTP throughput ≥ 0.9× nginx sendfile", pass: true}
-		t2 := goal{goal: "warm throughput through the shim ≥ 1.0× the direct TLS download", pass: true}
-		var parts, parts2 []string
-		for _, n := range o.warmClients {
-			img := r.b.warmImage(n)
-			if x, s := get(kindWarm, sysOurs, img, n), get(kindWarm, sysStatic, img, n); x != nil && s != nil {
-				t.ran = true
-				a, b := x.mbps().med, s.mbps().med
-				parts = append(parts, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f×", n, a, b, a/b))
-				if a < 0.9*b {
-					t.pass = false
-				}
-			}
-			if x, d := get(kindWarm, sysShim, img, n), get(kindWarm, sysDirectTLS, img, n); x != nil && d != nil {
-				t2.ran = true
-				a, b := x.mbps().med, d.mbps().med
-				parts2 = append(parts2, fmt.Sprintf("%d clients: %.0f vs %.0f MB/s = %.2f× (CPU per round %.2f s vs %.2f s)", n, a, b, a/b,
-					med(x, func(s sample) float64 { return s.cpu.Seconds() }), med(d, func(s sample) float64 { return s.cpu.Seconds() })))
-				if a < b {
-					t2.pass = false
-				}
-			}
-		}
-		t.measured, t2.measured = strings.Join(parts, "; "), strings.Join(parts2, "; ")
-		ts = append(ts, t, t2)
+	t.measured = strings.Join(parts, "; ")
+	return t
+}
+
+// manifestCacheGoal: with the manifest cache on, tag pulls inside the TTL
+// reach the upstream not at all, sequential or concurrent.
+func (r *report) manifestCacheGoal() goal {
+	o := r.b.o
+	t := goal{goal: "manifest cache on: 0 upstream requests for tags inside their TTL", pass: true}
+	var parts []string
+	up := func(s sample) float64 {
+		return float64(s.upstream.ManifestRequests + s.upstream.BlobRequests + s.upstream.OtherRequests)
 	}
-	// 4. manifest cache
-	{
-		t := goal{goal: "manifest cache on: 0 upstream requests for tags inside their TTL", pass: true}
-		var parts []string
-		up := func(s sample) float64 {
-			return float64(s.upstream.ManifestRequests + s.upstream.BlobRequests + s.upstream.OtherRequests)
-		}
-		for _, x := range r.rowsOf(kindTags, nil, 0) {
-			switch x.sys {
-			case sysOursOn:
-				t.ran = true
-				parts = append(parts, fmt.Sprintf("ours: %.0f per %d tag pulls", x.series(up).hi, o.tagPulls))
-				if x.series(up).hi != 0 {
-					t.pass = false
-				}
-			case sysOursOff, sysDist:
-				parts = append(parts, fmt.Sprintf("%s: %.0f", plainLabel(x.sys), x.series(up).med))
-			}
-		}
-		if x := get(kindLatency, sysOursOn, r.b.big, o.manClients); x != nil {
+	for _, x := range r.rowsOf(kindTags, nil, 0) {
+		switch x.sys {
+		case sysOursOn:
 			t.ran = true
-			parts = append(parts, fmt.Sprintf("ours at %d concurrent clients: %.0f in %.0f GETs", o.manClients, x.series(up).hi, med(x, func(s sample) float64 { return float64(s.reqs) })))
+			parts = append(parts, fmt.Sprintf("ours: %.0f per %d tag pulls", x.series(up).hi, o.tagPulls))
 			if x.series(up).hi != 0 {
 				t.pass = false
 			}
+		case sysOursOff, sysDist:
+			parts = append(parts, fmt.Sprintf("%s: %.0f", plainLabel(x.sys), x.series(up).med))
 		}
-		t.measured = strings.Join(parts, "; ")
-		ts = append(ts, t)
 	}
-	// 5. memory
-	{
-		t := goal{goal: fmt.Sprintf("peak RSS ≤ nginx's at %d cold clients", o.clients), pass: true}
-		rss := func(s sample) float64 { return mib(s.rss) }
-		anon := func(s sample) float64 { return mib(s.anon) }
-		vsNginx(&t, func(img *image, x, n *row) (string, bool) {
-			return fmt.Sprintf("%s: %.1f vs %.1f MiB (RssAnon %.1f vs %.1f)", img.label, med(x, rss), med(n, rss), med(x, anon), med(n, anon)),
-				med(x, rss) <= med(n, rss)
-		})
-		ts = append(ts, t)
-		t = goal{goal: fmt.Sprintf("peak RSS < 100 MiB at %d concurrent warm pulls", o.memClients)}
-		if x := get(kindWarm, sysOurs, r.b.warmImage(o.memClients), o.memClients); x != nil {
-			t.ran = true
-			s := x.series(func(s sample) float64 { return mib(s.rss) })
-			t.measured = fmt.Sprintf("%.1f MiB worst (RssAnon %.1f)", s.hi, x.series(func(s sample) float64 { return mib(s.anon) }).hi)
-			t.pass = s.hi < 100
+	if x := r.sampled(kindLatency, sysOursOn, r.b.big, o.manClients); x != nil {
+		t.ran = true
+		parts = append(parts, fmt.Sprintf("ours at %d concurrent clients: %.0f in %.0f GETs", o.manClients, x.series(up).hi, median(x, func(s sample) float64 { return float64(s.reqs) })))
+		if x.series(up).hi != 0 {
+			t.pass = false
 		}
-		ts = append(ts, t)
 	}
-	return ts
+	t.measured = strings.Join(parts, "; ")
+	return t
+}
+
+// coldRSSGoal: ours' peak RSS at --clients cold clients against nginx's.
+func (r *report) coldRSSGoal() goal {
+	t := goal{goal: fmt.Sprintf("peak RSS ≤ nginx's at %d cold clients", r.b.o.clients), pass: true}
+	rss := func(s sample) float64 { return mib(s.rss) }
+	anon := func(s sample) float64 { return mib(s.anon) }
+	r.vsNginx(&t, func(img *image, x, n *row) (string, bool) {
+		return fmt.Sprintf("%s: %.1f vs %.1f MiB (RssAnon %.1f vs %.1f)", img.label, median(x, rss), median(n, rss), median(x, anon), median(n, anon)),
+			median(x, rss) <= median(n, rss)
+	})
+	return t
+}
+
+// warmRSSGoal: ours' worst peak RSS at --mem-clients warm pulls.
+func (r *report) warmRSSGoal() goal {
+	o := r.b.o
+	t := goal{goal: fmt.Sprintf("peak RSS < 100 MiB at %d concurrent warm pulls", o.memClients)}
+	if x := r.sampled(kindWarm, sysOurs, r.b.warmImage(o.memClients), o.memClients); x != nil {
+		t.ran = true
+		s := x.series(func(s sample) float64 { return mib(s.rss) })
+		t.measured = fmt.Sprintf("%.1f MiB worst (RssAnon %.1f)", s.hi, x.series(func(s sample) float64 { return mib(s.anon) }).hi)
+		t.pass = s.hi < 100
+	}
+	return t
 }
 
 func (r *report) targetTable() string {
@@ -594,42 +653,63 @@ func (r *report) failedTargets() []string {
 // main figure (medians).
 func (r *report) losses() []string {
 	var out []string
-	type metric struct {
-		name   string
-		f      func(sample) float64
-		higher bool // higher is better
-		unit   string
+	out = append(out, r.coldLosses()...)
+	out = append(out, r.warmLosses()...)
+	return append(out, lossesIn("cached manifest GETs", r.rowsOf(kindLatency, nil, 0), sysOursOn, lossP50, lossP99)...)
+}
+
+// metric is a row's figure that losses compares.
+type metric struct {
+	name   string
+	f      func(sample) float64
+	higher bool // higher is better
+	unit   string
+}
+
+// The figures losses compares.
+var (
+	lossWall     = metric{"wall time", func(s sample) float64 { return s.wall.Seconds() }, false, "s"}
+	lossThr      = metric{"throughput", func(s sample) float64 { return mbps(s.bytes, s.wall) }, true, "MB/s"}
+	lossUpstream = metric{"upstream blob bytes", func(s sample) float64 { return float64(s.upstream.BlobBytes) / (1 << 20) }, false, "MiB"}
+	lossRSS      = metric{"peak RSS", func(s sample) float64 { return mib(s.rss) }, false, "MiB"}
+	lossP50      = metric{"p50 latency", func(s sample) float64 { return ms(s.p50) }, false, "ms"}
+	lossP99      = metric{"p99 latency", func(s sample) float64 { return ms(s.p99) }, false, "ms"}
+)
+
+// lossesIn lists the rows of a scenario where a peer beats the row of
+// oursSys on one of metrics (none without that row). The upstream itself is no
+// peer for upstream bytes.
+func lossesIn(scenario string, rows []*row, oursSys string, metrics ...metric) []string {
+	var o *row
+	for _, x := range rows {
+		if x.sys == oursSys {
+			o = x
+		}
 	}
-	wall := metric{"wall time", func(s sample) float64 { return s.wall.Seconds() }, false, "s"}
-	thr := metric{"throughput", func(s sample) float64 { return mbps(s.bytes, s.wall) }, true, "MB/s"}
-	up := metric{"upstream blob bytes", func(s sample) float64 { return float64(s.upstream.BlobBytes) / (1 << 20) }, false, "MiB"}
-	rss := metric{"peak RSS", func(s sample) float64 { return mib(s.rss) }, false, "MiB"}
-	p50 := metric{"p50 latency", func(s sample) float64 { return ms(s.p50) }, false, "ms"}
-	p99 := metric{"p99 latency", func(s sample) float64 { return ms(s.p99) }, false, "ms"}
-	check := func(scenario string, rows []*row, oursSys string, ms ...metric) {
-		var o *row
+	if o == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range metrics {
+		ov := o.series(m.f).med
 		for _, x := range rows {
-			if x.sys == oursSys {
-				o = x
+			if isOurs(x.sys) || (m.name == lossUpstream.name && x.sys == sysDirect) {
+				continue
 			}
-		}
-		if o == nil {
-			return
-		}
-		for _, m := range ms {
-			ov := o.series(m.f).med
-			for _, x := range rows {
-				if isOurs(x.sys) || (m.name == up.name && x.sys == sysDirect) {
-					continue
-				}
-				v := x.series(m.f).med
-				worse := (m.higher && v > ov) || (!m.higher && v < ov)
-				if worse {
-					out = append(out, fmt.Sprintf("%s — %s: %s %.4g %s vs ours %.4g %s (%.2f×)", scenario, m.name, plainLabel(x.sys), v, m.unit, ov, m.unit, ov/v))
-				}
+			v := x.series(m.f).med
+			worse := (m.higher && v > ov) || (!m.higher && v < ov)
+			if worse {
+				out = append(out, fmt.Sprintf("%s — %s: %s %.4g %s vs ours %.4g %s (%.2f×)", scenario, m.name, plainLabel(x.sys), v, m.unit, ov, m.unit, ov/v))
 			}
 		}
 	}
+	return out
+}
+
+// coldLosses are the losses of the cold rows, by image in the order the
+// rows were measured, at 1 and --clients clients.
+func (r *report) coldLosses() []string {
+	var out []string
 	seen := map[*image]bool{}
 	for _, x := range r.b.rows {
 		if x.kind != kindCold || seen[x.img] {
@@ -637,9 +717,16 @@ func (r *report) losses() []string {
 		}
 		seen[x.img] = true
 		for _, n := range []int{1, r.b.o.clients} {
-			check(fmt.Sprintf("cold %s, %d client(s)", x.img.label, n), r.rowsOf(kindCold, x.img, n), sysOurs, wall, up, rss)
+			out = append(out, lossesIn(fmt.Sprintf("cold %s, %d client(s)", x.img.label, n), r.rowsOf(kindCold, x.img, n), sysOurs, lossWall, lossUpstream, lossRSS)...)
 		}
 	}
+	return out
+}
+
+// warmLosses are the losses of the warm rows, plain HTTP and TLS apart, by
+// client count.
+func (r *report) warmLosses() []string {
+	var out []string
 	ns := append(slices.Clone(r.b.o.warmClients), r.b.o.memClients)
 	slices.Sort(ns)
 	for _, n := range slices.Compact(ns) {
@@ -649,39 +736,54 @@ func (r *report) losses() []string {
 		}
 		rows := r.rowsOf(kindWarm, img, n)
 		plain := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys == sysShim || x.sys == sysDirectTLS })
-		check(fmt.Sprintf("warm %d clients", n), plain, sysOurs, thr, rss)
+		out = append(out, lossesIn(fmt.Sprintf("warm %d clients", n), plain, sysOurs, lossThr, lossRSS)...)
 		tls := slices.DeleteFunc(slices.Clone(rows), func(x *row) bool { return x.sys != sysShim && x.sys != sysDirectTLS })
-		check(fmt.Sprintf("warm %d clients over TLS", n), tls, sysShim, thr)
+		out = append(out, lossesIn(fmt.Sprintf("warm %d clients over TLS", n), tls, sysShim, lossThr)...)
 	}
-	check("cached manifest GETs", r.rowsOf(kindLatency, nil, 0), sysOursOn, p50, p99)
 	return out
 }
 
+// markdown is the whole page (docs/benchmarks.md).
 func (r *report) markdown() string {
+	var b strings.Builder
+	r.writeMachine(&b)
+	r.writeMethod(&b)
+	r.writeCharts(&b)
+	r.writeResults(&b)
+	r.writeNotes(&b)
+	return b.String()
+}
+
+// writeMachine writes the title and the Machine section.
+func (r *report) writeMachine(b *strings.Builder) {
 	m := r.machine
+	b.WriteString("# Benchmarks\n\n")
+	b.WriteString("Written by `bench/run.sh` (program `bench/cmd/bench`); rerun it to refresh this page. Our proxy (**ours**) side by side with its peers, in one run on one machine, against one upstream.\n\n")
+	b.WriteString("## Machine\n\n")
+	fmt.Fprintf(b, "- CPUs (nproc): %d — %s; memory %s\n", m.nproc, m.cpu, m.memTotal)
+	fmt.Fprintf(b, "- kernel (uname -r): %s\n", m.kernel)
+	fmt.Fprintf(b, "- Go: %s\n", m.goVersion)
+	fmt.Fprintf(b, "- upstream and distribution peer: %s (Debian `docker-registry`, filesystem storage)\n", m.registryVer)
+	fmt.Fprintf(b, "- nginx: %s (Debian `nginx`)\n", strings.TrimPrefix(m.nginxVer, "nginx version: "))
+	fmt.Fprintf(b, "- ours: %s\n", m.proxyVersion)
+	fmt.Fprintf(b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
+	fmt.Fprintf(b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n", m.load0, m.load1)
+	fmt.Fprintf(b, "- clients: %s\n\n", r.clientMode())
+}
+
+// writeMethod writes the Command and Systems sections: what ran, and how
+// it was measured.
+func (r *report) writeMethod(b *strings.Builder) {
 	o := r.b.o
 	cmd := o.command
 	if cmd == "" {
 		cmd = strings.Join(os.Args, " ")
 	}
-	var b strings.Builder
-	b.WriteString("# Benchmarks\n\n")
-	b.WriteString("Written by `bench/run.sh` (program `bench/cmd/bench`); rerun it to refresh this page. Our proxy (**ours**) side by side with its peers, in one run on one machine, against one upstream.\n\n")
-	b.WriteString("## Machine\n\n")
-	fmt.Fprintf(&b, "- CPUs (nproc): %d — %s; memory %s\n", m.nproc, m.cpu, m.memTotal)
-	fmt.Fprintf(&b, "- kernel (uname -r): %s\n", m.kernel)
-	fmt.Fprintf(&b, "- Go: %s\n", m.goVersion)
-	fmt.Fprintf(&b, "- upstream and distribution peer: %s (Debian `docker-registry`, filesystem storage)\n", m.registryVer)
-	fmt.Fprintf(&b, "- nginx: %s (Debian `nginx`)\n", strings.TrimPrefix(m.nginxVer, "nginx version: "))
-	fmt.Fprintf(&b, "- ours: %s\n", m.proxyVersion)
-	fmt.Fprintf(&b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
-	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n", m.load0, m.load1)
-	fmt.Fprintf(&b, "- clients: %s\n\n", r.clientMode())
 	b.WriteString("## Command\n\n```sh\n" + cmd + "\n```\n\n")
 	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--repeat` change sizes and concurrency.\n\n")
 	b.WriteString("## Systems\n\n")
 	b.WriteString("All on 127.0.0.1, started by the benchmark with temporary directories and stopped by PID. The upstream is one docker-registry holding the pushed images (random, incompressible layers).\n\n")
-	fmt.Fprintf(&b, "- **ours**: `container-registry-proxy` built from the working tree, filesystem cache, upstream `%s` mapped to the counting proxy (`insecure: true`); clients use `/v2/%s/<repo>/…`. Defaults otherwise (manifest cache off, as shipped), except in the manifest rows that say so.\n", upstreamHost, upstreamNS)
+	fmt.Fprintf(b, "- **ours**: `container-registry-proxy` built from the working tree, filesystem cache, upstream `%s` mapped to the counting proxy (`insecure: true`); clients use `/v2/%s/<repo>/…`. Defaults otherwise (manifest cache off, as shipped), except in the manifest rows that say so.\n", upstreamHost, upstreamNS)
 	b.WriteString("- **distribution 2.8 proxy**: Debian's `docker-registry` in pull-through mode (`proxy.remoteurl` = the counting proxy), filesystem storage.\n")
 	b.WriteString("- **nginx proxy_cache + lock**: Debian's nginx, `worker_processes auto`, blob GETs (`/v2/…/blobs/sha256:…`) cached with `proxy_cache` keyed by digest, `proxy_cache_lock on`, `proxy_cache_lock_timeout 880s` (the original project's settings) and `proxy_cache_lock_age 880s` (so that a fill slower than the default 5 s does not send a second request upstream: nginx at its best); manifests and everything else passed to the upstream uncached with the client's `Accept`. The upstream answers blob GETs itself (filesystem storage, no redirect); with a redirecting storage backend nginx would also need `proxy_intercept_errors` and an `error_page` for 307 to cache anything.\n")
 	b.WriteString("- **nginx static (sendfile)**: the same nginx serving the upstream's own blob files (`alias` into its storage) with `sendfile on`: the practical limit of this machine for warm blobs.\n")
@@ -695,20 +797,32 @@ func (r *report) markdown() string {
 	default:
 		b.WriteString("no body is hashed (`--verify none`). ")
 	}
-	fmt.Fprintf(&b, "Blob bodies that are not hashed: `--client %s` (see Machine). ", o.client)
+	fmt.Fprintf(b, "Blob bodies that are not hashed: `--client %s` (see Machine). ", o.client)
 	b.WriteString("Cells show the median and, in parentheses, min–max over the runs or rounds. MB = 10⁶ bytes; throughput = body bytes of all clients ÷ wall time. \"÷ ours\" is the row's figure divided by ours' in the same scenario. CPU is user+system time of the system's processes during the run. Everything shares the machine's CPUs: the upstream, the counting proxy, the system under test and the clients.\n\n")
-	if len(r.chartFiles) > 0 {
-		b.WriteString("## Charts\n\n")
-		for _, f := range r.chartFiles {
-			rel := f
-			if o.out != "" {
-				if x, err := filepath.Rel(filepath.Dir(o.out), f); err == nil {
-					rel = x
-				}
-			}
-			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(filepath.Base(f), ".png"), rel)
-		}
+}
+
+// writeCharts writes the Charts section, links relative to the page, when
+// charts were drawn.
+func (r *report) writeCharts(b *strings.Builder) {
+	if len(r.chartFiles) == 0 {
+		return
 	}
+	o := r.b.o
+	b.WriteString("## Charts\n\n")
+	for _, f := range r.chartFiles {
+		rel := f
+		if o.out != "" {
+			if x, err := filepath.Rel(filepath.Dir(o.out), f); err == nil {
+				rel = x
+			}
+		}
+		fmt.Fprintf(b, "![%s](%s)\n\n", strings.TrimSuffix(filepath.Base(f), ".png"), rel)
+	}
+}
+
+// writeResults writes the Targets, Results and "Where a peer beats ours"
+// sections.
+func (r *report) writeResults(b *strings.Builder) {
 	b.WriteString("## Targets\n\n")
 	b.WriteString(r.targetTable())
 	b.WriteString("\n## Results\n\n")
@@ -722,6 +836,11 @@ func (r *report) markdown() string {
 	} else {
 		b.WriteString("None in this run.\n")
 	}
+}
+
+// writeNotes writes the Notes section and, from --notes, the Analysis.
+func (r *report) writeNotes(b *strings.Builder) {
+	o := r.b.o
 	b.WriteString("\n## Notes\n\n")
 	for _, n := range r.notes() {
 		b.WriteString("- " + n + "\n")
@@ -729,11 +848,10 @@ func (r *report) markdown() string {
 	if o.notes != "" {
 		if extra, err := os.ReadFile(o.notes); err == nil {
 			b.WriteString("\n## Analysis\n\n")
-			fmt.Fprintf(&b, "(From `%s`, written by hand after a run, with profiles; the numbers above are regenerated on every run.)\n\n", o.notes)
+			fmt.Fprintf(b, "(From `%s`, written by hand after a run, with profiles; the numbers above are regenerated on every run.)\n\n", o.notes)
 			b.Write(extra)
 		}
 	}
-	return b.String()
 }
 
 // clientMode says how the clients take plain-HTTP blob bodies (--client).

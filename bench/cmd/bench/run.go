@@ -60,51 +60,78 @@ func run(ctx context.Context, e *env, o options) error {
 	}
 
 	rep := &report{b: b, machine: machineInfo(o, load0), took: time.Since(started)}
+	return rep.publish()
+}
+
+// publish draws the charts (with --img-dir and gnuplot), prints the
+// tables and the targets, writes the page (--out) and logs the missed
+// targets.
+func (r *report) publish() error {
+	o := r.b.o
 	if o.imgDir != "" && o.gnuplotBin != "" {
-		charts, err := rep.charts(o.imgDir)
+		charts, err := r.charts(o.imgDir)
 		if err != nil {
-			logf("charts: %v", err)
+			r.b.log("charts: %v", err)
 		}
-		rep.chartFiles = charts
+		r.chartFiles = charts
 	}
-	fmt.Print(rep.tables())
+	fmt.Print(r.tables())
 	fmt.Println()
-	fmt.Print(rep.targetTable())
+	fmt.Print(r.targetTable())
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
+		if err := os.WriteFile(o.out, []byte(r.markdown()), 0o644); err != nil {
 			return err
 		}
-		logf("wrote %s", o.out)
+		r.b.log("wrote %s", o.out)
 	}
-	if failed := rep.failedTargets(); len(failed) > 0 {
-		logf("targets missed: %s", strings.Join(failed, "; "))
+	if failed := r.failedTargets(); len(failed) > 0 {
+		r.b.log("targets missed: %s", strings.Join(failed, "; "))
 	}
 	return nil
 }
 
+// pushJob is an image to push.
+type pushJob struct {
+	label, repo string
+	sizes       []int64
+	mib         int // single-layer images
+}
+
 // push pushes every image the selected groups need, concurrently.
 func (b *bench) push(ctx context.Context) error {
-	o := b.o
-	type job struct {
-		label, repo string
-		sizes       []int64
-		mib         int // single-layer images
+	jobs := b.pushJobs()
+	t0 := time.Now()
+	if err := b.pushAll(ctx, jobs); err != nil {
+		return err
 	}
-	jobs := []job{{fmt.Sprintf("%d MiB layer", o.sizeMiB), fmt.Sprintf("bench/single-%d", o.sizeMiB), []int64{int64(o.sizeMiB) << 20}, o.sizeMiB}}
+	b.big = b.singles[b.o.sizeMiB]
+	var names []string
+	for _, j := range jobs {
+		names = append(names, j.label)
+	}
+	b.log("pushed %s in %.1fs", strings.Join(names, ", "), time.Since(t0).Seconds())
+	return nil
+}
+
+// pushJobs lists the images the selected groups need: the --size-mib one
+// first, each single-layer size once.
+func (b *bench) pushJobs() []pushJob {
+	o := b.o
+	jobs := []pushJob{{fmt.Sprintf("%d MiB layer", o.sizeMiB), fmt.Sprintf("bench/single-%d", o.sizeMiB), []int64{int64(o.sizeMiB) << 20}, o.sizeMiB}}
 	single := func(m int) {
 		for _, j := range jobs {
 			if j.mib == m {
 				return
 			}
 		}
-		jobs = append(jobs, job{fmt.Sprintf("%d MiB layer", m), fmt.Sprintf("bench/single-%d", m), []int64{int64(m) << 20}, m})
+		jobs = append(jobs, pushJob{fmt.Sprintf("%d MiB layer", m), fmt.Sprintf("bench/single-%d", m), []int64{int64(m) << 20}, m})
 	}
 	if o.runs("image") {
 		sizes := make([]int64, o.layers)
 		for i := range sizes {
 			sizes[i] = int64(o.layerMiB) << 20
 		}
-		jobs = append(jobs, job{fmt.Sprintf("%d × %d MiB layers", o.layers, o.layerMiB), "bench/layered", sizes, 0})
+		jobs = append(jobs, pushJob{fmt.Sprintf("%d × %d MiB layers", o.layers, o.layerMiB), "bench/layered", sizes, 0})
 	}
 	if o.runs("warm") || o.runs("tls") || o.runs("memory") || o.runs("manifest") {
 		for _, n := range append(slices.Clone(o.warmClients), o.memClients) {
@@ -121,7 +148,12 @@ func (b *bench) push(ctx context.Context) error {
 	if o.runs("memory") {
 		single(slices.Max(o.scalingMiB))
 	}
-	t0 := time.Now()
+	return jobs
+}
+
+// pushAll pushes the jobs' images concurrently into singles and layered;
+// it returns the first error.
+func (b *bench) pushAll(ctx context.Context, jobs []pushJob) error {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -148,88 +180,85 @@ func (b *bench) push(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	if first != nil {
-		return first
-	}
-	b.big = b.singles[o.sizeMiB]
-	var names []string
-	for _, j := range jobs {
-		names = append(names, j.label)
-	}
-	b.log("pushed %s in %.1fs", strings.Join(names, ", "), time.Since(t0).Seconds())
-	return nil
+	return first
 }
 
 // groups runs the selected groups in order.
 func (b *bench) groups(ctx context.Context) error {
-	o := b.o
-	pick := func(cands ...string) []string {
-		var out []string
-		for _, s := range cands {
-			if o.has(s) {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	cold := pick(sysDirect, sysOurs, sysDist, sysNginx)
-	caching := pick(sysOurs, sysDist, sysNginx)
-	warm := pick(sysDirect, sysOurs, sysDist, sysNginx, sysStatic)
-	for _, g := range o.groups {
+	for _, g := range b.o.groups {
 		b.log("group %s", g)
-		var err error
-		switch g {
-		case "cold":
-			for _, n := range []int{1, o.clients} {
-				if err = b.coldSet(ctx, cold, b.big, n); err != nil {
-					break
-				}
-			}
-		case "image":
-			for _, n := range []int{1, o.clients} {
-				if err = b.coldSet(ctx, cold, b.layered, n); err != nil {
-					break
-				}
-			}
-		case "scaling":
-			for _, m := range o.scalingMiB {
-				if err = b.coldSet(ctx, caching, b.singles[m], o.clients); err != nil {
-					break
-				}
-			}
-		case "warm":
-			for _, n := range o.warmClients {
-				if err = b.warmSet(ctx, warm, b.warmImage(n), n); err != nil {
-					break
-				}
-			}
-		case "tls":
-			tlsSys := []string{sysDirectTLS, sysShim}
-			for _, n := range o.warmClients {
-				if err = b.warmSet(ctx, tlsSys, b.warmImage(n), n); err != nil {
-					break
-				}
-			}
-		case "manifest":
-			var tags []string
-			if o.has(sysOurs) {
-				tags = append(tags, sysOursOn, sysOursOff)
-			}
-			tags = append(tags, pick(sysDist, sysNginx)...)
-			if err = b.tagPulls(ctx, tags); err != nil {
-				break
-			}
-			lat := append(pick(sysDirect), tags...)
-			err = b.latency(ctx, lat)
-		case "memory":
-			if err = b.warmSet(ctx, warm, b.warmImage(o.memClients), o.memClients); err != nil {
-				break
-			}
-			err = b.coldSet(ctx, caching, b.singles[slices.Max(o.scalingMiB)], o.clients)
-		}
-		if err != nil {
+		if err := b.group(ctx, g); err != nil {
 			return fmt.Errorf("group %s: %w", g, err)
 		}
 	}
 	return nil
+}
+
+// selected returns the systems among cands that --systems selected.
+func (b *bench) selected(cands ...string) []string {
+	var out []string
+	for _, s := range cands {
+		if b.o.has(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// group runs group g; it stops at the first error.
+func (b *bench) group(ctx context.Context, g string) error {
+	o := b.o
+	cold := b.selected(sysDirect, sysOurs, sysDist, sysNginx)
+	caching := b.selected(sysOurs, sysDist, sysNginx)
+	warm := b.selected(sysDirect, sysOurs, sysDist, sysNginx, sysStatic)
+	switch g {
+	case "cold", "image":
+		img := b.big
+		if g == "image" {
+			img = b.layered
+		}
+		for _, n := range []int{1, o.clients} {
+			if err := b.coldSet(ctx, cold, img, n); err != nil {
+				return err
+			}
+		}
+	case "scaling":
+		for _, m := range o.scalingMiB {
+			if err := b.coldSet(ctx, caching, b.singles[m], o.clients); err != nil {
+				return err
+			}
+		}
+	case "warm", "tls":
+		systems := warm
+		if g == "tls" {
+			systems = []string{sysDirectTLS, sysShim}
+		}
+		for _, n := range o.warmClients {
+			if err := b.warmSet(ctx, systems, b.warmImage(n), n); err != nil {
+				return err
+			}
+		}
+	case "manifest":
+		return b.manifestGroup(ctx)
+	case "memory":
+		if err := b.warmSet(ctx, warm, b.warmImage(o.memClients), o.memClients); err != nil {
+			return err
+		}
+		return b.coldSet(ctx, caching, b.singles[slices.Max(o.scalingMiB)], o.clients)
+	}
+	return nil
+}
+
+// manifestGroup runs the tag pulls of ours (manifest cache on and off)
+// and the caching peers, then the latency runs of those and the upstream.
+func (b *bench) manifestGroup(ctx context.Context) error {
+	var tags []string
+	if b.o.has(sysOurs) {
+		tags = append(tags, sysOursOn, sysOursOff)
+	}
+	tags = append(tags, b.selected(sysDist, sysNginx)...)
+	if err := b.tagPulls(ctx, tags); err != nil {
+		return err
+	}
+	return b.latency(ctx, append(b.selected(sysDirect), tags...))
 }

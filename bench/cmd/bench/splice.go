@@ -181,91 +181,132 @@ func (s *spliceClient) roundTrip(ctx context.Context, rc *rawConn, u *url.URL) (
 	if _, err := io.WriteString(rc.c, req); err != nil {
 		return 0, "", false, fmt.Errorf("%w: %w", errStale, err)
 	}
+	code, h, keep, err := rc.readHead()
+	if err != nil {
+		return 0, "", false, err
+	}
+	size, err := bodySize(h)
+	if err != nil {
+		return 0, "", false, err
+	}
+	switch code {
+	case http.StatusOK:
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		loc, keep, err = rc.redirect(code, h, size, keep)
+		return 0, loc, keep, err
+	default:
+		msg, _ := io.ReadAll(io.LimitReader(rc.br, min(max(size, 0), 64<<10)))
+		return 0, "", false, fmt.Errorf("status %d: %s", code, msg)
+	}
+	if size < 0 {
+		n, err = rc.copyBody(h)
+		return n, "", false, err
+	}
+	n, err = rc.spliceBody(size)
+	return n, "", keep && err == nil, err
+}
+
+// readHead reads the status line and the header of a response, and says
+// whether the connection stays open after it.
+func (rc *rawConn) readHead() (code int, h textproto.MIMEHeader, keep bool, err error) {
 	tp := textproto.NewReader(rc.br)
 	line, err := tp.ReadLine()
 	if err != nil {
 		if line == "" && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)) {
 			err = fmt.Errorf("%w: %w", errStale, err)
 		}
-		return 0, "", false, err
+		return 0, nil, false, err
 	}
 	proto, status, ok := strings.Cut(line, " ")
 	if !ok || !strings.HasPrefix(proto, "HTTP/1.") || len(status) < 3 {
-		return 0, "", false, fmt.Errorf("malformed status line %q", line)
+		return 0, nil, false, fmt.Errorf("malformed status line %q", line)
 	}
-	code, err := strconv.Atoi(status[:3])
+	code, err = strconv.Atoi(status[:3])
 	if err != nil {
-		return 0, "", false, fmt.Errorf("malformed status line %q", line)
+		return 0, nil, false, fmt.Errorf("malformed status line %q", line)
 	}
-	h, err := tp.ReadMIMEHeader()
+	h, err = tp.ReadMIMEHeader()
 	if err != nil {
-		return 0, "", false, fmt.Errorf("reading the header: %w", err)
+		return 0, nil, false, fmt.Errorf("reading the header: %w", err)
 	}
 	keep = proto == "HTTP/1.1" && !headerHas(h, "Connection", "close") ||
 		proto == "HTTP/1.0" && headerHas(h, "Connection", "keep-alive")
-	size := int64(-1)
+	return code, h, keep, nil
+}
+
+// bodySize is the body's Content-Length, or -1 when it is chunked or has
+// none.
+func bodySize(h textproto.MIMEHeader) (int64, error) {
 	if te := h.Get("Transfer-Encoding"); te != "" && !strings.EqualFold(te, "identity") {
 		if !strings.EqualFold(te, "chunked") {
-			return 0, "", false, fmt.Errorf("unsupported Transfer-Encoding %q", te)
+			return 0, fmt.Errorf("unsupported Transfer-Encoding %q", te)
 		}
-	} else if cl := h.Get("Content-Length"); cl != "" {
-		if size, err = strconv.ParseInt(strings.TrimSpace(cl), 10, 64); err != nil || size < 0 {
-			return 0, "", false, fmt.Errorf("malformed Content-Length %q", cl)
-		}
+		return -1, nil
 	}
-	switch {
-	case code == http.StatusOK:
-	case code == http.StatusMovedPermanently || code == http.StatusFound || code == http.StatusSeeOther ||
-		code == http.StatusTemporaryRedirect || code == http.StatusPermanentRedirect:
-		loc = h.Get("Location")
-		if loc == "" {
-			return 0, "", false, fmt.Errorf("status %d without Location", code)
-		}
-		// Drain a short body to keep the connection; else drop it.
-		if size >= 0 && size <= 64<<10 {
-			if _, err := rc.br.Discard(int(size)); err != nil {
-				return 0, loc, false, nil
-			}
-			return 0, loc, keep, nil
-		}
-		return 0, loc, false, nil
-	default:
-		msg, _ := io.ReadAll(io.LimitReader(rc.br, min(max(size, 0), 64<<10)))
-		return 0, "", false, fmt.Errorf("status %d: %s", code, msg)
+	cl := h.Get("Content-Length")
+	if cl == "" {
+		return -1, nil
 	}
-	if size < 0 {
-		// Chunked, or delimited by the end of the connection: copy, as
-		// net/http would, and do not reuse the connection.
-		var r io.Reader = rc.br
-		if h.Get("Transfer-Encoding") != "" {
-			r = httputil.NewChunkedReader(rc.br)
-		}
-		bufp := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(bufp)
-		n, err = io.CopyBuffer(io.Discard, onlyReader{r}, *bufp)
-		if err != nil {
-			return n, "", false, fmt.Errorf("body cut after %d bytes: %w", n, err)
-		}
-		return n, "", false, nil
+	size, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
+	if err != nil || size < 0 {
+		return 0, fmt.Errorf("malformed Content-Length %q", cl)
 	}
-	// What bufio read past the header is body.
+	return size, nil
+}
+
+// redirect returns a redirect's Location, and whether the connection can
+// be reused: it drains a short body to keep it, else drops it.
+func (rc *rawConn) redirect(code int, h textproto.MIMEHeader, size int64, keep bool) (loc string, reuse bool, err error) {
+	loc = h.Get("Location")
+	if loc == "" {
+		return "", false, fmt.Errorf("status %d without Location", code)
+	}
+	if size >= 0 && size <= 64<<10 {
+		if _, err := rc.br.Discard(int(size)); err != nil {
+			return loc, false, nil
+		}
+		return loc, keep, nil
+	}
+	return loc, false, nil
+}
+
+// copyBody reads a chunked body, or one delimited by the end of the
+// connection, into user space, as net/http would; the connection cannot
+// be reused after it.
+func (rc *rawConn) copyBody(h textproto.MIMEHeader) (int64, error) {
+	var r io.Reader = rc.br
+	if h.Get("Transfer-Encoding") != "" {
+		r = httputil.NewChunkedReader(rc.br)
+	}
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	n, err := io.CopyBuffer(io.Discard, onlyReader{r}, *bufp)
+	if err != nil {
+		return n, fmt.Errorf("body cut after %d bytes: %w", n, err)
+	}
+	return n, nil
+}
+
+// spliceBody moves a body of size bytes to /dev/null: what bufio read
+// past the header by hand, the rest socket → pipe → /dev/null (splice(2)).
+func (rc *rawConn) spliceBody(size int64) (int64, error) {
 	head := min(int64(rc.br.Buffered()), size)
 	if _, err := rc.br.Discard(int(head)); err != nil {
-		return 0, "", false, err
+		return 0, err
 	}
 	if rc.br.Buffered() > 0 {
-		return head, "", false, fmt.Errorf("%d bytes after a body of %d", rc.br.Buffered(), size)
+		return head, fmt.Errorf("%d bytes after a body of %d", rc.br.Buffered(), size)
 	}
-	// The rest goes socket → pipe → /dev/null (splice(2)).
 	m, err := io.Copy(rc.null, io.LimitReader(rc.c, size-head))
-	n = head + m
+	n := head + m
 	if err == nil && n < size {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		return n, "", false, fmt.Errorf("body cut after %d of %d bytes: %w", n, size, err)
+		return n, fmt.Errorf("body cut after %d of %d bytes: %w", n, size, err)
 	}
-	return n, "", keep, nil
+	return n, nil
 }
 
 // headerHas says whether the comma-separated header key lists token.

@@ -113,6 +113,26 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 	// below turn it off.
 	in := &instance{sys: sys, cnt: b.cnt, t: target{name: plain, newClient: newClient, splice: b.o.client == "splice"}}
 	dir := filepath.Join(b.e.root, "sys", sys, cacheName)
+	p, err := b.startSystem(ctx, in, dir, cacheName)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		in.procs = []*proc{p}
+		in.pids = p.pid
+		in.logs = append(in.logs, p.log)
+		if sys == sysNginx || sys == sysStatic {
+			in.logs = append(in.logs, filepath.Join(dir, "error.log"))
+		}
+	}
+	in.mem = sampleMem(in.measured)
+	return in, nil
+}
+
+// startSystem starts in's system in dir and sets up in to reach it; it
+// returns the process started, nil for the upstream itself.
+func (b *bench) startSystem(ctx context.Context, in *instance, dir, cacheName string) (*proc, error) {
+	sys := in.sys
 	var (
 		p   *proc
 		err error
@@ -137,23 +157,7 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 		}
 		in.t.name = func(repo string) string { return upstreamNS + "/" + repo }
 	case sysShim:
-		in.cache = filepath.Join(dir, "cache")
-		var base string
-		if p, base, err = startTLSProxy(ctx, b.e, b.o.proxyBin, sys+"-"+cacheName, in.cache, b.tls.counted, b.tls.pki.caFile); err != nil {
-			return nil, err
-		}
-		ours, err := fetchCA(ctx, base)
-		if err != nil {
-			_ = b.e.stop(p)
-			return nil, err
-		}
-		proxyURL, err := url.Parse(base)
-		if err != nil {
-			return nil, err
-		}
-		in.cnt = b.tls.cnt
-		in.t.base, in.t.splice = "https://"+upstreamTLSHost, false
-		in.t.newClient = func() *http.Client { return newTLSClient(ours, proxyURL, b.o.tlsHTTP1) }
+		return b.startShim(ctx, in, dir, cacheName)
 	case sysDist:
 		if p, in.t.base, err = startDistribution(ctx, b.e, b.o.registryBin, "distribution-proxy", dir, nil, b.counted); err != nil {
 			return nil, err
@@ -171,16 +175,31 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 	default:
 		return nil, fmt.Errorf("unknown system %q", sys)
 	}
-	if p != nil {
-		in.procs = []*proc{p}
-		in.pids = p.pid
-		in.logs = append(in.logs, p.log)
-		if sys == sysNginx || sys == sysStatic {
-			in.logs = append(in.logs, filepath.Join(dir, "error.log"))
-		}
+	return p, nil
+}
+
+// startShim starts ours with the CONNECT shim in front of the TLS upstream
+// (through its counting proxy); in's clients reach the upstream's name
+// through it as their HTTPS proxy, trusting its CA.
+func (b *bench) startShim(ctx context.Context, in *instance, dir, cacheName string) (*proc, error) {
+	in.cache = filepath.Join(dir, "cache")
+	p, base, err := startTLSProxy(ctx, b.e, b.o.proxyBin, in.sys+"-"+cacheName, in.cache, b.tls.counted, b.tls.pki.caFile)
+	if err != nil {
+		return nil, err
 	}
-	in.mem = sampleMem(in.measured)
-	return in, nil
+	ours, err := fetchCA(ctx, base)
+	if err != nil {
+		_ = b.e.stop(p)
+		return nil, err
+	}
+	proxyURL, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	in.cnt = b.tls.cnt
+	in.t.base, in.t.splice = "https://"+upstreamTLSHost, false
+	in.t.newClient = func() *http.Client { return newTLSClient(ours, proxyURL, b.o.tlsHTTP1) }
+	return p, nil
 }
 
 // hasCache says whether sys caches (has cold runs).
