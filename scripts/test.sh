@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real clients it needs (skopeo, podman,
-# containerd, crane), checks formatting and vet, runs the unit and
-# integration tests with the race detector, then the end-to-end tests with
-# real clients. Run as root on Debian 12 (CI) or with sudo rights for apt.
+# containerd, crane) and the linter, checks formatting, vet and
+# golangci-lint (zero findings), runs the unit and integration tests with
+# the race detector, then the end-to-end tests with real clients. Run as root on Debian 12 (CI) or with sudo rights for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,9 @@ echo "== go vet"
 go vet ./...
 go vet -tags e2e ./...
 go vet -tags lean ./cmd/...
+echo "== golangci-lint (.golangci.yml)"
+golangci-lint run --timeout 10m ./...
+golangci-lint run --timeout 10m --build-tags e2e ./test/...
 echo "== unit and integration tests (race detector)"
 go test -race -count=1 -timeout 15m ./...
 echo "== end-to-end tests with real clients"

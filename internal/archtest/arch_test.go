@@ -9,19 +9,26 @@ import (
 const module = "github.com/gmarcy/container-registry-proxy/"
 
 // allowed lists, per package, the project packages it may import
-// (directly or not), from DESIGN.md §2.
+// (directly or not): the import arrows of docs/architecture.md,
+// "Packages". .golangci.yml's depguard rules hold the direct imports to
+// the same table.
 var allowed = map[string][]string{
-	"oci":           {},
-	"config":        {},
-	"internal/logx": {},
-	"storage":       {"oci"},
-	"auth":          {"oci"},
-	"upstream":      {"auth", "oci", "internal/logx"},
-	"mirror":        {"storage", "oci", "auth", "internal/logx"},
-	"shim":          {"oci", "auth", "internal/logx"},
+	"oci":             {},
+	"config":          {},
+	"internal/logx":   {},
+	"internal/flight": {},
+	"internal/health": {},
+	"storage":         {"oci"},
+	"auth":            {"oci", "internal/flight"},
+	"upstream":        {"auth", "oci", "internal/flight", "internal/logx"},
+	"cache":           {"storage", "oci"},
+	"mirror":          {"storage", "oci", "internal/logx", "internal/flight"},
+	"shim":            {"oci", "auth", "internal/flight", "internal/logx"},
+	"warm":            {"upstream", "auth", "oci", "internal/flight", "internal/logx"},
 	// internal/metrics implements the observer interfaces that mirror,
 	// upstream and shim define, without importing them: only cmd wires it.
 	"internal/metrics": {},
+	"internal/status":  {"internal/logx"},
 	// internal/testutil holds helpers for tests and imports nothing of ours;
 	// TestTestutilOnlyFromTests keeps it out of every non-test build.
 	"internal/testutil": {},
@@ -47,7 +54,7 @@ func TestDependencyDirection(t *testing.T) {
 					continue
 				}
 				if !okSet[rel] {
-					t.Errorf("%s imports %s, which DESIGN.md §2 does not allow", pkg, rel)
+					t.Errorf("%s imports %s, which docs/architecture.md (Packages) does not allow", pkg, rel)
 				}
 			}
 		})
@@ -83,5 +90,31 @@ func TestTestutilOnlyFromTests(t *testing.T) {
 				t.Fatalf("go list did not list %s; output:\n%s", testutil, out)
 			}
 		})
+	}
+}
+
+// unconstrained are the packages that may import any other: the command
+// that wires everything, and test infrastructure.
+var unconstrained = map[string]bool{
+	"cmd/container-registry-proxy": true,
+	"bench/cmd/bench":              true,
+	"test/e2e":                     true,
+	"internal/testreg":             true,
+	"internal/deploytest":          true,
+	"internal/archtest":            true,
+}
+
+// TestEveryPackageHasArrows: a new package gets its row in allowed (and
+// in docs/architecture.md) before it can be imported from anywhere.
+func TestEveryPackageHasArrows(t *testing.T) {
+	out, err := exec.Command("go", "list", "-e", "-tags=e2e", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		rel := strings.TrimPrefix(p, module)
+		if _, ok := allowed[rel]; !ok && !unconstrained[rel] {
+			t.Errorf("package %s has no row in allowed: add its import arrows here and in docs/architecture.md", rel)
+		}
 	}
 }

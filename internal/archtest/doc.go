@@ -1,3 +1,3 @@
 // Package archtest holds the test that keeps the package dependency arrows
-// of DESIGN.md §2 pointing the right way.
+// of docs/architecture.md ("Packages") pointing the right way.
 package archtest

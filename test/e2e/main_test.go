@@ -52,7 +52,7 @@ func runMain(m *testing.M) int {
 	} {
 		cmd := exec.Command("go", "build", "-tags", b.tags, "-o", b.out, "github.com/gmarcy/container-registry-proxy/cmd/container-registry-proxy")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build -tags %q ./cmd/container-registry-proxy: %v\n%s", b.tags, err, out)
+			buildErr = fmt.Errorf("go build -tags %q ./cmd/container-registry-proxy: %w\n%s", b.tags, err, out)
 			break
 		}
 	}

@@ -155,7 +155,7 @@ func launchProxy(t *testing.T, dir, name, addr, cfg string) (*proxy, error) {
 		if strings.Contains(log, "address already in use") {
 			return nil, fmt.Errorf("%w: %s", errAddrInUse, addr)
 		}
-		return nil, fmt.Errorf("%v\nconfig:\n%s\nlog:\n%s", err, cfg, tail(log, 100))
+		return nil, fmt.Errorf("%w\nconfig:\n%s\nlog:\n%s", err, cfg, tail(log, 100))
 	}
 	t.Logf("proxy pid %d listening on %s", cmd.Process.Pid, addr)
 	return p, nil
@@ -193,9 +193,9 @@ func (p *proxy) waitReady(timeout time.Duration) error {
 		last = err
 		select {
 		case <-p.done:
-			return fmt.Errorf("proxy exited before it was ready: %v", p.err)
+			return errors.Join(errors.New("proxy exited before it was ready"), p.err)
 		case <-deadline.C:
-			return fmt.Errorf("proxy not ready after %s: %v", timeout, last)
+			return errors.Join(fmt.Errorf("proxy not ready after %s", timeout), last)
 		case <-tick.C:
 		}
 	}
