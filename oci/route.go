@@ -55,7 +55,7 @@ func Resolve(name, ns string, lookup Lookup) (Route, error) {
 		if IsDockerHub(host) {
 			return Route{}, Errorf(http.StatusForbidden, CodeDenied, "Docker Hub is not enabled on this proxy")
 		}
-		return Route{}, Errorf(http.StatusForbidden, CodeDenied, "registry %q is not configured on this proxy (add it to REGISTRIES or registries[])", host)
+		return Route{}, Errorf(http.StatusForbidden, CodeDenied, "registry %q is not served by this proxy", host)
 	}
 	if !ValidRepository(repo) {
 		return Route{}, Errorf(http.StatusNotFound, CodeNameInvalid, "invalid repository name %q", repo)
