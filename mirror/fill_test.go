@@ -20,7 +20,7 @@ import (
 
 // hashGET streams a GET's body through sha256 (never holding it).
 func hashGET(e *env, path string, hdr ...string) (status int, got string, n int64, err error) {
-	req, _ := http.NewRequestWithContext(context.Background(), "GET", e.srv.URL+path, nil)
+	req, _ := http.NewRequestWithContext(e.t.Context(), "GET", e.srv.URL+path, nil)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Add(hdr[i], hdr[i+1])
 	}

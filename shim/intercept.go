@@ -48,10 +48,10 @@ func (s *Shim) route(w http.ResponseWriter, r *http.Request, target string) {
 			return
 		}
 		s.mirror.ServeHTTP(w, rewrite(r, "/v2/"))
-	case r.Method == http.MethodGet || r.Method == http.MethodHead || !s.pushPasses(r):
-		// Writes that may not pass reach the mirror too, which refuses
-		// them with 405 UNSUPPORTED.
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.mirror.ServeHTTP(w, rewrite(r, "/v2/"+ns+"/"+strings.TrimPrefix(p, "/v2/")))
+	case !s.pushPasses(r):
+		s.fail(w, r, s.pushRefused(r))
 	default:
 		s.push(w, r, target)
 	}
@@ -62,6 +62,20 @@ func (s *Shim) route(w http.ResponseWriter, r *http.Request, target string) {
 // carries them.
 func (s *Shim) pushPasses(r *http.Request) bool {
 	return s.opts.AllowPush || (s.opts.AllowPushWithOwnAuth && r.Header.Get("Authorization") != "")
+}
+
+// ErrPushDisabled is the cause of the 405 UNSUPPORTED that a write through
+// the shim gets when pushes may not pass.
+var ErrPushDisabled = errors.New("pushes through this proxy are disabled")
+
+// pushRefused is the refusal of a write that may not pass, with
+// Options.PushHint (how the operator turns pushes on) when set.
+func (s *Shim) pushRefused(r *http.Request) error {
+	msg := ErrPushDisabled.Error() + ": it serves pulls only"
+	if s.opts.PushHint != "" {
+		msg += " (" + s.opts.PushHint + ")"
+	}
+	return oci.Wrap(http.StatusMethodNotAllowed, oci.CodeUnsupported, ErrPushDisabled, "%s; %s refused", msg, r.Method)
 }
 
 // rewrite returns r aimed at path on the in-process mirror, keeping

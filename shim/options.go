@@ -73,6 +73,9 @@ type Options struct {
 	// AllowPushWithOwnAuth lets writes that carry the client's own
 	// Authorization pass through even without AllowPush.
 	AllowPushWithOwnAuth bool
+	// PushHint tells the client of a refused write how pushes are turned
+	// on (the caller names its setting); empty says nothing more.
+	PushHint string
 	// RequestBuffering buffers a pushed body in a temporary file in
 	// SpoolDir (os.TempDir() when empty) before forwarding it.
 	RequestBuffering bool

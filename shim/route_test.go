@@ -88,6 +88,7 @@ type testShim struct {
 type testShimOptions struct {
 	allowPush, ownAuth bool
 	tagErr             error
+	pushHint           string
 }
 
 // newTestShim serves a Shim on loopback in front of a recording mirror and
@@ -110,6 +111,7 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 		DockerHub:            true,
 		AllowPush:            o.allowPush,
 		AllowPushWithOwnAuth: o.ownAuth,
+		PushHint:             o.pushHint,
 		RequestBuffering:     true,
 		SpoolDir:             t.TempDir(),
 		Tags:                 ts.tags,
@@ -153,7 +155,6 @@ func TestRouteThroughTheShim(t *testing.T) {
 		{"base forwarded when pushes are on", true, "GET", "https://quay.io/v2/", nil, "upstream GET /v2/"},
 		{"token realm forwarded", false, "GET", "https://auth.docker.io/token?scope=x", []string{"Authorization", "Basic dTpw"}, "upstream GET /token?scope=x range= auth=Basic dTpw"},
 		{"non-API path forwarded", false, "GET", "https://quay.io/api/v1/repository", nil, "upstream GET /api/v1/repository"},
-		{"write refused by the mirror when pushes are off", false, "POST", "https://quay.io/v2/org/app/blobs/uploads/", nil, "mirror POST /v2/quay.io/org/app/blobs/uploads/"},
 		{"write forwarded with the client's credentials", true, "POST", "https://quay.io/v2/org/app/blobs/uploads/", []string{"Authorization", "Bearer client-token"}, "upstream POST /v2/org/app/blobs/uploads/ range= auth=Bearer client-token"},
 		{"plain-HTTP registry in absolute form", false, "GET", "http://quay.io/v2/org/app/manifests/1", nil, "mirror GET /v2/quay.io/org/app/manifests/1"},
 	}
@@ -177,6 +178,33 @@ func TestRouteThroughTheShim(t *testing.T) {
 				t.Fatalf("reached %q, want prefix %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWritesRefusedWhenPushesAreOff: a write through the shim with pushes
+// off is answered 405 UNSUPPORTED by the shim itself, naming what the
+// caller said turns pushes on; neither the mirror nor the registry sees it.
+func TestWritesRefusedWhenPushesAreOff(t *testing.T) {
+	t.Parallel()
+	ts := newTestShim(t, testShimOptions{pushHint: "set PUSHES=on"})
+	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE"} {
+		req, err := http.NewRequestWithContext(t.Context(), m, "https://quay.io/v2/org/app/blobs/uploads/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ts.client(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(string(body), `"code":"UNSUPPORTED"`) ||
+			!strings.Contains(string(body), "pushes through this proxy are disabled") || !strings.Contains(string(body), "set PUSHES=on") {
+			t.Fatalf("%s: %d %s", m, resp.StatusCode, body)
+		}
+	}
+	if got := ts.rec.last(); got != "" {
+		t.Fatalf("a refused write reached %q", got)
 	}
 }
 
@@ -307,9 +335,10 @@ func TestPushWithOwnAuth(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, auth, want string
+		status           int
 	}{
-		{"without credentials the mirror refuses", "", "mirror POST"},
-		{"with the client's own credentials it goes upstream", "Bearer mine", "upstream POST"},
+		{"without credentials the shim refuses", "", "", http.StatusMethodNotAllowed},
+		{"with the client's own credentials it goes upstream", "Bearer mine", "upstream POST", http.StatusAccepted},
 	}
 	ts := newTestShim(t, testShimOptions{ownAuth: true})
 	for _, tc := range cases {
@@ -326,8 +355,8 @@ func TestPushWithOwnAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			if got := ts.rec.last(); !strings.HasPrefix(got, tc.want) {
-				t.Fatalf("reached %q, want %q", got, tc.want)
+			if got := ts.rec.last(); !strings.HasPrefix(got, tc.want) || (tc.want == "" && got != "") || resp.StatusCode != tc.status {
+				t.Fatalf("%d, reached %q; want %d, %q", resp.StatusCode, got, tc.status, tc.want)
 			}
 		})
 	}

@@ -32,6 +32,7 @@ func htpasswdFile(t *testing.T, users map[string]string) string {
 }
 
 func TestCachedPrivateImagesStayPrivate(t *testing.T) {
+	t.Parallel()
 	private := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "robot", Password: "robot-secret-1"})
 	public := testreg.Start(t, testreg.Options{TLS: true})
 	perRepo := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthBasic, Username: "bob", Password: "bob-secret-2"})
@@ -162,6 +163,7 @@ registries:
 }
 
 func TestAllowOwnAuthUsesTheClientsCredentials(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "dave", Password: "dave-secret-5"})
 	reg.PushImage(t, "dave/app", "v1", testreg.RandomLayer(t, 1000))
 	addr, logs, _, stop := runProxy(t, fmt.Sprintf(`

@@ -21,6 +21,7 @@ import (
 // and /readyz (its storage probe leaves nothing behind), and the
 // healthcheck subcommand exits 0, 1 or 2.
 func TestHealthEndpointsAndHealthcheck(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	dir := t.TempDir()
 	addr, _, a, _ := runProxyIn(t, dir, hubConfig(reg, ""))
@@ -90,6 +91,7 @@ func TestHealthEndpointsAndHealthcheck(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		var out bytes.Buffer
 		if code := run(args, envMap(map[string]string{}), &out, io.Discard); code != 0 {
@@ -105,6 +107,7 @@ func TestVersion(t *testing.T) {
 // TestHealthOnMetricsListener: --metrics-listen serves /healthz and
 // /readyz beside /metrics.
 func TestHealthOnMetricsListener(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -28,6 +28,7 @@ func blobBytes(t *testing.T, root string) int64 {
 }
 
 func TestCacheMaxSizeKeepsTheMostRecentlyUsed(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	type img struct {
 		name  string
@@ -99,7 +100,7 @@ registries:
 // drain waits for the proxy's fills (and their commits) to end.
 func drain(t *testing.T, a *app) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if err := a.mirror.Drain(ctx); err != nil {
 		t.Fatal(err)
@@ -107,6 +108,7 @@ func drain(t *testing.T, a *app) {
 }
 
 func TestGCAndDU(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	var paths []string
 	for i := range 2 {
@@ -180,6 +182,7 @@ registries:
 // s3, gcs, azure alike) starts with it, says it is not applied, and
 // caches.
 func TestNonFilesystemStorageIgnoresMinFree(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	d, _ := reg.PushBigBlob(t, "app", 1)
 	addr, logs, _, _ := runProxyIn(t, t.TempDir(), fmt.Sprintf(`

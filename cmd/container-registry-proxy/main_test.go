@@ -12,8 +12,8 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/testutil"
-	"go.uber.org/goleak"
 	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
 )
 
 // TestMain checks that no test leaves a goroutine behind: every proxy a
@@ -25,6 +25,7 @@ func envMap(m map[string]string) func(string) string {
 }
 
 func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		args   []string
@@ -64,6 +65,7 @@ func TestRunExitCodes(t *testing.T) {
 }
 
 func TestServeEndpoints(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg, err := config.Load([]string{"--cache-dir", dir, "--ca-dir", t.TempDir() + "/ca"}, envMap(map[string]string{"REGISTRIES": "quay.io"}))
 	if err != nil {
@@ -72,7 +74,7 @@ func TestServeEndpoints(t *testing.T) {
 	var logs bytes.Buffer
 	log := logrus.New()
 	log.SetOutput(&logs)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	a, err := build(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +122,7 @@ func TestServeEndpoints(t *testing.T) {
 // TestOutageHoldSetting: OUTAGE_HOLD reaches the mirror; 0 turns the hold
 // off rather than meaning the mirror's default.
 func TestOutageHoldSetting(t *testing.T) {
+	t.Parallel()
 	for env, want := range map[string]time.Duration{"": 10 * time.Second, "30s": 30 * time.Second, "0": -1} {
 		cfg, err := config.Load(nil, envMap(map[string]string{"OUTAGE_HOLD": env}))
 		if err != nil {

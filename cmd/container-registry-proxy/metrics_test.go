@@ -85,6 +85,7 @@ func checkMetrics(t *testing.T, mt *metrics.Metrics, cases []metricCase) {
 }
 
 func TestMetricsAfterColdAndWarmPull(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 150_000), testreg.RandomLayer(t, 7_000))
 	_, port, _ := net.SplitHostPort(reg.Host)
@@ -127,7 +128,7 @@ registries:
 		for _, b := range blobs {
 			get(base+"/blobs/"+b.Digest.String(), blobCache)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		if err := a.mirror.Drain(ctx); err != nil { // fills end after their answers
 			t.Fatal(err)
@@ -191,6 +192,7 @@ registries:
 }
 
 func TestMetricsRateLimitPostponesRevalidation(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	remaining := "5;w=21600"
 	reg := testreg.Start(t, testreg.Options{Headers: func() http.Header {

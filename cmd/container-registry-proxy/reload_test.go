@@ -22,6 +22,7 @@ import (
 // restart and on the same connection; a broken configuration is refused
 // with one log line naming the key, and the old policy stays.
 func TestReloadSwapsPolicyAndCredentials(t *testing.T) {
+	t.Parallel()
 	pub := testreg.Start(t, testreg.Options{TLS: true})
 	priv := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthBasic, Username: "robot", Password: "right-pw"})
 	pub.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 5_000))

@@ -49,6 +49,7 @@ func buildShim(cfg *config.Config, log *logrus.Logger, mirror http.Handler, ups 
 		},
 		AllowPush:            cfg.AllowPush,
 		AllowPushWithOwnAuth: cfg.AllowPushWithOwnAuth,
+		PushHint:             "the proxy's operator sets ALLOW_PUSH=true (allowPush) to pass pushes to the registry",
 		RequestBuffering:     cfg.ProxyRequestBuffering,
 		SpoolDir:             os.TempDir(),
 		Tags:                 tags,

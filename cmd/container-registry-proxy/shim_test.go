@@ -51,7 +51,7 @@ func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *testutil.S
 	logs = &testutil.SyncBuffer{}
 	log := logrus.New()
 	log.SetOutput(logs)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	a, err = build(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +108,7 @@ func proxyClientAuth(addr string, pool *x509.CertPool, user, pass string) *http.
 }
 
 func TestShimInterceptsIntoTheMirror(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 100_000))
 	_, port, _ := net.SplitHostPort(reg.Host)

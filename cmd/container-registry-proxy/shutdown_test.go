@@ -22,6 +22,7 @@ import (
 // is cut short, no blob and no upload are left, and serveOn still returns
 // nil (exit 0).
 func TestShutdownGrace(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		grace   string

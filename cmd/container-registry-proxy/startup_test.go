@@ -17,6 +17,7 @@ import (
 // a plain-text password), both are released, so that the next start (or gc, or
 // warm --direct) finds the directory free.
 func TestStartupFailureReleasesTheCache(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cache := filepath.Join(dir, "cache")
 	users := filepath.Join(dir, "htpasswd")

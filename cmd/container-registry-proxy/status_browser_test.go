@@ -26,7 +26,7 @@ func chromium(t *testing.T, args ...string) string {
 	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir=" + t.TempDir()}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, append(base, args...)...).Output()
 	if err != nil {
@@ -36,6 +36,7 @@ func chromium(t *testing.T, args ...string) string {
 }
 
 func TestStatusPageInABrowser(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "team/webapp", "v1", testreg.RandomLayer(t, 300_000))
 	addr, _, a, _ := runProxyIn(t, t.TempDir(), fmt.Sprintf(`

@@ -36,6 +36,7 @@ registries:
 // a second run finds everything cached; a missing image fails with the
 // proxy's OCI error while the others are still warmed.
 func TestWarmThroughProxy(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	reg.PushImage(t, "library/alpine", "3.20", testreg.RandomLayer(t, 300_000), testreg.RandomLayer(t, 2_000))
 	multi := reg.PushIndex(t, "team/multi", "v1")
@@ -113,6 +114,7 @@ func TestWarmThroughProxy(t *testing.T) {
 
 // TestWarmBadArguments: bad arguments exit 2 with one message.
 func TestWarmBadArguments(t *testing.T) {
+	t.Parallel()
 	list := filepath.Join(t.TempDir(), "list.txt")
 	if err := os.WriteFile(list, []byte("# images\nalpine\n\nBAD\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -153,6 +155,7 @@ func TestWarmBadArguments(t *testing.T) {
 
 // TestWarmProxyDown: an unreachable proxy fails every image (exit 1).
 func TestWarmProxyDown(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := warmCmd(t, "--proxy", "http://127.0.0.1:1", "alpine", "busybox")
 	if code != 1 || !strings.Contains(errOut, "failed docker.io/library/alpine:latest: manifest latest:") || !strings.Contains(errOut, "2 of 2 images failed") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
@@ -163,6 +166,7 @@ func TestWarmProxyDown(t *testing.T) {
 // proxy; a proxy started on it afterwards serves the image as hits, and
 // --direct next to that proxy is refused.
 func TestWarmDirect(t *testing.T) {
+	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "library/busybox", "1", testreg.RandomLayer(t, 50_000))
 	dir := t.TempDir()

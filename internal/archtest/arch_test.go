@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 }
 
 func TestDependencyDirection(t *testing.T) {
+	t.Parallel()
 	for pkg, ok := range allowed {
 		t.Run(pkg, func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-deps", module+pkg).Output()
@@ -65,6 +66,7 @@ func TestDependencyDirection(t *testing.T) {
 // by _test.go files: no package's non-test build may depend on it, with or
 // without the e2e build tag.
 func TestTestutilOnlyFromTests(t *testing.T) {
+	t.Parallel()
 	const testutil = module + "internal/testutil"
 	for _, tags := range []string{"", "e2e"} {
 		t.Run("tags="+tags, func(t *testing.T) {
@@ -107,6 +109,7 @@ var unconstrained = map[string]bool{
 // TestEveryPackageHasArrows: a new package gets its row in allowed (and
 // in docs/architecture.md) before it can be imported from anywhere.
 func TestEveryPackageHasArrows(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command("go", "list", "-e", "-tags=e2e", module+"...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)

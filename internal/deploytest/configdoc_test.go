@@ -149,6 +149,7 @@ func yamlKeys() []yamlKey {
 // Config struct, which config.yml.example documents key by key) has a row
 // in docs/configuration.md, and every key named there exists.
 func TestConfigDocCoversEveryKey(t *testing.T) {
+	t.Parallel()
 	rows := docRows(t)
 	documented := map[string]int{}
 	for _, r := range rows {
@@ -220,6 +221,7 @@ func TestConfigDocCoversEveryKey(t *testing.T) {
 // reads is documented, on the row of the key it sets, and every variable
 // the document names is read.
 func TestConfigDocCoversEveryVariable(t *testing.T) {
+	t.Parallel()
 	rows := docRows(t)
 	env := binaryEnv(t)
 	rowOf := map[string]docRow{}
@@ -251,6 +253,7 @@ func TestConfigDocCoversEveryVariable(t *testing.T) {
 // TestConfigDocCoversEveryFlag: every flag of the server is documented on
 // the row of the key it sets, and every flag the document names exists.
 func TestConfigDocCoversEveryFlag(t *testing.T) {
+	t.Parallel()
 	rows := docRows(t)
 	usage := config.Usage()
 	flags := map[string]bool{}
@@ -288,6 +291,7 @@ func TestConfigDocCoversEveryFlag(t *testing.T) {
 // TestConfigDocDefaults: the default column agrees with config.Default()
 // for booleans, durations, sizes, numbers and non-empty strings.
 func TestConfigDocDefaults(t *testing.T) {
+	t.Parallel()
 	rows := docRows(t)
 	keys := map[string]yamlKey{}
 	for _, k := range yamlKeys() {

@@ -254,6 +254,7 @@ func goBuildOutput(t *testing.T, cmd string) string {
 }
 
 func TestContainerfileStages(t *testing.T) {
+	t.Parallel()
 	sts := containerfile(t)
 	build, runtime := sts[0], sts[len(sts)-1]
 	if build.name == "" {
@@ -280,6 +281,7 @@ func TestContainerfileStages(t *testing.T) {
 // the repository (globs allowed); sources from another stage are made by
 // it (go build -o, or a RUN that names the path).
 func TestContainerfileCopySources(t *testing.T) {
+	t.Parallel()
 	root := repoRoot(t)
 	sts := containerfile(t)
 	byName := map[string]stage{}
@@ -342,6 +344,7 @@ func stageMakes(t *testing.T, st stage, p string) bool {
 // exactly the command the README documents, and the variables it stamps
 // exist in package main.
 func TestContainerfileBuildCommandIsREADMEs(t *testing.T) {
+	t.Parallel()
 	build := containerfile(t)[0]
 	run := goBuildRun(t, build)
 	got := strings.Join(strings.Fields(run.args), " ")
@@ -370,6 +373,7 @@ func TestContainerfileBuildCommandIsREADMEs(t *testing.T) {
 // volumes owned by the non-root user, entrypoint, health check and the
 // directories the environment points at.
 func TestContainerfileRuntime(t *testing.T) {
+	t.Parallel()
 	sts := containerfile(t)
 	build, rt := sts[0], sts[len(sts)-1]
 
@@ -493,6 +497,7 @@ func copiedFrom(rt stage, from, dest string) (string, bool) {
 // TestContainerfileEnvIsReadByBinary: every ENV of the image is a
 // variable the binary reads.
 func TestContainerfileEnvIsReadByBinary(t *testing.T) {
+	t.Parallel()
 	sts := containerfile(t)
 	known := binaryEnv(t)
 	names, _ := imageEnv(t, sts[len(sts)-1])
@@ -523,6 +528,7 @@ func contains(ss []string, s string) bool {
 // TestContainerfileEnvKeepsDefaults: the image's ENV values are the
 // binary's defaults; only the directories differ from a run without any.
 func TestContainerfileEnvKeepsDefaults(t *testing.T) {
+	t.Parallel()
 	sts := containerfile(t)
 	_, env := imageEnv(t, sts[len(sts)-1])
 	withImage, err := config.Load(nil, func(k string) string { return env[k] })
@@ -632,6 +638,7 @@ func excludedBy(rules []ignoreRule, p string) string {
 }
 
 func TestIgnoreMatcher(t *testing.T) {
+	t.Parallel()
 	rules := parseIgnore(t, "**/*.test\n/bin\ndocs\n!docs/keep.md\n")
 	for p, want := range map[string]bool{
 		"a/b/x.test":       true,
@@ -656,6 +663,7 @@ func TestIgnoreMatcher(t *testing.T) {
 // files and embedded files of the module's packages, go.mod, go.sum) is
 // left out of the build context.
 func TestDockerignoreKeepsBuildInputs(t *testing.T) {
+	t.Parallel()
 	root := repoRoot(t)
 	var rules []ignoreRule
 	for _, name := range []string{".dockerignore", ".containerignore"} {

@@ -240,6 +240,7 @@ func imageName(ref string) string {
 // the README builds, as the Containerfile's user, with its port and both
 // of its volumes on persistent claims, probed on /healthz and /readyz.
 func TestKubernetesManifestsMatchContainerfile(t *testing.T) {
+	t.Parallel()
 	objs := manifests(t)
 	dep, spec, c := proxyDeployment(t, objs)
 	sts := containerfile(t)
@@ -368,6 +369,7 @@ func deref(p *int) any {
 // TestKubernetesService: the Service selects the proxy's pods and sends
 // its port to the container's.
 func TestKubernetesService(t *testing.T) {
+	t.Parallel()
 	objs := manifests(t)
 	_, spec, c := proxyDeployment(t, objs)
 	svcs := byKind(objs, "Service")
@@ -393,6 +395,7 @@ func TestKubernetesService(t *testing.T) {
 // variables the binary reads, the ConfigMaps it references exist, and the
 // cache volume holds CACHE_MAX_SIZE plus CACHE_MIN_FREE.
 func TestKubernetesSettings(t *testing.T) {
+	t.Parallel()
 	objs := manifests(t)
 	_, spec, c := proxyDeployment(t, objs)
 	known := binaryEnv(t)
@@ -496,6 +499,7 @@ func parseQuantity(s string) (*big.Int, error) {
 // TestKustomizationListsEveryManifest: kubectl apply -k applies every
 // other file of the directory.
 func TestKustomizationListsEveryManifest(t *testing.T) {
+	t.Parallel()
 	objs := manifests(t)
 	ks := byKind(objs, "Kustomization")
 	if len(ks) == 0 {

@@ -45,6 +45,7 @@ func anchor(heading string) string {
 // TestDocLinks: relative links of the README and the user documentation
 // point at files of the repository, and #anchors at headings there.
 func TestDocLinks(t *testing.T) {
+	t.Parallel()
 	root := repoRoot(t)
 	for _, doc := range linkedDocs {
 		text := fenceRe.ReplaceAllString(readRepoFile(t, doc), "")

@@ -10,6 +10,7 @@ import (
 // TestLeafServesTLS: a client trusting only the CA's pool completes a
 // handshake with the leaf for each of its names, and the PEM forms load.
 func TestLeafServesTLS(t *testing.T) {
+	t.Parallel()
 	ca, err := New("testca test CA")
 	if err != nil {
 		t.Fatal(err)

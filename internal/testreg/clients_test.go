@@ -12,6 +12,7 @@ import (
 // scripts/install-test-deps.sh (a missing client fails the test): the images must be
 // complete enough for them, layers unpackable with matching diff_ids.
 func TestRealClients(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("short mode")
 	}

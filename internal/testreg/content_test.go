@@ -14,6 +14,7 @@ import (
 )
 
 func TestLayers(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		layer func(t *testing.T) []byte
@@ -69,6 +70,7 @@ func TestLayers(t *testing.T) {
 }
 
 func TestPushMediaTypes(t *testing.T) {
+	t.Parallel()
 	reg := Start(t, Options{})
 	p := newPuller(t, reg, "", "")
 	cases := []struct {
@@ -119,6 +121,7 @@ func TestPushMediaTypes(t *testing.T) {
 }
 
 func TestPushBigBlob(t *testing.T) {
+	t.Parallel()
 	reg := Start(t, Options{TLS: true})
 	d, size := reg.PushBigBlob(t, "big", 64)
 	if size != 64<<20 {

@@ -13,6 +13,7 @@ import (
 )
 
 func TestBodyFaults(t *testing.T) {
+	t.Parallel()
 	for _, proto := range []struct {
 		name  string
 		http1 bool
@@ -72,6 +73,7 @@ func TestBodyFaults(t *testing.T) {
 }
 
 func TestStatusFault(t *testing.T) {
+	t.Parallel()
 	reg := Start(t, Options{TLS: true, Auth: AuthToken})
 	reg.PushImage(t, "app", "v1")
 	for _, code := range []int{429, 500, 502, 503, 404, 401} {
@@ -113,6 +115,7 @@ func TestStatusFault(t *testing.T) {
 }
 
 func TestBlobDelay(t *testing.T) {
+	t.Parallel()
 	for _, redirect := range []bool{false, true} {
 		t.Run(map[bool]string{false: "direct", true: "redirect"}[redirect], func(t *testing.T) {
 			reg := Start(t, Options{TLS: true, BlobRedirect: redirect})
@@ -168,6 +171,7 @@ func TestBlobDelay(t *testing.T) {
 }
 
 func TestBlobRedirect(t *testing.T) {
+	t.Parallel()
 	reg := Start(t, Options{TLS: true, Auth: AuthBasic, BlobRedirect: true})
 	img := reg.PushImage(t, "app", "v1", RandomLayer(t, 4096))
 	blob := img.Layers[0]
@@ -236,6 +240,7 @@ func TestBlobRedirect(t *testing.T) {
 }
 
 func TestFaultStatusPanics(t *testing.T) {
+	t.Parallel()
 	defer func() {
 		if recover() == nil {
 			t.Fatal("FaultStatus(42) did not panic")

@@ -13,6 +13,7 @@ import (
 )
 
 func TestAuthModesPushPull(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		opts       Options
@@ -86,6 +87,7 @@ func checkCounts(t *testing.T, reg *Registry, want map[[2]string]int64) {
 }
 
 func TestTokenRules(t *testing.T) {
+	t.Parallel()
 	reg := Start(t, Options{TLS: true, Auth: AuthToken, Username: "alice", Password: "secret"})
 	img := reg.PushImage(t, "team/app", "v1")
 	reg.PushImage(t, "team/other", "v1")
@@ -148,6 +150,7 @@ func TestTokenRules(t *testing.T) {
 }
 
 func TestStopRestart(t *testing.T) {
+	t.Parallel()
 	for _, auth := range []AuthMode{AuthNone, AuthToken} {
 		t.Run([]string{"none", "basic", "token"}[auth], func(t *testing.T) {
 			reg := Start(t, Options{TLS: true, Auth: auth})
@@ -181,6 +184,7 @@ func TestStopRestart(t *testing.T) {
 }
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	cases := []struct{ path, kind, repo string }{
 		{"/v2/", KindOther, ""},
 		{"/v2/_catalog", KindOther, ""},
@@ -202,6 +206,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestDistributionLogsSilenced(t *testing.T) {
+	// Not parallel: it swaps the output of logrus's standard logger.
 	var buf bytes.Buffer
 	std := logrus.StandardLogger()
 	out, level := std.Out, std.GetLevel()

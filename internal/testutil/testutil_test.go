@@ -14,6 +14,7 @@ import (
 )
 
 func TestSyncBufferConcurrentWrites(t *testing.T) {
+	t.Parallel()
 	var b testutil.SyncBuffer
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -39,6 +40,7 @@ func TestSyncBufferConcurrentWrites(t *testing.T) {
 }
 
 func TestFakeClock(t *testing.T) {
+	t.Parallel()
 	var zero testutil.FakeClock
 	if !zero.Now().IsZero() {
 		t.Errorf("zero FakeClock reads %v", zero.Now())
@@ -84,6 +86,7 @@ func TestFakeClock(t *testing.T) {
 }
 
 func TestEchoServer(t *testing.T) {
+	t.Parallel()
 	var addr string
 	t.Run("echoes and half-closes", func(t *testing.T) {
 		addr = testutil.EchoServer(t)

@@ -41,7 +41,7 @@ func run(t *testing.T, env []string, name string, args ...string) string {
 // tryRun is run without failing the test.
 func tryRun(t *testing.T, env []string, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), clientTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(cleanEnv(), env...)

@@ -247,6 +247,7 @@ func (c *containerd) forget(ns, ref string, img testreg.Image, extra ...string) 
 // causes no upstream GETs; with upstream down it still succeeds. An image
 // of the token-auth registry pulls through ?ns=registry.test:<port>.
 func TestContainerdMirror(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "containerd", "ctr")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

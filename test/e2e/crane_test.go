@@ -91,6 +91,7 @@ func requireTarball(t *testing.T, path string, img testreg.Image) {
 // platforms of a multi-arch index through the mirror path
 // /v2/docker.io/…; second pulls cause no upstream blob GETs.
 func TestCrane(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)
@@ -141,6 +142,7 @@ func TestCrane(t *testing.T) {
 // blob) and nothing is cached; once upstream is healthy the same pull
 // succeeds with the right bytes.
 func TestCorruptUpstreamBlobNotCached(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

@@ -33,6 +33,7 @@ const crashBlobMiB = 256
 // served), then fills it again with the right digest, and answers a HEAD
 // from the cache.
 func TestCrashMidFill(t *testing.T) {
+	t.Parallel()
 	requireProxy(t)
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	const repo = "library/e2e-crash"

@@ -101,6 +101,7 @@ func startCredProxy(t *testing.T, cfg string, env []string) *proxy {
 // credentials; the proxy log and the clients' outputs hold no password and
 // no Bearer token.
 func TestUpstreamCredentialsFromAuthRegistries(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo", "crane")
 	marker := credRandom(t)
 	password := credJSONKey(marker)

@@ -195,6 +195,7 @@ func requireUpstreamBlobGets(t *testing.T, reg *testreg.Registry, want int, what
 // HTTPS_PROXY (HTTP/1.1 inside the tunnel), trusting the proxy's CA with
 // --src-cert-dir; the second copy is served from the cache.
 func TestShimSkopeo(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo")
 	u := startUpstreams(t)
 	p := startProxy(t, u)
@@ -223,6 +224,7 @@ func TestShimSkopeo(t *testing.T) {
 // docker.io through HTTPS_PROXY with pull --cert-dir; pulls into empty
 // storage after that are served from the cache.
 func TestShimPodman(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "podman")
 	u := startUpstreams(t)
 	p := startProxy(t, u)
@@ -267,6 +269,7 @@ func TestShimPodman(t *testing.T) {
 // `ca` for docker.io. Second pulls after removing the content are served
 // from the cache.
 func TestShimContainerd(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "containerd", "ctr")
 	u := startUpstreams(t)
 	p := startProxy(t, u)
@@ -321,6 +324,7 @@ func TestShimContainerd(t *testing.T) {
 // pull is served from the cache. Without the CA it fails on the minted
 // certificate: the tunnel really is intercepted.
 func TestShimCrane(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)
@@ -396,6 +400,7 @@ func TestShimCrane(t *testing.T) {
 // registry-1.docker.io, crane as index.docker.io; both land in the same
 // cache, so crane's pull after skopeo's needs no upstream blob GET.
 func TestShimDockerHubNamesShareCache(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo", "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

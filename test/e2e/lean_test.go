@@ -20,6 +20,7 @@ import (
 // process; with no full build beside it, the lean build stops with exit
 // code 2 and one line naming the key and the fix.
 func TestLeanBuildRunsFullForCloudDrivers(t *testing.T) {
+	t.Parallel()
 	requireProxy(t)
 	dir := t.TempDir()
 	// S3 at a loopback port nobody listens on: the full build's s3 driver

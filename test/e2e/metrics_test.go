@@ -40,6 +40,7 @@ func scrape(t *testing.T, p *proxy) map[string]float64 {
 // TestMetricsAfterRealPulls: after a cold and a warm skopeo copy, the
 // hit/miss counters and the byte counters have exact values.
 func TestMetricsAfterRealPulls(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

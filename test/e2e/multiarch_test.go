@@ -12,6 +12,7 @@ import (
 // (--override-arch) and crane (--platform, and the whole index); with
 // upstream down, both platforms pull again from the cache.
 func TestMultiArchOffline(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo", "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

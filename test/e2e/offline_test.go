@@ -28,6 +28,7 @@ import (
 // /v2/ is answered locally (no challenge, so no token step); tags/list is
 // served from the last answer with a Warning.
 func TestOfflineMirrorAndShim(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo", "containerd", "ctr")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

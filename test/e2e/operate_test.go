@@ -55,6 +55,7 @@ func binCmd(t *testing.T, bin string, args ...string) (int, string, string) {
 // cache so that a following skopeo copy makes no upstream request at all;
 // its plain output and exit codes are checked.
 func TestWarmThenSkopeo(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo")
 	u := startUpstreams(t)
 	// Tags are trusted for an hour: the copy needs no revalidation either.
@@ -121,6 +122,7 @@ func TestWarmThenSkopeo(t *testing.T) {
 // Not released, the fill is abandoned when the grace period ends and the
 // process exits 0 just after it: no blob, no upload left.
 func TestSigtermDuringFill(t *testing.T) {
+	t.Parallel()
 	requireProxy(t)
 	const grace = 3 * time.Second
 	for _, tc := range []struct {
@@ -228,6 +230,7 @@ func fileDigest(t *testing.T, path string) string {
 // directory becomes read-only (a read-only bind mount over it; root
 // ignores file modes) and 200 again when it is writable.
 func TestHealthAndReadiness(t *testing.T) {
+	t.Parallel()
 	u := startUpstreams(t)
 	p := startProxy(t, u)
 	cacheDir := filepath.Join(filepath.Dir(p.LogPath), "cache")
@@ -301,6 +304,7 @@ func TestHealthAndReadiness(t *testing.T) {
 // log line naming the key and the old policy stays. (The proxy starts
 // public: the harness waits for an anonymous GET /v2/ to answer 200.)
 func TestSighupReload(t *testing.T) {
+	t.Parallel()
 	requireProxy(t)
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := smallImage(t, reg, "library/e2e-hup", "v1")

@@ -96,6 +96,7 @@ func (p *podman) pullTop(ref string, img testreg.Image, top string) {
 // cause no upstream GETs. An image of the token-auth upstream pulls
 // through its mirror alias.
 func TestPodmanMirror(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "podman")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

@@ -15,6 +15,7 @@ import (
 // image holding it from the second (token auth) does not download it again
 // from the second: at most one HEAD confirms that the repository has it.
 func TestSharedBlobAcrossUpstreams(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "crane")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

@@ -107,6 +107,7 @@ func upstreamDigest(t *testing.T, reg *testreg.Registry, repo, tag string) strin
 // digest, while a change made upstream behind the proxy's back stays
 // hidden until the tag's TTL.
 func TestShimPush(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo")
 	u := startAnonUpstreams(t)
 	// Source images, pushed to a scratch repository only to get their bytes.

@@ -40,6 +40,7 @@ func getSetup(t *testing.T, p *proxy, path string) string {
 // HTTPS_PROXY drop-in and CA /setup/systemd installs with ctr (the Kind
 // node recipe of docs/kind.md).
 func TestSetupEndpointsWithClients(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo", "containerd", "ctr", "bash")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

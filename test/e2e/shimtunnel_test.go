@@ -103,6 +103,7 @@ func rawConnect(t *testing.T, p *proxy, target string) (string, net.Conn, *bufio
 // to a TCP echo server); with the default configuration the same CONNECT
 // to 127.0.0.1 is refused with 403 and nothing reaches the server.
 func TestShimTunnel(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "curl")
 	u := startUpstreams(t)
 	tt := startTunnelTarget(t)

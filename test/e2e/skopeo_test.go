@@ -23,6 +23,7 @@ func skopeoCopy(t *testing.T, conf, policy, ref, tag string, extra ...string) oc
 // mirror; a second copy is served from the cache (no upstream GETs); with
 // upstream down a third copy still succeeds from the cache.
 func TestSkopeoMirror(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "skopeo")
 	u := startUpstreams(t)
 	p := startProxy(t, u)

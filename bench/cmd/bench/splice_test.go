@@ -16,6 +16,7 @@ import (
 // connection), chunked, through a redirect, and after the server closed
 // an idle connection; and checks that errors are errors.
 func TestSpliceClient(t *testing.T) {
+	t.Parallel()
 	body := make([]byte, 3<<20+123)
 	rand.Read(body)
 	b := blob{digest: "sha256:x", size: int64(len(body))}
