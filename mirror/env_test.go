@@ -50,6 +50,8 @@ type envOptions struct {
 	observer     mirror.Observer
 	minRemaining int64
 	downHold     time.Duration
+	// fetcher sets Options.Fetcher.
+	fetcher mirror.Fetcher
 	// wrap, when set, wraps the storage driver (fault injection).
 	wrap func(storagedriver.StorageDriver) storagedriver.StorageDriver
 }
@@ -100,7 +102,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		}
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
-	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold}
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

@@ -134,7 +134,10 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		return
 	}
 	defer m.observeFill(t.reg.Host)()
-	body, size, err := t.reg.Client.Blob(ctx, t.repo, f.digest)
+	body, size, err := m.opts.Fetcher.Fetch(ctx, FillRequest{Digest: f.digest, Upstream: t.reg.Host, Repo: t.repo,
+		FromUpstream: func(ctx context.Context) (io.ReadCloser, int64, error) {
+			return t.reg.Client.Blob(ctx, t.repo, f.digest)
+		}})
 	if err != nil {
 		log.WithError(err).Info("blob fill: upstream refused")
 		m.endFill(f, err)

@@ -54,6 +54,9 @@ type Options struct {
 	// Cache is the cache lifecycle (size bound, index, access times,
 	// pins). Default: everything is kept, nothing recorded.
 	Cache Cache
+	// Fetcher decides where fills get their bytes. Default: from
+	// upstream.
+	Fetcher Fetcher
 	// Observer is told about answers, fills and upstream bytes (metrics).
 	// Default: nobody.
 	Observer Observer
@@ -177,6 +180,9 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	if opts.Cache == nil {
 		opts.Cache = unbounded{}
+	}
+	if opts.Fetcher == nil {
+		opts.Fetcher = fromUpstream{}
 	}
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"io"
 	"net/http"
 
 	"github.com/gmarcy/container-registry-proxy/storage"
@@ -44,6 +45,39 @@ type Access interface {
 	Authorize(r *http.Request, host, repo, kind, ref string) (context.Context, string, error)
 	// AuthorizeBase decides the registry base endpoint (/v2/) for r.
 	AuthorizeBase(r *http.Request) error
+}
+
+// Fetcher decides where a fill gets a blob's bytes when several processes
+// share one cache (docs/architecture.md, "Seams"). The mirror asks it once
+// per fill, on the fill's own context; the default fetches from upstream.
+// A cluster implementation fetches from upstream only when this process
+// owns the digest (holding a lease until the body is closed) and
+// otherwise streams the owner's fill, resuming elsewhere if the owner
+// dies: content-addressed bytes are the same wherever they come from.
+// Whatever it returns, the mirror verifies the bytes against the digest
+// before anything is committed or a client gets the last byte.
+type Fetcher interface {
+	// Fetch returns the blob's body and its size (-1 when unknown).
+	Fetch(ctx context.Context, f FillRequest) (body io.ReadCloser, size int64, err error)
+}
+
+// FillRequest is what a Fetcher is asked for: one blob of one upstream
+// repository, and the way to fetch it from that upstream.
+type FillRequest struct {
+	Digest digest.Digest
+	// Upstream is the registry's canonical host, Repo the repository.
+	Upstream, Repo string
+	// FromUpstream opens the blob at the upstream registry.
+	FromUpstream func(ctx context.Context) (io.ReadCloser, int64, error)
+}
+
+// fromUpstream is the Fetcher of a Mirror given none: every fill fetches
+// from upstream itself (within one process the mirror already fetches
+// each digest once).
+type fromUpstream struct{}
+
+func (fromUpstream) Fetch(ctx context.Context, f FillRequest) (io.ReadCloser, int64, error) {
+	return f.FromUpstream(ctx)
 }
 
 // unbounded is the Cache of a Mirror given none: everything is kept and
