@@ -281,7 +281,9 @@ func leftErr(ctx context.Context, err error) error {
 // use, or the denial (logged with the client's identity and repository).
 func (m *Mirror) authorize(r *http.Request, t target, kind, ref string) (*http.Request, error) {
 	ctx, identity, err := m.opts.Access.Authorize(r, t.reg.Host, t.repo, kind, ref)
-	logx.InfoFrom(r.Context()).Set("client", identity)
+	if identity != "" {
+		logx.InfoFrom(r.Context()).Set("client", identity)
+	}
 	if err != nil {
 		logx.From(r.Context()).WithFields(map[string]any{"client": identity, logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo}).
 			WithError(err).Info("access denied")

@@ -91,10 +91,11 @@ func (unbounded) Linked(context.Context, digest.Digest, string, string) error { 
 func (unbounded) Hit(digest.Digest)                                           {}
 func (unbounded) Pin(digest.Digest) func()                                    { return func() {} }
 
-// open is the Access of a Mirror given none: everyone may read.
+// open is the Access of a Mirror given none: everyone may read, and
+// nobody is identified.
 type open struct{}
 
 func (open) Authorize(r *http.Request, _, _, _, _ string) (context.Context, string, error) {
-	return r.Context(), "anonymous", nil
+	return r.Context(), "", nil
 }
 func (open) AuthorizeBase(*http.Request) error { return nil }
