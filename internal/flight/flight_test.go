@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -14,80 +15,88 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestLeaderHangsUp: the caller that started the work leaves; the work
-// goes on and the others get its result; it ran once.
+// goes on and the others get its result; it ran once. (synctest: the
+// waiters are known to be waiting before the leader leaves.)
 func TestLeaderHangsUp(t *testing.T) {
 	t.Parallel()
-	g := New[string](time.Minute)
-	release, started := make(chan struct{}), make(chan struct{}, 1)
-	var runs atomic.Int32
-	fn := func(ctx context.Context) (string, error) {
-		runs.Add(1)
-		started <- struct{}{}
-		select {
-		case <-release:
-			return "token", ctx.Err()
-		case <-ctx.Done():
-			return "", ctx.Err()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string](time.Minute)
+		release := make(chan struct{})
+		var runs atomic.Int32
+		fn := func(ctx context.Context) (string, error) {
+			runs.Add(1)
+			select {
+			case <-release:
+				return "token", ctx.Err()
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
 		}
-	}
-	leaderCtx, leave := context.WithCancel(t.Context())
-	leaderErr := make(chan error, 1)
-	go func() {
-		_, err := g.Do(leaderCtx, "k", fn)
-		leaderErr <- err
-	}()
-	<-started
-	var wg sync.WaitGroup
-	results := make([]string, 4)
-	errs := make([]error, 4)
-	for i := range 4 {
-		wg.Go(func() { results[i], errs[i] = g.Do(t.Context(), "k", fn) })
-	}
-	leave()
-	if err := <-leaderErr; !errors.Is(err, context.Canceled) || !Left(leaderCtx, err) {
-		t.Fatalf("the leader that hung up got %v, want context.Canceled at once", err)
-	}
-	close(release)
-	wg.Wait()
-	for i := range 4 {
-		if errs[i] != nil || results[i] != "token" {
-			t.Fatalf("waiter %d: %q, %v; want the shared result", i, results[i], errs[i])
+		leaderCtx, leave := context.WithCancel(t.Context())
+		leaderErr := make(chan error, 1)
+		go func() {
+			_, err := g.Do(leaderCtx, "k", fn)
+			leaderErr <- err
+		}()
+		var wg sync.WaitGroup
+		results := make([]string, 4)
+		errs := make([]error, 4)
+		for i := range 4 {
+			wg.Go(func() { results[i], errs[i] = g.Do(t.Context(), "k", fn) })
 		}
-	}
-	if n := runs.Load(); n != 1 {
-		t.Fatalf("the work ran %d times, want once", n)
-	}
+		synctest.Wait() // the work runs, the leader and the waiters wait
+		leave()
+		if err := <-leaderErr; !errors.Is(err, context.Canceled) || !Left(leaderCtx, err) {
+			t.Fatalf("the leader that hung up got %v, want context.Canceled at once", err)
+		}
+		close(release)
+		wg.Wait()
+		for i := range 4 {
+			if errs[i] != nil || results[i] != "token" {
+				t.Fatalf("waiter %d: %q, %v; want the shared result", i, results[i], errs[i])
+			}
+		}
+		if n := runs.Load(); n != 1 {
+			t.Fatalf("the work ran %d times, want once", n)
+		}
+	})
 }
 
 // TestWaiterHangsUp: a waiter whose context ends leaves at once, while the
 // work is still running for the others.
 func TestWaiterHangsUp(t *testing.T) {
 	t.Parallel()
-	g := New[int](time.Minute)
-	release, started := make(chan struct{}), make(chan struct{}, 1)
-	fn := func(ctx context.Context) (int, error) {
-		started <- struct{}{}
-		<-release
-		return 42, nil
-	}
-	done := make(chan error, 1)
-	go func() {
-		v, err := g.Do(t.Context(), "k", fn)
-		if err == nil && v != 42 {
-			err = errors.New("wrong value")
+	synctest.Test(t, func(t *testing.T) {
+		g := New[int](time.Minute)
+		release := make(chan struct{})
+		var runs atomic.Int32
+		fn := func(ctx context.Context) (int, error) {
+			runs.Add(1)
+			<-release
+			return 42, nil
 		}
-		done <- err
-	}()
-	<-started
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
-	defer cancel()
-	if _, err := g.Do(ctx, "k", fn); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a waiter whose deadline passed got %v, want context.DeadlineExceeded", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("the leader: %v", err)
-	}
+		done := make(chan error, 1)
+		go func() {
+			v, err := g.Do(t.Context(), "k", fn)
+			if err == nil && v != 42 {
+				err = errors.New("wrong value")
+			}
+			done <- err
+		}()
+		synctest.Wait()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+		defer cancel()
+		if _, err := g.Do(ctx, "k", fn); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a waiter whose deadline passed got %v, want context.DeadlineExceeded", err)
+		}
+		if n := runs.Load(); n != 1 {
+			t.Fatalf("the waiter started the work again (%d runs)", n)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatalf("the leader: %v", err)
+		}
+	})
 }
 
 // TestBoundedAndDetached: the work's context keeps the caller's values,
