@@ -181,10 +181,14 @@ func (a *app) buildMirror(cfg *config.Config) error {
 	return nil
 }
 
-// close releases what build opened: the cache lifecycle (its index) and
-// the cache directory's lock.
+// close releases what build opened: the shim's server of intercepted
+// connections, the cache lifecycle (its index) and the cache directory's
+// lock.
 func (a *app) close() error {
 	var errs []error
+	if a.shim != nil {
+		errs = append(errs, a.shim.Close())
+	}
 	if a.life != nil {
 		errs = append(errs, a.life.Close())
 	}

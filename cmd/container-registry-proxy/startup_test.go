@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,38 @@ func TestStartupFailureReleasesTheCache(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cache, ".lock")); err != nil {
 		t.Fatalf("the cache directory was never locked: %v", err)
+	}
+	lock, alone, err := storage.LockDir(cache)
+	if err != nil || !alone {
+		t.Fatalf("after the failed start the cache directory is still held (alone=%v, %v)", alone, err)
+	}
+	if err := lock.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStartupFailureAfterTheShim: a failure after every part was built
+// (the metrics listener's address is taken) closes them all: the cache
+// directory is free again, and nothing keeps running (goleak checks the
+// shim's server of intercepted connections in TestMain).
+func TestStartupFailureAfterTheShim(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	cfg, err := config.Load([]string{"--cache-dir", cache, "--ca-dir", filepath.Join(dir, "ca"),
+		"--metrics-listen", taken.Addr().String(), "--no-docker-hub"}, envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(&testutil.SyncBuffer{})
+	if a, err := build(t.Context(), cfg, log); err == nil || a != nil || !strings.Contains(err.Error(), "metricsListen") {
+		t.Fatalf("build: %v, %v; want the metrics listener's error naming its key", a, err)
 	}
 	lock, alone, err := storage.LockDir(cache)
 	if err != nil || !alone {
