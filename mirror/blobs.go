@@ -99,10 +99,7 @@ func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) er
 		m.link(fctx, t, d, size)
 		return struct{}{}, nil
 	})
-	if err != nil && ctx.Err() != nil {
-		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
-	}
-	return err
+	return leftErr(ctx, err)
 }
 
 // link records that t's repository contains the cached blob d.
@@ -199,9 +196,7 @@ func (m *Mirror) headUpstream(w http.ResponseWriter, r *http.Request, t target, 
 	if err != nil {
 		return err
 	}
-	if err := m.store.Link(r.Context(), t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
-		logx.From(r.Context()).WithError(err).Warn("linking blob to repository")
-	}
+	m.link(r.Context(), t, d, size)
 	writeBlobHead(w, r, d, whole(size), size >= 0, CacheMiss)
 	return nil
 }
@@ -221,7 +216,7 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	select {
 	case <-f.ready:
 	case <-ctx.Done():
-		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, ctx.Err(), "client went away")
+		return clientGone(ctx.Err())
 	}
 	f.mu.Lock()
 	size, up, ferr, verified := f.size, f.upload, f.err, f.verified
@@ -267,7 +262,7 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 func waitDone(ctx context.Context, f *fill) error {
 	for v := f.view(); !v.done; v = f.view() {
 		if err := wait(ctx, v.changed); err != nil {
-			return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+			return clientGone(err)
 		}
 	}
 	return nil

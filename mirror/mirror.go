@@ -268,13 +268,19 @@ func detached(ctx context.Context, d time.Duration) (context.Context, context.Ca
 }
 
 // leftErr maps the error of a shared lookup that the caller left (its
-// request context ended while it waited) to a gateway timeout; other
-// errors pass unchanged.
+// request context ended while it waited) to clientGone; other errors pass
+// unchanged.
 func leftErr(ctx context.Context, err error) error {
 	if err != nil && flight.Left(ctx, err) {
-		return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "client went away")
+		return clientGone(err)
 	}
 	return err
+}
+
+// clientGone is the error of a request whose client went away while it
+// waited (a shared lookup, a fill's bytes or its commit).
+func clientGone(cause error) error {
+	return oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, cause, "client went away")
 }
 
 // authorize applies Options.Access to r and returns r with the context to

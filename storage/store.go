@@ -57,9 +57,6 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	return &Store{driver: d, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
 }
 
-// Driver returns the underlying storage driver.
-func (s *Store) Driver() storagedriver.StorageDriver { return s.driver }
-
 func notFound(err error) bool {
 	var pnf storagedriver.PathNotFoundError
 	return errors.As(err, &pnf)
