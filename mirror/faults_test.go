@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,37 +13,9 @@ import (
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/storage"
 )
-
-// faultyDriver fails the driver operations named in fail on paths that
-// contain match, the way a local disk reports it (*os.PathError).
-type faultyDriver struct {
-	storagedriver.StorageDriver
-	match string
-	fail  map[string]error
-}
-
-func (d *faultyDriver) fault(op, p string) error {
-	if err := d.fail[op]; err != nil && strings.Contains(p, d.match) {
-		return &os.PathError{Op: op, Path: p, Err: err}
-	}
-	return nil
-}
-
-func (d *faultyDriver) Move(ctx context.Context, from, to string) error {
-	if err := d.fault("Move", to); err != nil {
-		return err
-	}
-	return d.StorageDriver.Move(ctx, from, to)
-}
-
-func (d *faultyDriver) Stat(ctx context.Context, p string) (storagedriver.FileInfo, error) {
-	if err := d.fault("Stat", p); err != nil {
-		return nil, err
-	}
-	return d.StorageDriver.Stat(ctx, p)
-}
 
 // TestCommitDiskErrorsRelay: a disk error at commit time (the move into
 // place fails with ENOSPC, EDQUOT or EROFS) is handled like one at write
@@ -66,7 +37,9 @@ func TestCommitDiskErrorsRelay(t *testing.T) {
 				reg := testreg.Start(t, testreg.Options{TLS: true})
 				d, size := reg.PushBigBlob(t, "app", 2)
 				wrap := func(sd storagedriver.StorageDriver) storagedriver.StorageDriver {
-					return &faultyDriver{StorageDriver: sd, match: "/blobs/", fail: map[string]error{"Move": tc.errno}}
+					fd := &testutil.FaultDriver{StorageDriver: sd, Match: "/blobs/"}
+					fd.Fail("Move", tc.errno)
+					return fd
 				}
 				e := newEnv(t, envOptions{backend: backend, wrap: wrap}, upstreamSpec{"registry.test", reg})
 				path := "/v2/registry.test/app/blobs/" + d.String()
@@ -100,13 +73,13 @@ func TestUnreadableLinkIsLogged(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	b := reg.PushBlob(t, "app", testreg.RandomLayer(t, 10_000))
-	fd := &faultyDriver{match: "/_links/", fail: map[string]error{}}
+	fd := &testutil.FaultDriver{Match: "/_links/"}
 	wrap := func(sd storagedriver.StorageDriver) storagedriver.StorageDriver { fd.StorageDriver = sd; return fd }
 	e := newEnv(t, envOptions{wrap: wrap}, upstreamSpec{"registry.test", reg})
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	e.do("GET", path)
 	e.drain()
-	fd.fail["Stat"] = syscall.EIO
+	fd.Fail("Stat", syscall.EIO)
 	resp, body := e.do("GET", path)
 	if resp.StatusCode != 200 || sha(body) != b.Digest.String() || resp.Header.Get("X-Cache") != "HIT" {
 		t.Fatalf("hit with an unreadable link: %d, X-Cache %q", resp.StatusCode, resp.Header.Get("X-Cache"))

@@ -1,56 +1,15 @@
 package storage
 
 import (
-	"context"
 	"errors"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
 
-	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/opencontainers/go-digest"
 )
-
-// faultDriver is an inmemory driver that fails the operations named in
-// fail (by driver method) on paths containing match, with err.
-type faultDriver struct {
-	storagedriver.StorageDriver
-	fail  map[string]error
-	match string
-}
-
-func (d *faultDriver) fault(op, p string) error {
-	if err := d.fail[op]; err != nil && strings.Contains(p, d.match) {
-		return &os.PathError{Op: op, Path: p, Err: err}
-	}
-	return nil
-}
-
-func (d *faultDriver) Move(ctx context.Context, from, to string) error {
-	if err := d.fault("Move", to); err != nil {
-		return err
-	}
-	return d.StorageDriver.Move(ctx, from, to)
-}
-
-func (d *faultDriver) Stat(ctx context.Context, p string) (storagedriver.FileInfo, error) {
-	if err := d.fault("Stat", p); err != nil {
-		return nil, err
-	}
-	return d.StorageDriver.Stat(ctx, p)
-}
-
-func (d *faultDriver) PutContent(ctx context.Context, p string, b []byte) error {
-	if err := d.fault("PutContent", p); err != nil {
-		// A write that failed half-way leaves an empty file behind, as a
-		// full disk does.
-		_ = d.StorageDriver.PutContent(ctx, p, nil)
-		return err
-	}
-	return d.StorageDriver.PutContent(ctx, p, b)
-}
 
 // TestCommitKeepsTheDiskErrorCause: a disk error at commit time (the move
 // into place) reaches the caller wrapped, so that errors.Is finds ENOSPC,
@@ -61,7 +20,8 @@ func TestCommitKeepsTheDiskErrorCause(t *testing.T) {
 	for _, cause := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS} {
 		t.Run(cause.Error(), func(t *testing.T) {
 			t.Parallel()
-			d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{"Move": cause}, match: "/blobs/"}
+			d := &testutil.FaultDriver{StorageDriver: inmemory.New(), Match: "/blobs/"}
+			d.Fail("Move", cause)
 			s, err := New(d, Options{SpoolDir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
@@ -88,7 +48,7 @@ func TestCommitKeepsTheDiskErrorCause(t *testing.T) {
 // silent "not linked".
 func TestHasLinkReportsStorageErrors(t *testing.T) {
 	t.Parallel()
-	d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{}, match: "/_links/"}
+	d := &testutil.FaultDriver{StorageDriver: inmemory.New(), Match: "/_links/"}
 	s, err := New(d, Options{SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +64,7 @@ func TestHasLinkReportsStorageErrors(t *testing.T) {
 	if ok, err := s.HasLink(ctx, "quay.io", "org/app", dg); !ok || err != nil {
 		t.Fatalf("present link: %v, %v; want true, nil", ok, err)
 	}
-	d.fail["Stat"] = syscall.EIO
+	d.Fail("Stat", syscall.EIO)
 	ok, err := s.HasLink(ctx, "quay.io", "org/app", dg)
 	if ok || !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "quay.io/org/app") {
 		t.Fatalf("unreadable link: %v, %v; want false and an error naming the repository and wrapping EIO", ok, err)
@@ -115,7 +75,7 @@ func TestHasLinkReportsStorageErrors(t *testing.T) {
 // storage refuses the write it says so and leaves nothing behind.
 func TestProbe(t *testing.T) {
 	t.Parallel()
-	d := &faultDriver{StorageDriver: inmemory.New(), fail: map[string]error{}, match: healthRoot}
+	d := &testutil.FaultDriver{StorageDriver: inmemory.New(), Match: healthRoot}
 	s, err := New(d, Options{SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +94,7 @@ func TestProbe(t *testing.T) {
 	if l := left(); len(l) != 0 {
 		t.Fatalf("the probe left %v", l)
 	}
-	d.fail["PutContent"] = syscall.ENOSPC
+	d.Fail("PutContent", syscall.ENOSPC)
 	if err := s.Probe(ctx); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "not writable") {
 		t.Fatalf("probe of a full storage: %v", err)
 	}
