@@ -394,7 +394,8 @@ func TestUploadHashReadError(t *testing.T) {
 // cancel, close only, nothing written) and checks that no goroutine
 // outlives them.
 func TestUploadHasherDoesNotLeak(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts the whole process's goroutines, so it runs
+	// before the parallel tests start.
 	ctx := t.Context()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
