@@ -240,6 +240,39 @@ func (r *Registry) Blob(ctx context.Context, repo string, dgst digest.Digest) (i
 	return &body{ReadCloser: resp.Body, r: r}, sizeOf(resp), nil
 }
 
+// BlobFrom opens /v2/<repo>/blobs/<dgst> from byte off on, with a Range
+// request, to resume a download: the body starts at off and size is the
+// whole blob's (-1 when upstream did not say). An upstream that ignores
+// the range (200) has its first off bytes skipped here; one that answers
+// another range than asked is an error. off 0 is Blob.
+func (r *Registry) BlobFrom(ctx context.Context, repo string, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	if off <= 0 {
+		return r.Blob(ctx, repo, dgst)
+	}
+	resp, err := r.doHeader(ctx, http.MethodGet, r.url(repo, "blobs/"+dgst.String(), nil), "Range", fmt.Sprintf("bytes=%d-", off))
+	if err != nil {
+		return nil, -1, err
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, _, total, ok := oci.ParseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != off {
+			resp.Body.Close()
+			return nil, -1, oci.Errorf(http.StatusBadGateway, oci.CodeUnavailable, "upstream %s answered bytes=%d- with Content-Range %q", r.host, off, resp.Header.Get("Content-Range"))
+		}
+		return &body{ReadCloser: resp.Body, r: r}, total, nil
+	case http.StatusOK:
+		b := &body{ReadCloser: resp.Body, r: r}
+		if _, err := io.CopyN(io.Discard, b, off); err != nil {
+			b.Close()
+			return nil, -1, oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, err, "upstream %s cut the download of %s", r.host, dgst)
+		}
+		return b, sizeOf(resp), nil
+	default:
+		return nil, -1, r.responseError(resp, kindBlob)
+	}
+}
+
 // StatBlob sends HEAD /v2/<repo>/blobs/<dgst> and returns the size (-1
 // when upstream did not send it).
 func (r *Registry) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error) {
@@ -287,13 +320,18 @@ func (r *Registry) url(repo, suffix string, query url.Values) string {
 // do sends one request through the stack, mapping transport failures,
 // and records rate-limit headers.
 func (r *Registry) do(ctx context.Context, method, u, accept string) (*http.Response, error) {
+	return r.doHeader(ctx, method, u, "Accept", accept)
+}
+
+// doHeader is do with one request header (none when value is empty).
+func (r *Registry) doHeader(ctx context.Context, method, u, name, value string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, oci.Wrap(http.StatusBadRequest, oci.CodeNameInvalid, err, "invalid upstream request path")
 	}
 	req.Header.Set("User-Agent", r.ua)
-	if accept != "" {
-		req.Header.Set("Accept", accept)
+	if value != "" {
+		req.Header.Set(name, value)
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {

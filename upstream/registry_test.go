@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -480,4 +482,57 @@ func hostOnly(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return u.Hostname()
+}
+
+// TestBlobFrom: a download resumed at an offset asks for the rest with a
+// Range request and reports the whole size; an upstream that ignores the
+// range has the first bytes skipped; one that answers another range is
+// refused rather than trusted.
+func TestBlobFrom(t *testing.T) {
+	t.Parallel()
+	content := []byte("0123456789abcdefghij")
+	for _, tc := range []struct {
+		name    string
+		respond func(w http.ResponseWriter, req *http.Request)
+		want    string
+		wantErr bool
+	}{
+		{name: "range honoured", respond: func(w http.ResponseWriter, req *http.Request) {
+			http.ServeContent(w, req, "blob", time.Time{}, bytes.NewReader(content))
+		}, want: "abcdefghij"},
+		{name: "range ignored", respond: func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			_, _ = w.Write(content)
+		}, want: "abcdefghij"},
+		{name: "another range", respond: func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Range", "bytes 0-19/20")
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(content)
+		}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var gotRange atomic.Value
+			r, _ := newTestRegistry(t, func(w http.ResponseWriter, req *http.Request) {
+				gotRange.Store(req.Header.Get("Range"))
+				tc.respond(w, req)
+			}, Options{})
+			rc, size, err := r.BlobFrom(t.Context(), "team/app", testDigest, 10)
+			if tc.wantErr {
+				if err == nil {
+					rc.Close()
+					t.Fatal("a Content-Range starting elsewhere was accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			if string(b) != tc.want || size != 20 || gotRange.Load() != "bytes=10-" {
+				t.Errorf("body %q size %d Range %q", b, size, gotRange.Load())
+			}
+		})
+	}
 }
