@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,6 +61,9 @@ type faultState struct {
 	gate    chan struct{} // closed: parked blob bodies may go
 	parked  int
 	changed chan struct{} // closed and replaced whenever parked changes
+
+	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
+	blobBytes atomic.Int64 // blob body bytes sent by the front
 }
 
 func (s *faultState) init() {
@@ -87,6 +91,15 @@ func (r *Registry) SetFault(f Fault) {
 		s.gate = make(chan struct{})
 	}
 }
+
+// SetBlobRate throttles blob bodies to about bytesPerSecond each (0:
+// full speed), so that a fill lasts long enough to be interrupted.
+func (r *Registry) SetBlobRate(bytesPerSecond int64) { r.faults.rate.Store(bytesPerSecond) }
+
+// BlobBytes returns how many blob body bytes the registry sent in full
+// (GET, all clients, ranges included; not the byte-flipping or dropping
+// faults' bodies).
+func (r *Registry) BlobBytes() int64 { return r.faults.blobBytes.Load() }
 
 // ReleaseBlobs lets every parked blob body go. Blob GETs arriving later pass
 // without waiting until SetFault(FaultBlobDelay) is called again.
@@ -187,5 +200,45 @@ func (r *Registry) applyBodyFault(w http.ResponseWriter, req *http.Request, resp
 		_ = rc.Flush()
 		r.park(req)
 	}
-	_, _ = io.Copy(w, resp.Body)
+	r.copyBlob(w, req, resp.Body)
+}
+
+// copyBlob sends body, counting the bytes and at the rate SetBlobRate
+// asked for (in pieces of a tenth of a second).
+func (r *Registry) copyBlob(w http.ResponseWriter, req *http.Request, body io.Reader) {
+	cw := &countingWriter{w: w, n: &r.faults.blobBytes}
+	rate := r.faults.rate.Load()
+	if rate <= 0 {
+		_, _ = io.Copy(cw, body)
+		return
+	}
+	rc := http.NewResponseController(w)
+	piece := max(rate/10, 1)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, err := io.CopyN(cw, body, piece)
+		_ = rc.Flush()
+		if err != nil || n < piece {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-req.Context().Done():
+			return
+		case <-r.closed:
+			return
+		}
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }

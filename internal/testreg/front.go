@@ -64,10 +64,8 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			r.redirectBlob(sw, req)
 			return
 		}
-		if r.faults.get() < 0 {
-			r.serveBlobBody(sw, req)
-			return
-		}
+		r.serveBlobBody(sw, req)
+		return
 	}
 	r.app.ServeHTTP(sw, req)
 }
