@@ -72,34 +72,45 @@ func TestHasLinkReportsStorageErrors(t *testing.T) {
 }
 
 // TestProbe: the readiness probe writes and removes its file; when the
-// storage refuses the write it says so and leaves nothing behind.
+// storage refuses the write it says so and leaves nothing behind. Two
+// Stores on one storage (replicas sharing a bucket) probe side by side.
 func TestProbe(t *testing.T) {
 	t.Parallel()
-	d := &testutil.FaultDriver{StorageDriver: inmemory.New(), Match: healthRoot}
-	s, err := New(d, Options{SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	left := func() []string {
-		names, err := d.List(ctx, healthRoot)
-		if err != nil {
-			return nil // the directory is gone: nothing left
-		}
-		return names
-	}
-	if err := s.Probe(ctx); err != nil {
-		t.Fatalf("probe of a writable storage: %v", err)
-	}
-	if l := left(); len(l) != 0 {
-		t.Fatalf("the probe left %v", l)
-	}
-	d.Fail("PutContent", syscall.ENOSPC)
-	if err := s.Probe(ctx); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "not writable") {
-		t.Fatalf("probe of a full storage: %v", err)
-	}
-	if l := left(); len(l) != 0 {
-		t.Fatalf("a failed probe left %v", l)
+	for _, b := range []backend{backends()[0], s3Backend()} {
+		t.Run(b.name, func(t *testing.T) {
+			d := &testutil.FaultDriver{StorageDriver: b.new(t).driver, Match: healthRoot}
+			s, err := New(d, Options{SpoolDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, err := New(d.StorageDriver, Options{SpoolDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := t.Context()
+			left := func() []string {
+				names, err := d.List(ctx, healthRoot)
+				if err != nil {
+					return nil // the directory is gone: nothing left
+				}
+				return names
+			}
+			for _, st := range []*Store{s, other} {
+				if err := st.Probe(ctx); err != nil {
+					t.Fatalf("probe of a writable storage: %v", err)
+				}
+			}
+			if l := left(); len(l) != 0 {
+				t.Fatalf("the probe left %v", l)
+			}
+			d.Fail("PutContent", syscall.ENOSPC)
+			if err := s.Probe(ctx); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "not writable") {
+				t.Fatalf("probe of a full storage: %v", err)
+			}
+			if l := left(); len(l) != 0 {
+				t.Fatalf("a failed probe left %v", l)
+			}
+		})
 	}
 }
 

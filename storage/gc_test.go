@@ -12,7 +12,7 @@ import (
 func TestUsageRows(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	for _, b := range backends() {
+	for _, b := range allBackends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			f := newFixture(t, s)
@@ -119,41 +119,43 @@ func TestOpenIndexForTool(t *testing.T) {
 			keepsBytes: true,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := backends()[1].new(t)
-			f := newFixture(t, s)
-			path := filepath.Join(t.TempDir(), "index.db")
-			cleanup := tc.setup(t, s, path)
-			defer cleanup()
-			before, _ := os.ReadFile(path)
-			idx, info, err := s.OpenIndexForTool(ctx, path, tc.write, 20*time.Millisecond)
-			if info != tc.wantInfo {
-				t.Fatalf("info = %+v, want %+v", info, tc.wantInfo)
-			}
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+	for _, b := range []backend{backends()[1], s3Backend()} {
+		for _, tc := range cases {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				s := b.new(t)
+				f := newFixture(t, s)
+				path := filepath.Join(t.TempDir(), "index.db")
+				cleanup := tc.setup(t, s, path)
+				defer cleanup()
+				before, _ := os.ReadFile(path)
+				idx, info, err := s.OpenIndexForTool(ctx, path, tc.write, 20*time.Millisecond)
+				if info != tc.wantInfo {
+					t.Fatalf("info = %+v, want %+v", info, tc.wantInfo)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer idx.Close()
-			if _, isBolt := idx.(*BoltIndex); isBolt != tc.wantBolt {
-				t.Fatalf("index is %T", idx)
-			}
-			var all int64
-			for _, n := range f.sizes {
-				all += n
-			}
-			if n, c, err := idx.Usage(ctx); err != nil || n != all || c != 5 {
-				t.Fatalf("Usage = %d, %d, %v; want %d, 5", n, c, err, all)
-			}
-			if after, _ := os.ReadFile(path); tc.keepsBytes && !slices.Equal(before, after) {
-				t.Fatal("the index file was changed")
-			}
-		})
+				if tc.wantErr != nil {
+					if !errors.Is(err, tc.wantErr) {
+						t.Fatalf("err = %v, want %v", err, tc.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer idx.Close()
+				if _, isBolt := idx.(*BoltIndex); isBolt != tc.wantBolt {
+					t.Fatalf("index is %T", idx)
+				}
+				var all int64
+				for _, n := range f.sizes {
+					all += n
+				}
+				if n, c, err := idx.Usage(ctx); err != nil || n != all || c != 5 {
+					t.Fatalf("Usage = %d, %d, %v; want %d, 5", n, c, err, all)
+				}
+				if after, _ := os.ReadFile(path); tc.keepsBytes && !slices.Equal(before, after) {
+					t.Fatal("the index file was changed")
+				}
+			})
+		}
 	}
 }

@@ -212,7 +212,13 @@ func (u *Upload) Cancel(ctx context.Context) error {
 	u.stopFollowers()
 	var err error
 	if u.w != nil {
-		err = errors.Join(u.w.Cancel(ctx), u.w.Close())
+		// No Close after a successful Cancel: the s3 driver's Close would
+		// send its buffer as a part of the upload Cancel just aborted
+		// (refused: NoSuchUpload). Close only releases what a failed
+		// Cancel left.
+		if err = u.w.Cancel(ctx); err != nil {
+			err = errors.Join(err, u.w.Close())
+		}
 		u.w = nil
 	}
 	return errors.Join(err, u.s.removeUpload(ctx, u.id))

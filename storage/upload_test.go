@@ -148,7 +148,7 @@ func TestUploadHashOneHugeWrite(t *testing.T) {
 
 func TestUploadHashEmpty(t *testing.T) {
 	t.Parallel()
-	for _, b := range backends() {
+	for _, b := range allBackends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.new(t)
 			u := newUpload(t, s)
@@ -280,6 +280,39 @@ func TestUploadCancelWhileHashing(t *testing.T) {
 			}
 			if err := u.Close(); err != nil {
 				t.Fatal(err)
+			}
+			noUploadsLeft(t, s)
+		})
+	}
+}
+
+// TestUploadCancelLeavesNothing cancels an upload whose bytes all reached
+// the driver (on S3: a part uploaded, the rest in the writer's buffer):
+// nothing of it stays visible or kept, no blob, no upload, no multipart
+// upload.
+// Cancel reports no error: the driver's writer is not closed after a
+// successful Cancel (the s3 driver's Close would send its buffer as a part
+// of the aborted upload, which S3 refuses with NoSuchUpload).
+func TestUploadCancelLeavesNothing(t *testing.T) {
+	t.Parallel()
+	for _, b := range allBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			s := b.new(t)
+			// One part of S3's minimum size goes up, a byte stays buffered.
+			content := randomBytes(t, s3MinPart+1)
+			u := newUpload(t, s)
+			defer u.Close()
+			writeIn(t, u, content, 64<<10)
+			if u.push != nil {
+				if err := u.push.wait(); err != nil {
+					t.Fatalf("writing to the driver: %v", err)
+				}
+			}
+			if err := u.Cancel(t.Context()); err != nil {
+				t.Fatalf("Cancel: %v", err)
+			}
+			if _, err := s.StatBlob(t.Context(), digest.FromBytes(content)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("blob after Cancel: %v", err)
 			}
 			noUploadsLeft(t, s)
 		})
@@ -591,10 +624,14 @@ func writeIn(t *testing.T, u *Upload, content []byte, size int) {
 	}
 }
 
-// noUploadsLeft fails when s still holds an upload.
+// noUploadsLeft fails when s still holds an upload: in its upload area or,
+// on S3, as a multipart upload.
 func noUploadsLeft(t *testing.T, s *Store) {
 	t.Helper()
 	if ids := listUploads(t, s); len(ids) != 0 {
 		t.Fatalf("uploads left behind: %v", ids)
+	}
+	if keys := pendingMultipart(t, s); len(keys) != 0 {
+		t.Fatalf("multipart uploads left behind: %v", keys)
 	}
 }
