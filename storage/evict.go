@@ -45,7 +45,20 @@ type EvictOptions struct {
 	// OnPass is told the report of every pass that removed something
 	// (metrics); Plan never calls it. Default: nobody.
 	OnPass func(Report)
+	// Lead says whether this process may run a pass now, for replicas
+	// that share one index and one storage and evict one at a time (a
+	// cluster lease, cluster.Redis.Leader). When it may, Lead returns the
+	// context the pass runs on (ended when the leadership is lost) and a
+	// release function called when the pass ends. A pass it refuses is
+	// skipped: quietly for Run's passes and MakeRoom (another replica
+	// evicts), with ErrEvictingElsewhere for Pass; Plan removes nothing
+	// and never asks. Default: always lead (one process).
+	Lead func(ctx context.Context) (lctx context.Context, release func(), ok bool)
 }
+
+// ErrEvictingElsewhere reports a pass that was not run because another
+// replica holds the eviction lease (EvictOptions.Lead).
+var ErrEvictingElsewhere = errors.New("eviction: another replica is evicting; try again later")
 
 func (o EvictOptions) withDefaults() EvictOptions {
 	if o.Pinned == nil {
@@ -62,6 +75,9 @@ func (o EvictOptions) withDefaults() EvictOptions {
 	}
 	if o.OnPass == nil {
 		o.OnPass = func(Report) {}
+	}
+	if o.Lead == nil {
+		o.Lead = func(ctx context.Context) (context.Context, func(), bool) { return ctx, func() {}, true }
 	}
 	return o
 }
@@ -91,7 +107,14 @@ type Evictor struct {
 	opts  EvictOptions
 	kick  chan struct{}
 	pass  sync.Mutex
+	// refused is signalled when Lead refused a pass: content committed
+	// meanwhile may be over the bound once the leader's pass is over, so
+	// Run tries again shortly (refusedRetry) until a pass runs here.
+	refused chan struct{}
 }
+
+// refusedRetry is how soon Run tries a pass again after Lead refused one.
+const refusedRetry = time.Second
 
 // NewEvictor returns an Evictor applying opts to the content idx records
 // in store.
@@ -102,7 +125,7 @@ func NewEvictor(store *Store, idx Index, opts EvictOptions) (*Evictor, error) {
 	if opts.MinFree > 0 && opts.FreeSpace == nil {
 		return nil, errors.New("evictor: MinFree needs FreeSpace")
 	}
-	return &Evictor{store: store, idx: idx, opts: opts.withDefaults(), kick: make(chan struct{}, 1)}, nil
+	return &Evictor{store: store, idx: idx, opts: opts.withDefaults(), kick: make(chan struct{}, 1), refused: make(chan struct{}, 1)}, nil
 }
 
 // Fits reports whether a blob of size bytes can be kept at all: a larger
@@ -120,38 +143,71 @@ func (e *Evictor) Kick() {
 	}
 }
 
-// Run makes a pass on every Kick and every Interval until ctx ends.
+// Run makes a pass on every Kick and every Interval until ctx ends, and
+// shortly after a pass Lead refused (another replica was evicting, and
+// what this one committed meanwhile may be over the bound).
 func (e *Evictor) Run(ctx context.Context) {
 	t := time.NewTicker(e.opts.Interval)
 	defer t.Stop()
+	retry := time.NewTimer(refusedRetry)
+	retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			retry.Stop()
 			return
+		case <-e.refused:
+			retry.Reset(refusedRetry)
+			continue
 		case <-e.kick:
 		case <-t.C:
+		case <-retry.C:
 		}
-		if _, err := e.Pass(ctx); err != nil && ctx.Err() == nil {
+		if _, _, err := e.lead(ctx, 0); err != nil && ctx.Err() == nil {
 			e.opts.Log("cache eviction failed", map[string]any{"error": err.Error()})
 		}
 	}
 }
 
 // Pass runs one pass now and returns what it removed. Passes of one
-// Evictor never overlap.
+// Evictor never overlap. When Lead refuses, nothing is removed and the
+// error is ErrEvictingElsewhere.
 func (e *Evictor) Pass(ctx context.Context) (Report, error) {
-	return e.MakeRoom(ctx, 0)
+	rep, led, err := e.lead(ctx, 0)
+	if !led {
+		return rep, ErrEvictingElsewhere
+	}
+	return rep, err
 }
 
 // MakeRoom runs a pass that also leaves room for incoming bytes about to
 // be committed, so that the stored bytes stay within MaxSize at all times
 // rather than going over until the next pass. The mirror calls it from a
 // fill, after the bytes were verified and before they are committed:
-// never on a hit.
+// never on a hit. When Lead refuses, the pass is skipped (the replica
+// evicting keeps the bound, without counting these bytes).
 func (e *Evictor) MakeRoom(ctx context.Context, incoming int64) (Report, error) {
+	rep, _, err := e.lead(ctx, incoming)
+	return rep, err
+}
+
+// lead runs a pass if Lead lets it; led reports whether it did.
+func (e *Evictor) lead(ctx context.Context, incoming int64) (rep Report, led bool, err error) {
 	e.pass.Lock()
 	defer e.pass.Unlock()
-	rep, err := e.store.evict(ctx, e.idx, e.opts, true, incoming)
+	lctx, release, ok := e.opts.Lead(ctx)
+	if !ok {
+		select {
+		case e.refused <- struct{}{}:
+		default:
+		}
+		return Report{}, false, nil
+	}
+	defer release()
+	rep, err = e.store.evict(lctx, e.idx, e.opts, true, incoming)
+	if err != nil && lctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("eviction stopped: leadership lost: %w", err)
+	}
 	if len(rep.Removed) > 0 {
 		fields := map[string]any{"removed": len(rep.Removed), "bytes": rep.Bytes, "before": rep.Before, "after": rep.After}
 		for _, r := range rep.Reason {
@@ -160,7 +216,7 @@ func (e *Evictor) MakeRoom(ctx context.Context, incoming int64) (Report, error) 
 		e.opts.Log("cache eviction", fields)
 		e.opts.OnPass(rep)
 	}
-	return rep, err
+	return rep, true, err
 }
 
 // reasonField names the log field counting a reason.

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -197,8 +200,8 @@ func TestEvictorPass(t *testing.T) {
 			wantLog: true,
 		},
 	}
-	for _, b := range backends() {
-		for _, impl := range indexImpls() {
+	for _, b := range allBackends() {
+		for _, impl := range indexesFor(b) {
 			for _, tc := range cases {
 				t.Run(b.name+"/"+impl.name+"/"+tc.name, func(t *testing.T) {
 					s := b.new(t)
@@ -367,4 +370,105 @@ func TestEvictorOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEvictorLead: a pass that Lead refuses (another replica evicts) is
+// skipped: quietly from Run and MakeRoom, with ErrEvictingElsewhere from
+// Pass. A pass it allows runs on the context it returns (ended when the
+// leadership is lost) and releases it at the end.
+func TestEvictorLead(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := backends()[0].new(t)
+	st := stock(t, s, NewMemIndex(), cacheItems[:5])
+	var logs []string
+	asked := make(chan struct{}, 1)
+	released := 0
+	ev, err := NewEvictor(s, st.idx, EvictOptions{
+		MaxSize: 250,
+		Now:     func() time.Time { return now },
+		Log:     func(msg string, _ map[string]any) { logs = append(logs, msg) },
+		Lead: func(ctx context.Context) (context.Context, func(), bool) {
+			asked <- struct{}{}
+			return ctx, func() { released++ }, false
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := ev.Pass(ctx); !errors.Is(err, ErrEvictingElsewhere) || len(rep.Removed) != 0 {
+		t.Fatalf("Pass without the lead = %d removed, %v; want ErrEvictingElsewhere", len(rep.Removed), err)
+	}
+	<-asked
+	if rep, err := ev.MakeRoom(ctx, 100); err != nil || len(rep.Removed) != 0 {
+		t.Fatalf("MakeRoom without the lead = %d removed, %v", len(rep.Removed), err)
+	}
+	<-asked
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { ev.Run(runCtx); close(done) }()
+	ev.Kick()
+	<-asked // Run asked, and skipped its pass
+	cancel()
+	<-done
+	if usage, _, _ := st.idx.Usage(ctx); usage != st.total || len(logs) != 0 || released != 0 {
+		t.Fatalf("skipped passes: usage %d of %d, logs %v, released %d", usage, st.total, logs, released)
+	}
+
+	// Leading, but the leadership is lost as the pass starts: it stops.
+	ev.opts.Lead = func(ctx context.Context) (context.Context, func(), bool) {
+		lctx, lose := context.WithCancel(ctx)
+		lose()
+		return lctx, func() { released++ }, true
+	}
+	if _, err := ev.Pass(ctx); err == nil || !strings.Contains(err.Error(), "leadership lost") {
+		t.Fatalf("Pass after losing the lead = %v", err)
+	}
+	if released != 1 {
+		t.Fatalf("released %d times, want 1", released)
+	}
+	ev.opts.Lead = func(ctx context.Context) (context.Context, func(), bool) { return ctx, func() { released++ }, true }
+	if rep, err := ev.Pass(ctx); err != nil || len(rep.Removed) != 3 || released != 2 {
+		t.Fatalf("Pass with the lead = %d removed, %v, released %d", len(rep.Removed), err, released)
+	}
+}
+
+// TestEvictorRetriesARefusedPass: a pass Lead refuses (another replica
+// was evicting while this one committed) is tried again a second later
+// by Run, so the cache does not stay over its bound until the next
+// periodic pass.
+func TestEvictorRetriesARefusedPass(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		s := backends()[0].new(t)
+		st := stock(t, s, NewMemIndex(), cacheItems[:5])
+		var asked atomic.Int32
+		ev, err := NewEvictor(s, st.idx, EvictOptions{
+			MaxSize:  250,
+			Now:      func() time.Time { return now },
+			Interval: time.Hour,
+			Lead: func(ctx context.Context) (context.Context, func(), bool) {
+				return ctx, func() {}, asked.Add(1) > 1 // refused the first time
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go ev.Run(runCtx)
+		if rep, err := ev.MakeRoom(ctx, 0); err != nil || len(rep.Removed) != 0 {
+			t.Fatalf("refused MakeRoom = %d removed, %v", len(rep.Removed), err)
+		}
+		synctest.Wait()
+		if usage, _, _ := st.idx.Usage(ctx); usage != st.total {
+			t.Fatalf("usage %d right after the refusal, want %d", usage, st.total)
+		}
+		time.Sleep(refusedRetry)
+		synctest.Wait()
+		if usage, _, _ := st.idx.Usage(ctx); usage > 250 || asked.Load() != 2 {
+			t.Fatalf("after the retry: usage %d (bound 250), Lead asked %d times", usage, asked.Load())
+		}
+	})
 }
