@@ -75,6 +75,13 @@ func (u *benchUpstream) Blob(_ context.Context, _ string, d digest.Digest) (io.R
 	return io.NopCloser(&yieldingReader{r: bytes.NewReader(u.blob)}), int64(len(u.blob)), nil
 }
 
+func (u *benchUpstream) BlobFrom(_ context.Context, _ string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	if d != u.bdigest {
+		return nil, 0, oci.Errorf(http.StatusNotFound, oci.CodeBlobUnknown, "blob unknown")
+	}
+	return io.NopCloser(&yieldingReader{r: bytes.NewReader(u.blob[off:])}), int64(len(u.blob)), nil
+}
+
 func (u *benchUpstream) StatBlob(_ context.Context, _ string, d digest.Digest) (int64, error) {
 	if d != u.bdigest {
 		return 0, oci.Errorf(http.StatusNotFound, oci.CodeBlobUnknown, "blob unknown")

@@ -29,10 +29,19 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 	if r, err = m.authorize(r, t, "blob", d.String()); err != nil {
 		return err
 	}
+	return m.serveBlob(w, r, t, d, false)
+}
+
+// serveBlob answers a blob GET or HEAD from storage or a fill (started
+// for a GET when none runs), for a client or, forPeer, another replica.
+func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, t target, d digest.Digest, forPeer bool) error {
+	// Hits of clients' GETs may be redirected to the storage; a replica
+	// gets the bytes (Options.Redirect).
+	redirect := m.opts.Redirect && !forPeer && r.Method == http.MethodGet
 	// Two rounds at most: a fill may find the blob committed by someone
 	// else and send us back to storage.
 	for range 2 {
-		served, err := m.serveIfStored(w, r, t, d)
+		served, err := m.serveIfStored(w, r, t, d, redirect)
 		if served || err != nil {
 			return err
 		}
@@ -43,7 +52,11 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 				return m.headUpstream(w, r, t, d)
 			}
 		} else {
-			f, started = m.joinFill(r.Context(), t, d)
+			f, started = m.joinFill(r.Context(), t, d, forPeer)
+		}
+		if forPeer && !started && f.fromPeer() {
+			m.release(f)
+			return oci.Errorf(http.StatusConflict, oci.CodeUnavailable, "the fill of %s here streams from another replica", d)
 		}
 		err = m.serveFill(w, r, t, f, started)
 		if errors.Is(err, errNoCache) {
@@ -57,24 +70,49 @@ func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
 }
 
 // serveIfStored answers from the cache when d is stored (and linked to
-// t's repository, or confirmed upstream). served is false when it is not
-// stored: the caller fills it.
-func (m *Mirror) serveIfStored(w http.ResponseWriter, r *http.Request, t target, d digest.Digest) (served bool, err error) {
+// t's repository, or confirmed upstream): with a redirect to the storage
+// when redirect is set and the storage makes one, else with the bytes.
+// served is false when it is not stored: the caller fills it.
+func (m *Mirror) serveIfStored(w http.ResponseWriter, r *http.Request, t target, d digest.Digest, redirect bool) (served bool, err error) {
 	ctx := r.Context()
 	unpin := m.opts.Cache.Pin(d)
 	defer unpin()
+	linked := false
+	if redirect {
+		// Stat, not open: a redirected hit reads nothing from the storage.
+		size, err := m.store.StatBlob(ctx, d)
+		if err != nil {
+			unstored(ctx, err)
+			return false, nil
+		}
+		if err := m.ensureLinked(ctx, t, d); err != nil {
+			return true, err
+		}
+		if m.redirectHit(w, r, d, size) {
+			return true, nil
+		}
+		linked = true
+	}
 	rc, size, err := m.openStored(ctx, d)
 	if err != nil {
-		if !errors.Is(err, storage.ErrNotFound) {
-			logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
-		}
+		unstored(ctx, err)
 		return false, nil
 	}
 	defer rc.Close()
-	if err := m.ensureLinked(ctx, t, d); err != nil {
-		return true, err
+	if !linked {
+		if err := m.ensureLinked(ctx, t, d); err != nil {
+			return true, err
+		}
 	}
 	return true, m.serveStored(w, r, d, rc, size)
+}
+
+// unstored logs why a blob could not be read from the cache, unless it is
+// simply not there; the blob is then fetched from upstream.
+func unstored(ctx context.Context, err error) {
+	if !errors.Is(err, storage.ErrNotFound) {
+		logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
+	}
 }
 
 // ensureLinked makes sure repo may be served d: it was fetched for it, or
@@ -244,6 +282,10 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 	if !writeBlobHead(w, r, f.digest, br, known, CacheMiss) {
 		return nil
 	}
+	// The headers go out now, not with the first bytes: a client (or a
+	// replica streaming this fill) learns the blob is coming while
+	// upstream is slow to send it.
+	_ = http.NewResponseController(w).Flush() //nolint:errcheck // a writer that cannot flush sends the headers with the body
 	off, err := copyFill(ctx, w, f, br.start, br.end)
 	if errors.Is(err, errNoCache) {
 		// The cache gave up on this blob (its disk failed): finish the

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws" // the "s3" backend
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
@@ -36,13 +38,14 @@ type env struct {
 	srv    *httptest.Server
 	mirror *mirror.Mirror
 	store  *storage.Store
-	root   string // filesystem root, "" for inmemory
+	root   string             // filesystem root, "" for inmemory
+	s3     *testutil.S3Server // the "s3" backend's server and bucket
 	logs   *testutil.SyncBuffer
 	clock  *testutil.FakeClock
 }
 
 type envOptions struct {
-	backend string // "inmemory" (default) or "filesystem"
+	backend string // "inmemory" (default), "filesystem" or "s3" (versitygw)
 	tagTTL  time.Duration
 	creds   auth.Credentials
 	root    string // filesystem root to use (default: a temp dir)
@@ -54,6 +57,9 @@ type envOptions struct {
 	fetcher mirror.Fetcher
 	// wrap, when set, wraps the storage driver (fault injection).
 	wrap func(storagedriver.StorageDriver) storagedriver.StorageDriver
+	// access and redirect set Options.Access and Options.Redirect.
+	access   mirror.Access
+	redirect bool
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -76,6 +82,13 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			e.root = t.TempDir()
 		}
 		e.store, err = storage.New(wrap(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100})), storage.Options{LocalRoot: e.root})
+	case "s3":
+		e.s3 = s3Server.Get(t)
+		var d storagedriver.StorageDriver
+		if d, err = factory.Create(t.Context(), "s3", e.s3.DriverParams("/cache")); err != nil {
+			t.Fatal(err)
+		}
+		e.store, err = storage.New(wrap(d), storage.Options{SpoolDir: t.TempDir()})
 	default:
 		e.store, err = storage.New(wrap(inmemory.New()), storage.Options{SpoolDir: t.TempDir()})
 	}
@@ -102,7 +115,8 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		}
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
-	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher}
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher,
+		Access: opts.access, Redirect: opts.redirect}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

@@ -42,6 +42,11 @@ type fill struct {
 	refs int // guarded by Mirror.mu: the fill goroutine and each reader
 
 	started time.Time
+	// forPeer says another replica started the fill (FillRequest.ForPeer).
+	forPeer bool
+	// source is where the bytes come from (FillRequest.Source), "" until
+	// the Fetcher said; guarded by mu.
+	source string
 }
 
 // errNoCache tells waiting clients that the cache cannot take the blob
@@ -62,14 +67,14 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return 
 
 // joinFill returns the fill in flight for d, or starts one for t. The
 // caller holds a reference and must call release.
-func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest) (f *fill, started bool) {
+func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest, forPeer bool) (f *fill, started bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if f := m.fills[d.String()]; f != nil {
 		f.refs++
 		return f, false
 	}
-	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1,
+	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1, forPeer: forPeer,
 		ready: make(chan struct{}), changed: make(chan struct{}), refs: 2, started: m.opts.Now()}
 	m.fills[d.String()] = f
 	m.fillStarted()
@@ -133,17 +138,14 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		m.endFill(f, errStored)
 		return
 	}
-	defer m.observeFill(t.reg.Host)()
-	body, size, err := m.opts.Fetcher.Fetch(ctx, FillRequest{Digest: f.digest, Upstream: t.reg.Host, Repo: t.repo,
-		FromUpstream: func(ctx context.Context) (io.ReadCloser, int64, error) {
-			return t.reg.Client.Blob(ctx, t.repo, f.digest)
-		}})
+	req, observed := m.fillRequest(t, f)
+	defer observed()
+	body, size, err := m.opts.Fetcher.Fetch(ctx, req)
 	if err != nil {
 		log.WithError(err).Info("blob fill: upstream refused")
 		m.endFill(f, err)
 		return
 	}
-	body = m.fetched(t.reg.Host, body)
 	defer body.Close()
 	up, keep, err := m.startUpload(ctx, f, size)
 	if err != nil {
@@ -168,6 +170,31 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		return
 	}
 	m.endFill(f, m.commit(ctx, t, f, up, size))
+}
+
+// fillRequest is what the Fetcher is asked for f. Only downloads from
+// upstream count as fills in flight and as fetched bytes (a fill streamed
+// from another replica is that replica's download); observed ends the
+// observation, if there was one, when the fill ends.
+func (m *Mirror) fillRequest(t target, f *fill) (req FillRequest, observed func()) {
+	var end func()
+	req = FillRequest{Digest: f.digest, Upstream: t.reg.Host, Repo: t.repo, ForPeer: f.forPeer, Source: f.setSource,
+		// Called on the fill's goroutine only (Fetch, and the body's Read).
+		FromUpstream: func(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+			if end == nil {
+				end = m.observeFill(t.reg.Host)
+			}
+			body, size, err := t.reg.Client.BlobFrom(ctx, t.repo, f.digest, off)
+			if err != nil {
+				return nil, size, err
+			}
+			return m.fetched(t.reg.Host, body), size, nil
+		}}
+	return req, func() {
+		if end != nil {
+			end()
+		}
+	}
 }
 
 // startUpload opens the upload the fill spools into, publishes it to the
@@ -277,6 +304,20 @@ func (m *Mirror) cancelUpload(ctx context.Context, up *storage.Upload) {
 	if err := up.Cancel(context.WithoutCancel(ctx)); err != nil {
 		logx.From(ctx).WithError(err).Warn("removing an upload that will not be committed")
 	}
+}
+
+// setSource records where the fill's bytes come from.
+func (f *fill) setSource(s string) {
+	f.mu.Lock()
+	f.source = s
+	f.mu.Unlock()
+}
+
+// fromPeer reports whether the fill streams another replica's fill.
+func (f *fill) fromPeer() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.source != "" && f.source != SourceUpstream
 }
 
 // progress records n more bytes in the spool and wakes the readers.

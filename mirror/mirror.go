@@ -60,6 +60,14 @@ type Options struct {
 	// Observer is told about answers, fills and upstream bytes (metrics).
 	// Default: nobody.
 	Observer Observer
+	// Redirect answers a GET of a stored blob (a hit), once the client's
+	// access and the repository's link are checked, with 307 to a URL of
+	// the storage itself (storage.Store.RedirectURL: a presigned URL of
+	// the bucket), so that the bytes go from the bucket to the client.
+	// Misses and fills, HEADs and replicas asking for a blob are answered
+	// as without it, and so is a hit when the driver has no redirects or
+	// cannot make the URL (logged once per interval). Default false.
+	Redirect bool
 	// RateLimitMinRemaining postpones the revalidation of cached tags of
 	// an upstream whose last ratelimit-remaining (see RateLimited) is
 	// below it, until the window resets: those tags are answered stale.

@@ -67,9 +67,22 @@ type FillRequest struct {
 	Digest digest.Digest
 	// Upstream is the registry's canonical host, Repo the repository.
 	Upstream, Repo string
-	// FromUpstream opens the blob at the upstream registry.
-	FromUpstream func(ctx context.Context) (io.ReadCloser, int64, error)
+	// ForPeer says another replica asked this one for the blob (it chose
+	// this replica as the owner): the bytes must not be sought from a
+	// third one but from upstream, under the digest's lease.
+	ForPeer bool
+	// FromUpstream opens the blob at the upstream registry from byte off
+	// on (a Range request when off > 0); size is the whole blob's.
+	FromUpstream func(ctx context.Context, off int64) (io.ReadCloser, int64, error)
+	// Source tells the mirror where the bytes come from now ("upstream"
+	// or a peer's URL), for the status page and so that a fill streamed
+	// from a peer is never offered to peers in turn (no loops). Called
+	// before each source is asked, again on failover.
+	Source func(source string)
 }
+
+// SourceUpstream is FillRequest.Source's value for bytes from upstream.
+const SourceUpstream = "upstream"
 
 // fromUpstream is the Fetcher of a Mirror given none: every fill fetches
 // from upstream itself (within one process the mirror already fetches
@@ -77,7 +90,8 @@ type FillRequest struct {
 type fromUpstream struct{}
 
 func (fromUpstream) Fetch(ctx context.Context, f FillRequest) (io.ReadCloser, int64, error) {
-	return f.FromUpstream(ctx)
+	f.Source(SourceUpstream)
+	return f.FromUpstream(ctx, 0)
 }
 
 // unbounded is the Cache of a Mirror given none: everything is kept and

@@ -14,6 +14,11 @@ type FillStatus struct {
 	Size      int64 // -1 when upstream did not say
 	Started   time.Time
 	Clients   int
+	// Source is where the bytes come from: "upstream", another replica's
+	// URL, or "" before the fill's Fetcher decided.
+	Source string
+	// ForPeer says another replica asked for the fill.
+	ForPeer bool
 }
 
 // Fills returns the fills in flight, oldest first.
@@ -30,7 +35,8 @@ func (m *Mirror) Fills() []FillStatus {
 	for i, f := range fills {
 		f.mu.Lock()
 		out = append(out, FillStatus{Digest: f.digest.String(), Namespace: f.ns, Repo: f.repo,
-			Written: f.written, Size: f.size, Started: f.started, Clients: refs[i]})
+			Written: f.written, Size: f.size, Started: f.started, Clients: refs[i],
+			Source: f.source, ForPeer: f.forPeer})
 		f.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })

@@ -24,6 +24,9 @@ type Upstream interface {
 	// Blob opens /v2/<repo>/blobs/<dgst>, following redirects without the
 	// registry's credentials. size is -1 when upstream did not send it.
 	Blob(ctx context.Context, repo string, dgst digest.Digest) (body io.ReadCloser, size int64, err error)
+	// BlobFrom is Blob from byte off on (a Range request), to resume a
+	// download; size is the whole blob's.
+	BlobFrom(ctx context.Context, repo string, dgst digest.Digest, off int64) (body io.ReadCloser, size int64, err error)
 	// StatBlob sends HEAD /v2/<repo>/blobs/<dgst> and returns the size.
 	StatBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error)
 	// Get sends GET /v2/<repo>/<suffix>?<query> (tags/list, referrers/…)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -86,6 +87,22 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io
 		return nil, wrapNotFound(err, "blob "+d.String())
 	}
 	return rc, nil
+}
+
+// RedirectURL returns a URL from which the client of r reads the
+// committed blob d straight from the storage, or "" when the driver has
+// none (filesystem, inmemory): then the proxy serves the bytes itself. The
+// s3 driver presigns a GET (or HEAD, after r's method) of the blob's data
+// object valid for 20 minutes, on its redirectendpoint when one is
+// configured; gcs and azure sign a URL of the same lifetime. It checks
+// neither that d is stored nor that the client may read it: the caller
+// does both first. The URL is a credential for that object: never log it.
+func (s *Store) RedirectURL(r *http.Request, d digest.Digest) (string, error) {
+	u, err := s.driver.RedirectURL(r, BlobPath(d))
+	if err != nil {
+		return "", fmt.Errorf("blob %s: redirect URL: %w", d, err)
+	}
+	return u, nil
 }
 
 // ReadSmallBlob reads a committed blob of at most max bytes (manifests)
