@@ -30,12 +30,27 @@ var allowed = map[string][]string{
 	"internal/metrics": {},
 	"internal/status":  {"internal/logx"},
 	// internal/testutil holds helpers for tests and imports nothing of ours;
-	// TestTestutilOnlyFromTests keeps it out of every non-test build.
+	// TestTestHelpersOnlyFromTests keeps it out of every non-test build.
 	"internal/testutil": {},
 	// internal/testca makes throwaway TLS certificates for testreg and the
 	// benchmark: standard library only.
 	"internal/testca": {},
+	// storage/s3uploads clears the multipart uploads abandoned in an S3
+	// bucket, with the SDK of distribution's s3 driver: only the full
+	// build imports it (TestLeanBuildWithoutCloudSDKs).
+	"storage/s3uploads": {},
+	// storage/indextest is storage.Index's contract suite, run by the
+	// tests of every implementation; TestTestHelpersOnlyFromTests keeps
+	// it out of every non-test build.
+	"storage/indextest": {"storage", "oci"},
+	// cluster is what the replicas share through Redis: the shared
+	// storage.Index, the eviction lease, and the fill coordinator (a
+	// mirror.Fetcher).
+	"cluster": {"mirror", "storage", "oci", "internal/logx", "internal/flight"},
 }
+
+// testHelpers are the packages that only _test.go files may import.
+var testHelpers = []string{"internal/testutil", "storage/indextest"}
 
 func TestDependencyDirection(t *testing.T) {
 	t.Parallel()
@@ -62,12 +77,11 @@ func TestDependencyDirection(t *testing.T) {
 	}
 }
 
-// TestTestutilOnlyFromTests checks that internal/testutil is imported only
-// by _test.go files: no package's non-test build may depend on it, with or
-// without the e2e build tag.
-func TestTestutilOnlyFromTests(t *testing.T) {
+// TestTestHelpersOnlyFromTests checks that the test helpers
+// (testHelpers) are imported only by _test.go files: no package's
+// non-test build may depend on them, with or without the e2e build tag.
+func TestTestHelpersOnlyFromTests(t *testing.T) {
 	t.Parallel()
-	const testutil = module + "internal/testutil"
 	for _, tags := range []string{"", "e2e"} {
 		t.Run("tags="+tags, func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-e", "-tags="+tags,
@@ -75,23 +89,52 @@ func TestTestutilOnlyFromTests(t *testing.T) {
 			if err != nil {
 				t.Fatalf("go list: %v", err)
 			}
-			listed := false
-			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-				f := strings.Fields(line)
-				if len(f) == 0 {
-					continue
-				}
-				listed = listed || f[0] == testutil
-				for _, dep := range f[1:] {
-					if dep == testutil {
-						t.Errorf("%s imports internal/testutil outside its _test.go files", f[0])
-					}
-				}
-			}
-			if !listed {
-				t.Fatalf("go list did not list %s; output:\n%s", testutil, out)
+			for _, helper := range testHelpers {
+				onlyFromTests(t, string(out), module+helper)
 			}
 		})
+	}
+}
+
+// onlyFromTests fails the test when a package's non-test build depends on
+// helper, in the output of go list (a package and its dependencies per
+// line).
+func onlyFromTests(t *testing.T, list, helper string) {
+	t.Helper()
+	listed := false
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		listed = listed || f[0] == helper
+		for _, dep := range f[1:] {
+			if dep == helper {
+				t.Errorf("%s imports %s outside its _test.go files", f[0], helper)
+			}
+		}
+	}
+	if !listed {
+		t.Fatalf("go list did not list %s; output:\n%s", helper, list)
+	}
+}
+
+// TestLeanBuildWithoutCloudSDKs: the lean build (-tags lean: filesystem
+// and inmemory drivers only) links none of the cloud drivers' SDKs, nor
+// the packages of ours that use them.
+func TestLeanBuildWithoutCloudSDKs(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", "-tags=lean", module+"cmd/container-registry-proxy").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	banned := []string{module + "storage/s3uploads", "github.com/aws/aws-sdk-go/", "cloud.google.com/go/storage", "github.com/Azure/azure-sdk-for-go/"}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, b := range banned {
+			if strings.HasPrefix(dep, b) {
+				t.Errorf("the lean build imports %s", dep)
+			}
+		}
 	}
 }
 
