@@ -104,12 +104,48 @@ type Config struct {
 	// distribution's non-driver keys (cache, maintenance, redirect, delete)
 	// are dropped.
 	Storage map[string]map[string]any `yaml:"storage"`
+	// StorageRedirect (storage.redirect: true) answers blob hits with a
+	// 307 to a presigned URL of the storage driver (S3, GCS, Azure), so
+	// the bytes go from the bucket to the client. Off by default; drivers
+	// without redirects (filesystem, inmemory) serve the bytes themselves.
+	StorageRedirect bool `yaml:"-"`
+	// Redis is the shared state of several replicas (docs/scaling.md).
+	// Without an address a replica keeps its embedded index.
+	Redis Redis `yaml:"redis"`
+	// Cluster is how replicas sharing one Redis reach each other.
+	Cluster Cluster `yaml:"cluster"`
 
 	// src maps a setting's YAML path ("manifestCache.primaryTime") to the
 	// key the user wrote it under (the YAML path, an environment variable or
 	// a flag), so that Validate names the right one. Nil for a Config built
 	// by hand: then YAML paths are used.
 	src map[string]string
+}
+
+// Redis says where the replicas' shared state lives.
+type Redis struct {
+	// Addr is the Redis server's host:port (flag --redis-addr, env
+	// REDIS_ADDR). Empty: no Redis, the embedded index.
+	Addr string `yaml:"addr"`
+	// Password (env REDIS_PASSWORD).
+	Password string `yaml:"password"`
+	// DB is the database number (env REDIS_DB). Default 0.
+	DB int `yaml:"db"`
+	// Prefix starts every key, so several caches share one Redis (env
+	// REDIS_PREFIX). Default "crp".
+	Prefix string `yaml:"prefix"`
+}
+
+// Cluster says how replicas reach each other.
+type Cluster struct {
+	// Advertise is the URL at which the other replicas reach this one
+	// (flag --advertise, env CLUSTER_ADVERTISE), e.g.
+	// http://$(POD_IP):3128. Empty: this replica shares the index but
+	// never fills for others nor streams their fills.
+	Advertise string `yaml:"advertise"`
+	// Secret authenticates requests between replicas (env
+	// CLUSTER_SECRET); required with Advertise.
+	Secret string `yaml:"secret"`
 }
 
 // Registry is one upstream registry.
@@ -332,6 +368,7 @@ func Default() *Config {
 		},
 		ProxyRequestBuffering: true,
 		RateLimit:             RateLimit{MinRemaining: 10},
+		Redis:                 Redis{Prefix: "crp"},
 		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
 	}
 }

@@ -12,7 +12,7 @@ import (
 type flagValues struct {
 	config, listen, cacheDir, caDir, logFormat string
 	dockerConfig, htpasswd                     string
-	metricsListen                              string
+	metricsListen, redisAddr, advertise        string
 	debug, noDockerHub, allowPush              bool
 	registries                                 []string
 }
@@ -35,6 +35,8 @@ func newFlagSet(v *flagValues) *pflag.FlagSet {
 	boolFlag(fs, &v.allowPush, "allow-push", "pass pushes to intercepted registries through to upstream (env ALLOW_PUSH)")
 	fs.StringVar(&v.dockerConfig, "docker-config", "", "Docker config.json `file` whose auths, credHelpers and credsStore supply upstream credentials (env DOCKER_CONFIG_FILE)")
 	fs.StringVar(&v.htpasswd, "htpasswd", "", "htpasswd `file` (bcrypt) of the proxy's users (env HTPASSWD)")
+	fs.StringVar(&v.redisAddr, "redis-addr", "", "Redis `host:port` shared by the replicas of one cache (env REDIS_ADDR; default none: the embedded index)")
+	fs.StringVar(&v.advertise, "advertise", "", "`URL` at which the other replicas reach this one, e.g. http://$POD_IP:3128 (env CLUSTER_ADVERTISE; needs CLUSTER_SECRET)")
 	fs.StringArrayVar(&v.registries, "registries", nil, "registry `hosts` to intercept and cache, space or comma separated, repeatable; replaces env REGISTRIES (default \""+DefaultRegistries+"\")")
 	return fs
 }

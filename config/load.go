@@ -149,6 +149,13 @@ func envSettings(c *Config) []envSetting {
 		{"ALLOW_OWN_AUTH", "allowOwnAuth", setBool(&c.AllowOwnAuth)},
 		{"ALLOW_PUSH_WITH_OWN_AUTH", "allowPushWithOwnAuth", setBool(&c.AllowPushWithOwnAuth)},
 		{"HTPASSWD", "clientAuth.htpasswd", setString(&c.ClientAuth.Htpasswd)},
+		{"REDIS_ADDR", "redis.addr", setString(&c.Redis.Addr)},
+		{"REDIS_PASSWORD", "redis.password", setString(&c.Redis.Password)},
+		{"REDIS_DB", "redis.db", setInt(&c.Redis.DB)},
+		{"REDIS_PREFIX", "redis.prefix", setString(&c.Redis.Prefix)},
+		{"CLUSTER_ADVERTISE", "cluster.advertise", setString(&c.Cluster.Advertise)},
+		{"CLUSTER_SECRET", "cluster.secret", setString(&c.Cluster.Secret)},
+		{"STORAGE_REDIRECT", "storage.redirect", setBool(&c.StorageRedirect)},
 	}
 }
 
@@ -245,6 +252,8 @@ func applyFlags(c *Config, fset *pflag.FlagSet, fv *flagValues) {
 	apply("allow-push", "allowPush", func() { c.AllowPush = fv.allowPush })
 	apply("docker-config", "dockerConfig", func() { c.DockerConfig = fv.dockerConfig })
 	apply("htpasswd", "clientAuth.htpasswd", func() { c.ClientAuth.Htpasswd = fv.htpasswd })
+	apply("redis-addr", "redis.addr", func() { c.Redis.Addr = fv.redisAddr })
+	apply("advertise", "cluster.advertise", func() { c.Cluster.Advertise = fv.advertise })
 }
 
 // addRegistries appends an entry with no endpoint for each host not listed

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Validate checks every setting and completes the derived ones: it compiles
@@ -24,6 +26,7 @@ func (c *Config) Validate() error {
 		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
+		c.validateCluster,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -156,6 +159,57 @@ func (c *Config) validateLimits() error {
 				return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowNetworks"), i), Value: n, Err: errors.New("want a CIDR such as 127.0.0.1/32 or an IP address")}
 			}
 		}
+	}
+	return nil
+}
+
+// sharedDrivers are the storage drivers several replicas can share.
+var sharedDrivers = map[string]bool{"s3": true, "gcs": true, "azure": true}
+
+// validateCluster checks redis, cluster and storage.redirect: replicas
+// share one bucket, so Redis needs a shared driver; advertising needs
+// Redis and a secret.
+func (c *Config) validateCluster() error {
+	driver := c.StorageDriverName()
+	if c.StorageRedirect && !sharedDrivers[driver] {
+		return &KeyError{Key: c.keyFor("storage.redirect"), Value: "true",
+			Err: fmt.Errorf("the %s driver has no redirects; want s3, gcs or azure", driver)}
+	}
+	r := c.Redis
+	if r.Addr == "" {
+		if c.Cluster.Advertise != "" {
+			return &KeyError{Key: c.keyFor("redis.addr"), Err: errors.New("required with cluster.advertise: replicas find each other through Redis")}
+		}
+		return nil
+	}
+	if host, port, err := net.SplitHostPort(r.Addr); err != nil || host == "" || port == "" {
+		return &KeyError{Key: c.keyFor("redis.addr"), Value: r.Addr, Err: errors.New("want host:port")}
+	}
+	if !sharedDrivers[driver] {
+		return &KeyError{Key: c.keyFor("redis.addr"), Value: r.Addr,
+			Err: fmt.Errorf("replicas sharing Redis must share the storage too; the %s driver is one process's: want s3, gcs or azure", driver)}
+	}
+	if r.DB < 0 {
+		return &KeyError{Key: c.keyFor("redis.db"), Value: strconv.Itoa(r.DB), Err: errors.New("want 0 or more")}
+	}
+	if strings.ContainsAny(r.Prefix, " \t\r\n{}") {
+		return &KeyError{Key: c.keyFor("redis.prefix"), Value: r.Prefix, Err: errors.New("want no spaces or braces")}
+	}
+	return c.validateAdvertise()
+}
+
+func (c *Config) validateAdvertise() error {
+	adv := c.Cluster.Advertise
+	if adv == "" {
+		return nil
+	}
+	u, err := url.Parse(adv)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return &KeyError{Key: c.keyFor("cluster.advertise"), Value: adv, Err: errors.New("want http://host:port (the address other replicas reach, e.g. http://$(POD_IP):3128)")}
+	}
+	if len(c.Cluster.Secret) < 16 {
+		return &KeyError{Key: c.keyFor("cluster.secret"), Err: errors.New("required with cluster.advertise: at least 16 characters, the same on every replica")}
 	}
 	return nil
 }

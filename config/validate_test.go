@@ -57,6 +57,33 @@ func TestLoadErrors(t *testing.T) {
 		{name: "negative rate limit",
 			yaml: "rateLimit:\n  minRemaining: -1\n",
 			key:  "rateLimit.minRemaining"},
+		{name: "redis without a shared storage driver",
+			env:  map[string]string{"REDIS_ADDR": "127.0.0.1:6379"},
+			key:  "REDIS_ADDR",
+			want: `REDIS_ADDR: invalid value "127.0.0.1:6379": replicas sharing Redis must share the storage too; the filesystem driver is one process's: want s3, gcs or azure`},
+		{name: "redis address without a port",
+			yaml: "storage:\n  s3: {bucket: b, region: r}\nredis:\n  addr: redis\n",
+			key:  "redis.addr"},
+		{name: "advertise without redis",
+			args: []string{"--advertise", "http://10.0.0.1:3128"},
+			key:  "redis.addr"},
+		{name: "advertise without a secret",
+			yaml: "storage:\n  s3: {bucket: b, region: r}\nredis:\n  addr: redis:6379\ncluster:\n  advertise: http://10.0.0.1:3128\n",
+			key:  "cluster.secret"},
+		{name: "advertise with a path",
+			env:  map[string]string{"CLUSTER_ADVERTISE": "http://10.0.0.1:3128/x", "CLUSTER_SECRET": "0123456789abcdef"},
+			yaml: "storage:\n  s3: {bucket: b, region: r}\nredis:\n  addr: redis:6379\n",
+			key:  "CLUSTER_ADVERTISE"},
+		{name: "redirect on the filesystem",
+			yaml: "storage:\n  filesystem: {}\n  redirect: true\n",
+			key:  "storage.redirect"},
+		{name: "redirect not a boolean",
+			env:  map[string]string{"STORAGE_REDIRECT": "sometimes"},
+			key:  "STORAGE_REDIRECT"},
+		{name: "prefix with a brace",
+			env:  map[string]string{"REDIS_PREFIX": "a{b}", "REDIS_ADDR": "r:1"},
+			yaml: "storage:\n  s3: {bucket: b, region: r}\n",
+			key:  "REDIS_PREFIX"},
 		{name: "negative outage hold",
 			yaml: "outageHold: -1s\n",
 			key:  "outageHold"},
@@ -370,4 +397,23 @@ func equalStorage(a, b map[string]map[string]any) bool {
 		}
 	}
 	return true
+}
+
+// TestReplicaSettings: a replica's settings load from env, flags and
+// YAML, storage.redirect in both spellings.
+func TestReplicaSettings(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "c.yml", "storage:\n  s3: {bucket: b, region: r}\n  redirect: {disable: false}\nredis:\n  db: 2\n")
+	c, err := Load([]string{"--redis-addr", "redis:6379", "--advertise", "http://10.1.2.3:3128"},
+		envMap(map[string]string{"CONFIG_FILE": file, "CLUSTER_SECRET": "0123456789abcdef", "REDIS_PASSWORD": "pw", "REDIS_PREFIX": "team-a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Redis{Addr: "redis:6379", Password: "pw", DB: 2, Prefix: "team-a"}
+	if c.Redis != want || c.Cluster.Advertise != "http://10.1.2.3:3128" || c.Cluster.Secret != "0123456789abcdef" || !c.StorageRedirect {
+		t.Errorf("got redis %+v, cluster %+v, redirect %v", c.Redis, c.Cluster, c.StorageRedirect)
+	}
+	if name := c.StorageDriverName(); name != "s3" {
+		t.Errorf("driver %q, want s3 (redirect is no driver)", name)
+	}
 }

@@ -147,6 +147,12 @@ func (d *yamlDecoder) decodeStorage(n *yaml.Node, v reflect.Value, path string) 
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		p := join(path, k.Value)
+		if k.Value == "redirect" {
+			if err := d.decodeRedirect(val, p); err != nil {
+				return err
+			}
+			continue
+		}
 		if nonDriverStorageKeys[k.Value] {
 			continue
 		}
@@ -169,6 +175,40 @@ func (d *yamlDecoder) decodeStorage(n *yaml.Node, v reflect.Value, path string) 
 		out[k.Value] = params
 	}
 	v.Set(reflect.ValueOf(out))
+	d.cfg.setSource(path, path)
+	return nil
+}
+
+// decodeRedirect reads storage.redirect: true or false, or distribution's
+// mapping {disable: bool} (its default, redirects on, is not ours: only
+// an explicit true turns them on).
+func (d *yamlDecoder) decodeRedirect(n *yaml.Node, path string) error {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" || n.Value == "" {
+			return nil
+		}
+		b, err := parseBool(n.Value)
+		if err != nil {
+			return d.errorAt(n, path, err)
+		}
+		d.cfg.StorageRedirect = b
+	case yaml.MappingNode:
+		var m struct {
+			Disable *bool `yaml:"disable"`
+		}
+		if err := n.Decode(&m); err != nil {
+			return d.errorAt(n, path, oneLine(err))
+		}
+		if m.Disable != nil {
+			d.cfg.StorageRedirect = !*m.Disable
+		}
+	default:
+		return d.errorAt(n, path, errors.New("expected true or false"))
+	}
 	d.cfg.setSource(path, path)
 	return nil
 }

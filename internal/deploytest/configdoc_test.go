@@ -161,7 +161,9 @@ func TestConfigDocCoversEveryKey(t *testing.T) {
 		}
 	}
 	example := readRepoFile(t, "config.yml.example")
-	known := map[string]bool{}
+	// storage.redirect lives inside distribution's storage section (a
+	// map decoded by hand), not in a struct field of its own.
+	known := map[string]bool{"storage.redirect": true}
 	for _, k := range yamlKeys() {
 		known[k.path] = true
 		if k.typ.Kind() == reflect.Struct {
