@@ -39,6 +39,8 @@ type app struct {
 	reload *reloader
 	// lock holds the cache directory's flock while the process runs.
 	lock *os.File
+	// cluster is what the replicas share through Redis; nil alone.
+	cluster *replicas
 }
 
 // build assembles every part from cfg, in order: storage, upstreams and
@@ -63,19 +65,22 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 		return nil, err
 	}
 	a.ups.logServed(cfg, log)
-	if a.life, err = openCache(ctx, cfg, log, a.store, a.metrics); err != nil {
+	if a.cluster, err = openReplicas(ctx, cfg, log, a.metrics); err != nil {
+		return nil, err
+	}
+	if a.life, err = openCache(ctx, cfg, log, a.store, a.metrics, a.cluster); err != nil {
 		return nil, err
 	}
 	if err = a.buildMirror(cfg); err != nil {
 		return nil, err
 	}
-	page := newStatusPage(cfg, a.mirror, a.life, a.metrics)
+	page := newStatusPage(cfg, a.mirror, a.life, a.metrics, a.cluster)
 	tracked := page.Track(a.mirror)
 	if a.shim, a.setup, err = buildShim(cfg, log, tracked, a.ups, a.mirror, a.metrics); err != nil {
 		return nil, err
 	}
-	a.health = newHealth(a.store, a.life)
-	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics))
+	a.health = newHealth(a.store, a.life, a.cluster)
+	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics, a.cluster.peerHandler(a.mirror)))
 	a.reload = newReloader(cfg, a.ups)
 	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler()); err != nil {
 		return nil, err
@@ -92,7 +97,7 @@ func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 	if a.store, root, err = newStore(ctx, cfg); err != nil {
 		return err
 	}
-	name, _ := cfg.StorageDriver()
+	name, params := cfg.StorageDriver()
 	age := time.Duration(cfg.FillTimeout)
 	if root != "" {
 		alone, err := a.lockCacheDir(root)
@@ -109,6 +114,7 @@ func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 	} else if n > 0 {
 		a.log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
 	}
+	purgeDriverUploads(ctx, a.log, name, params, time.Duration(cfg.FillTimeout))
 	a.log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
 	return nil
 }
@@ -168,8 +174,10 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		DownHold:              downHold(cfg),
 		Access:                a.ups.guard,
 		Cache:                 a.life,
+		Fetcher:               a.cluster.fetcherOf(),
 		Observer:              a.metrics,
 		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
+		Redirect:              cfg.StorageRedirect,
 	})
 	if err != nil {
 		return &configError{err}
@@ -182,8 +190,8 @@ func (a *app) buildMirror(cfg *config.Config) error {
 }
 
 // close releases what build opened: the shim's server of intercepted
-// connections, the cache lifecycle (its index) and the cache directory's
-// lock.
+// connections, the cache lifecycle (its index), the replicas' Redis
+// connection and the cache directory's lock.
 func (a *app) close() error {
 	var errs []error
 	if a.shim != nil {
@@ -192,6 +200,8 @@ func (a *app) close() error {
 	if a.life != nil {
 		errs = append(errs, a.life.Close())
 	}
+	errs = append(errs, a.cluster.close())
+	a.cluster = nil
 	if a.lock != nil {
 		errs = append(errs, a.lock.Close())
 		a.lock = nil

@@ -48,9 +48,12 @@ func evictOptions(cfg *config.Config, log *logrus.Logger) storage.EvictOptions {
 	return opts
 }
 
-// openCache opens (or creates) the embedded index and starts the cache
-// lifecycle on it, reporting evictions and totals to mt.
-func openCache(ctx context.Context, cfg *config.Config, log *logrus.Logger, store *storage.Store, mt *metrics.Metrics) (*cache.Lifecycle, error) {
+// openIndex opens (or creates) the embedded index, or, for a replica
+// (c not nil), the index shared through Redis.
+func openIndex(cfg *config.Config, log *logrus.Logger, store *storage.Store, c *replicas) (storage.Index, error) {
+	if c != nil {
+		return c.index(store, log), nil
+	}
 	path := indexPath(cfg)
 	idx, err := storage.OpenBoltIndex(path, storage.BoltOptions{Log: func(msg string, f map[string]any) { log.WithFields(f).Warn(msg) }})
 	if errors.Is(err, storage.ErrIndexLocked) {
@@ -59,7 +62,18 @@ func openCache(ctx context.Context, cfg *config.Config, log *logrus.Logger, stor
 	if err != nil {
 		return nil, fmt.Errorf("cache index %s: %w", path, err)
 	}
+	return idx, nil
+}
+
+// openCache opens the index and starts the cache lifecycle on it,
+// reporting evictions and totals to mt. Replicas evict one at a time.
+func openCache(ctx context.Context, cfg *config.Config, log *logrus.Logger, store *storage.Store, mt *metrics.Metrics, c *replicas) (*cache.Lifecycle, error) {
+	idx, err := openIndex(cfg, log, store, c)
+	if err != nil {
+		return nil, err
+	}
 	evict := evictOptions(cfg, log)
+	evict.Lead = c.evictLead()
 	evict.OnPass = func(rep storage.Report) {
 		for _, e := range rep.Removed {
 			mt.Evicted(evictionReason(rep.Reason[e.Digest]), e.Size)

@@ -2,14 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 
 	"github.com/gmarcy/container-registry-proxy/cache"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
+	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/shim"
+	"github.com/gmarcy/container-registry-proxy/storage"
 )
 
 // front sends CONNECT and absolute-form requests (HTTPS_PROXY and
@@ -25,15 +28,18 @@ func (a *app) front(root http.Handler) http.Handler {
 }
 
 // rootHandler serves the origin-form endpoints: the mirror under /v2/,
-// the CA and setup scripts, /metrics, the admin gc, and the status page
-// at /. (/healthz and /readyz are answered before the access log.)
-func rootHandler(mirror, page, setup http.Handler, life *cache.Lifecycle, mt *metrics.Metrics) http.Handler {
+// the CA and setup scripts, /metrics, the admin gc, the other replicas'
+// blob requests (peer, when advertised) and the status page at /. (/healthz and /readyz are answered before the access log.)
+func rootHandler(registry, page, setup http.Handler, life *cache.Lifecycle, mt *metrics.Metrics, peer http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if peer != nil {
+		mux.Handle(mirror.PeerPath, peer)
+	}
 	mux.Handle("/_admin/gc", adminGC(life))
 	mux.Handle("/ca.crt", setup)
 	mux.Handle("/setup/", setup)
-	mux.Handle("/v2/", mirror)
-	mux.Handle("/v2", mirror)
+	mux.Handle("/v2/", registry)
+	mux.Handle("/v2", registry)
 	mux.Handle(metricsPath, mt.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -57,7 +63,11 @@ func adminGC(life *cache.Lifecycle) http.HandlerFunc {
 			return
 		}
 		rep, err := life.Collect(r.Context())
-		if err != nil {
+		switch {
+		case errors.Is(err, storage.ErrEvictingElsewhere):
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -15,9 +15,10 @@ import (
 
 // newHealth returns the health endpoints of the proxy with this store and
 // cache lifecycle: readiness writes and removes a probe through the
-// storage driver, and waits for an index rebuild.
-func newHealth(store *storage.Store, life *cache.Lifecycle) *health.Checker {
-	return health.New(health.Options{Probe: store.Probe, Rebuilding: life.Rebuilding})
+// storage driver, and waits for an index rebuild; a replica whose Redis is
+// unreachable stays ready and says it serves degraded.
+func newHealth(store *storage.Store, life *cache.Lifecycle, c *replicas) *health.Checker {
+	return health.New(health.Options{Probe: store.Probe, Rebuilding: life.Rebuilding, Degraded: c.degraded})
 }
 
 // localURL is the base URL of the proxy listening on listen, as seen from

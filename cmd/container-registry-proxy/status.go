@@ -12,7 +12,7 @@ import (
 )
 
 // newStatusPage builds the page served at GET / to browsers.
-func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *cache.Lifecycle, mt *metrics.Metrics) *status.Page {
+func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *cache.Lifecycle, mt *metrics.Metrics, c *replicas) *status.Page {
 	var regs []status.Registry
 	hub := false
 	byNS := map[string]string{}
@@ -30,10 +30,12 @@ func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *cache.Lifecycle, 
 			var out []status.Fill
 			for _, f := range m.Fills() {
 				out = append(out, status.Fill{Digest: f.Digest, Upstream: byNS[f.Namespace], Repo: f.Repo,
-					Written: f.Written, Size: f.Size, Clients: f.Clients, Started: f.Started})
+					Written: f.Written, Size: f.Size, Clients: f.Clients, Started: f.Started, Source: f.Source, ForPeer: f.ForPeer})
 			}
 			return out
 		},
+		Members:    c.memberList(),
+		Self:       cfg.Cluster.Advertise,
 		Usage:      func(ctx context.Context) (int64, int64, error) { return life.Usage(ctx) },
 		MaxSize:    int64(cfg.Cache.MaxSize),
 		Registries: regs,

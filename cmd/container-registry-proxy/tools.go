@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gmarcy/container-registry-proxy/cluster"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/status"
 	"github.com/gmarcy/container-registry-proxy/storage"
@@ -43,6 +44,9 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		fmt.Fprintf(stderr, "container-registry-proxy %s: %v\n", name, err)
 		return 2
 	}
+	if cfg.Redis.Addr != "" {
+		return runSharedTool(ctx, name, cfg, store, dryRun, stdout, stderr)
+	}
 	write := name == "gc" && !dryRun
 	idx, info, err := store.OpenIndexForTool(ctx, indexPath(cfg), write, 2*time.Second)
 	if errors.Is(err, storage.ErrIndexLocked) && write {
@@ -60,6 +64,30 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		return du(ctx, cfg, store, idx, stdout, stderr)
 	}
 	return gc(ctx, cfg, store, idx, dryRun, stdout, stderr)
+}
+
+// runSharedTool runs du or gc against the index the replicas share
+// through Redis: from any replica or any machine with the configuration.
+// A gc pass takes the eviction lease, so it never overlaps a replica's.
+func runSharedTool(ctx context.Context, name string, cfg *config.Config, store *storage.Store, dryRun bool, stdout, stderr io.Writer) int {
+	r, err := cluster.OpenRedis(ctx, cluster.RedisOptions{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB, Prefix: cfg.Redis.Prefix})
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: redis.addr: %v\n", name, err)
+		return 2
+	}
+	defer r.Close() //nolint:errcheck // the tool's answer is printed; closing a client has nothing to say
+	if down, why := r.Degraded(); down {
+		fmt.Fprintf(stderr, "container-registry-proxy %s: %s\n", name, why)
+		return 1
+	}
+	idx := cluster.NewIndex(r, cluster.IndexOptions{FlushInterval: -1})
+	defer closeIndex(idx, name, stderr)
+	if name == "du" {
+		return du(ctx, cfg, store, idx, stdout, stderr)
+	}
+	opts := evictOptions(cfg, nil)
+	opts.Lead = r.Leader(replicaName(cfg)+"/"+name, evictLeaseTTL)
+	return gcWith(ctx, store, idx, opts, dryRun, stdout, stderr)
 }
 
 func closeIndex(idx storage.Index, name string, stderr io.Writer) {
@@ -81,7 +109,11 @@ func du(ctx context.Context, cfg *config.Config, store *storage.Store, idx stora
 
 // gc makes (or, dry, plans) one eviction pass with the configured bounds.
 func gc(ctx context.Context, cfg *config.Config, store *storage.Store, idx storage.Index, dryRun bool, stdout, stderr io.Writer) int {
-	opts := evictOptions(cfg, nil)
+	return gcWith(ctx, store, idx, evictOptions(cfg, nil), dryRun, stdout, stderr)
+}
+
+// gcWith makes (or plans) one eviction pass with opts.
+func gcWith(ctx context.Context, store *storage.Store, idx storage.Index, opts storage.EvictOptions, dryRun bool, stdout, stderr io.Writer) int {
 	var rep storage.Report
 	var err error
 	if dryRun {

@@ -32,6 +32,10 @@ type Options struct {
 	Probe func(ctx context.Context) error
 	// Rebuilding reports whether the cache index is being rebuilt.
 	Rebuilding func() bool
+	// Degraded says whether the proxy serves in a degraded mode, and
+	// which (e.g. shared state unreachable): still ready, with the detail
+	// in /readyz's answer.
+	Degraded func() (bool, string)
 	// ProbeTTL is how long a probe's outcome is reused. Default
 	// DefaultProbeTTL.
 	ProbeTTL time.Duration
@@ -55,6 +59,9 @@ func New(opts Options) *Checker {
 	}
 	if opts.Rebuilding == nil {
 		opts.Rebuilding = func() bool { return false }
+	}
+	if opts.Degraded == nil {
+		opts.Degraded = func() (bool, string) { return false, "" }
 	}
 	if opts.ProbeTTL <= 0 {
 		opts.ProbeTTL = DefaultProbeTTL
@@ -94,6 +101,10 @@ func (c *Checker) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := c.Ready(r.Context()); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("not ready: " + strings.ReplaceAll(err.Error(), "\n", " ") + "\n"))
+		return
+	}
+	if degraded, detail := c.opts.Degraded(); degraded {
+		_, _ = w.Write([]byte("ok, degraded: " + strings.ReplaceAll(detail, "\n", " ") + "\n"))
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

@@ -147,3 +147,26 @@ func TestReadiness(t *testing.T) {
 		t.Fatal("asking a closed port succeeded")
 	}
 }
+
+// TestReadyzDegraded: a proxy serving degraded (Redis unreachable) stays
+// ready and says why in /readyz's answer, and says nothing once back.
+func TestReadyzDegraded(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	h := New(Options{Degraded: func() (bool, string) {
+		return down.Load(), "redis unreachable since 2026-12-04T00:00:00Z (dial tcp: connection refused)"
+	}})
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, PathReady, nil))
+		return rec.Code, rec.Body.String()
+	}
+	down.Store(true)
+	if code, body := get(); code != http.StatusOK || body != "ok, degraded: redis unreachable since 2026-12-04T00:00:00Z (dial tcp: connection refused)\n" {
+		t.Errorf("degraded: %d %q", code, body)
+	}
+	down.Store(false)
+	if code, body := get(); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("recovered: %d %q", code, body)
+	}
+}

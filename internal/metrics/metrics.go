@@ -32,6 +32,10 @@ const (
 	NameRateLimitLimit     = "crp_ratelimit_limit"
 	NameRateLimitRemaining = "crp_ratelimit_remaining"
 	NameRateLimitPostponed = "crp_ratelimit_postponed_total"
+	NamePeerFills          = "crp_peer_fills_total"
+	NameFailovers          = "crp_fill_failovers_total"
+	NameLeaseLosses        = "crp_fill_lease_losses_total"
+	NameRedisErrors        = "crp_redis_errors_total"
 )
 
 // Label values of crp_requests_total and crp_served_bytes_total.
@@ -78,6 +82,10 @@ type Metrics struct {
 	rateLimit        *prometheus.GaugeVec
 	rateRemaining    *prometheus.GaugeVec
 	postponed        *prometheus.CounterVec
+	peerFills        prometheus.Counter
+	failovers        prometheus.Counter
+	leaseLosses      prometheus.Counter
+	redisErrors      prometheus.Counter
 
 	usage atomic.Pointer[func() (bytes, objects int64)]
 }
@@ -104,6 +112,14 @@ func New(opts Options) *Metrics {
 	m.rateRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameRateLimitRemaining, Help: "Last ratelimit-remaining header seen from upstream."}, []string{"upstream"})
 	m.postponed = counterVec(NameRateLimitPostponed, "Tag revalidations postponed because upstream's remaining rate limit was below rateLimit.minRemaining (answered stale).", "upstream")
 
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m.peerFills = counter(NamePeerFills, "Blob fills streamed from another replica (the owner of the digest) instead of upstream.")
+	m.failovers = counter(NameFailovers, "Blob fills resumed from another source after the replica they streamed from broke off.")
+	m.leaseLosses = counter(NameLeaseLosses, "Blob fills from upstream whose lease expired or was taken over while they ran.")
+	m.redisErrors = counter(NameRedisErrors, "Redis commands that could not reach Redis (the replica serves degraded meanwhile).")
+
 	tokens := opts.TokenRequests
 	if tokens == nil {
 		tokens = func() int64 { return 0 }
@@ -117,6 +133,7 @@ func New(opts Options) *Metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: NameTokenRequests, Help: "Requests sent to token realms (Bearer token flow)."},
 			func() float64 { return float64(tokens()) }),
 		m.tunnelsOpen, m.connects, m.rateLimit, m.rateRemaining, m.postponed,
+		m.peerFills, m.failovers, m.leaseLosses, m.redisErrors,
 	)
 	for _, d := range []string{"intercept", "tunnel", "deny", "bad-request", "proxy-auth-failed"} {
 		m.connects.WithLabelValues(d)
@@ -215,6 +232,18 @@ func (m *Metrics) RateLimit(upstream string, limit, remaining int64) {
 		m.rateRemaining.WithLabelValues(upstream).Set(float64(remaining))
 	}
 }
+
+// PeerFill counts a fill streamed from another replica (cluster.Observer).
+func (m *Metrics) PeerFill() { m.peerFills.Inc() }
+
+// Failover counts a fill resumed elsewhere (cluster.Observer).
+func (m *Metrics) Failover() { m.failovers.Inc() }
+
+// LeaseLost counts a fill that lost its lease (cluster.Observer).
+func (m *Metrics) LeaseLost() { m.leaseLosses.Inc() }
+
+// RedisError counts a Redis command that could not reach Redis.
+func (m *Metrics) RedisError() { m.redisErrors.Inc() }
 
 // Connect records a CONNECT request's decision.
 func (m *Metrics) Connect(decision string) { m.connects.WithLabelValues(decision).Inc() }

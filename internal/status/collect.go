@@ -27,6 +27,8 @@ type fillRow struct {
 	Pct                    float64
 	Clients                int
 	Age                    string
+	Source                 string
+	ForPeer                bool
 }
 
 type repoRow struct {
@@ -40,6 +42,7 @@ type pageData struct {
 	FromCache, FromUpstream            float64
 	Upstreams                          []upstreamRow
 	Fills                              []fillRow
+	Members                            []memberRow
 	CacheBytes, CacheObjects, MaxSize  int64
 	CachePct                           float64
 	UsageUnknown                       bool
@@ -76,6 +79,7 @@ func (p *Page) collect(r *http.Request) pageData {
 	d := pageData{Version: p.src.Version, Address: r.Host, Generated: now.UTC().Format(time.RFC3339), MaxSize: p.src.MaxSize}
 	p.traffic(ctx, &d)
 	d.Fills = p.fills(now)
+	d.Members = p.members()
 	p.usage(ctx, &d)
 	d.Repos = p.topRepos(reposShown)
 	p.snippets(&d)
@@ -153,11 +157,29 @@ func (p *Page) fills(now time.Time) []fillRow {
 	var out []fillRow
 	for _, f := range p.src.Fills() {
 		fr := fillRow{Digest: short(f.Digest), Upstream: f.Upstream, Repo: f.Repo, Written: f.Written, Size: f.Size, Clients: f.Clients,
-			Age: now.Sub(f.Started).Round(time.Second).String()}
+			Age: now.Sub(f.Started).Round(time.Second).String(), Source: f.Source, ForPeer: f.ForPeer}
 		if f.Size > 0 {
 			fr.Pct = 100 * float64(f.Written) / float64(f.Size)
 		}
 		out = append(out, fr)
+	}
+	return out
+}
+
+// memberRow is one replica of the cluster on the page.
+type memberRow struct {
+	URL  string
+	Self bool
+}
+
+// members lists the replicas, this one marked.
+func (p *Page) members() []memberRow {
+	if p.src.Members == nil {
+		return nil
+	}
+	var out []memberRow
+	for _, u := range p.src.Members() {
+		out = append(out, memberRow{URL: u, Self: u == p.src.Self})
 	}
 	return out
 }

@@ -19,6 +19,11 @@ type Fill struct {
 	Written, Size          int64
 	Clients                int
 	Started                time.Time
+	// Source is where the bytes come from: "upstream", or the URL of the
+	// replica that fills the blob for the others.
+	Source string
+	// ForPeer says another replica asked for it.
+	ForPeer bool
 }
 
 // Registry is one cached registry, for the setup snippets.
@@ -30,6 +35,10 @@ type Source struct {
 	Gatherer prometheus.Gatherer
 	// Fills lists the fills in flight.
 	Fills func() []Fill
+	// Members lists the replicas sharing the cache (their advertised
+	// URLs) and Self this one's; nil for a proxy alone.
+	Members func() []string
+	Self    string
 	// Usage returns the stored bytes and objects.
 	Usage func(ctx context.Context) (bytes, objects int64, err error)
 	// MaxSize is CACHE_MAX_SIZE.

@@ -38,8 +38,11 @@ func TestStatusPage(t *testing.T) {
 	p := New(Source{
 		Gatherer: reg,
 		Fills: func() []Fill {
-			return []Fill{{Digest: "sha256:0123456789abcdef0123", Upstream: "quay.io", Repo: "org/app", Written: 50 << 20, Size: 100 << 20, Clients: 3, Started: time.Now().Add(-5 * time.Second)}}
+			return []Fill{{Digest: "sha256:0123456789abcdef0123", Upstream: "quay.io", Repo: "org/app", Written: 50 << 20, Size: 100 << 20, Clients: 3, Started: time.Now().Add(-5 * time.Second),
+				Source: "http://10.0.0.7:3128"}}
 		},
+		Members: func() []string { return []string{"http://10.0.0.5:3128", "http://10.0.0.7:3128"} },
+		Self:    "http://10.0.0.5:3128",
 		Usage:      func(context.Context) (int64, int64, error) { return 8 << 30, 42, nil },
 		MaxSize:    32 << 30,
 		Registries: []Registry{{Host: "registry.local:5000", Namespace: "registry.local_5000"}},
@@ -78,6 +81,8 @@ func TestStatusPage(t *testing.T) {
 		`id="bytes-saved">3.0 MiB`, `id="cache-usage">8.0 GiB`, "25% of CACHE_MAX_SIZE 32.0 GiB",
 		"docker.io/library/alpine</td><td class=\"n\">2</td>",
 		`class="low">12 / 100`, "50.0 MiB / 100.0 MiB (50%)", "quay.io/org/app",
+		"quay.io/org/app</td><td>http://10.0.0.7:3128</td>",
+		`<td><code>http://10.0.0.5:3128</code></td><td>this one</td>`, `<td><code>http://10.0.0.7:3128</code></td><td></td>`,
 		`location = "proxy.example:3128/registry.local_5000"`, `location = "proxy.example:3128/docker.io"`,
 		`http://proxy.example:3128/setup/systemd`, `"registry-mirrors": ["http://proxy.example:3128"]`,
 	} {

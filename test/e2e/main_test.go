@@ -59,6 +59,7 @@ func runMain(m *testing.M) int {
 	if buildErr == nil {
 		fmt.Fprintf(os.Stderr, "e2e: built the lean and the full proxy in %s\n", time.Since(start).Round(time.Millisecond))
 	}
+	defer sharedS3.Stop()
 	return m.Run()
 }
 
