@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the real clients it needs (skopeo, podman,
-# containerd, crane) and the linter, checks formatting, vet and
-# golangci-lint (zero findings), runs the unit and integration tests with
-# the race detector, then the end-to-end tests with real clients. Run as root on Debian 12 (CI) or with sudo rights for apt.
+# The whole test suite: installs the real clients and servers it needs
+# (skopeo, podman, containerd, crane, redis-server, versitygw, helm) and the
+# linter, checks formatting, vet and golangci-lint (zero findings), runs
+# the unit and integration tests with the race detector, then the
+# end-to-end tests with real clients and replica processes, and the client
+# pulls once more through a proxy on S3. Run as root on Debian 12 (CI) or
+# with sudo rights for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
-export PATH="$(go env GOPATH)/bin:$PATH"
+gopath="$(go env GOPATH)"
+export PATH="$gopath/bin:$PATH"
 
 echo "== gofmt"
 unformatted="$(gofmt -l .)"
@@ -25,3 +29,7 @@ echo "== unit and integration tests (race detector)"
 go test -race -count=1 -timeout 15m ./...
 echo "== end-to-end tests with real clients"
 go test -tags e2e -count=1 -timeout 20m ./test/e2e/...
+echo "== the client pulls again, through a proxy on S3 (versitygw)"
+E2E_STORAGE=s3 go test -tags e2e -count=1 -timeout 20m \
+	-run 'TestSkopeoMirror|TestPodmanMirror|TestContainerdMirror|TestCrane$|TestMultiArchOffline|TestShimSkopeo|TestShimCrane|TestShimPodman|TestShimContainerd|TestOfflineMirrorAndShim|TestMetricsAfterRealPulls' \
+	./test/e2e/...

@@ -54,7 +54,6 @@ func newClusterEnv(t *testing.T, withRedis bool) *clusterEnv {
 // it; extra is appended (top-level YAML).
 func (e *clusterEnv) config(i int, addr, extra string) string {
 	dir := filepath.Join(e.dir, fmt.Sprintf("replica-%d", i))
-	p := e.s3.DriverParams("/cache")
 	cfg := fmt.Sprintf(`listen: %q
 cacheDir: %q
 caDir: %q
@@ -64,18 +63,7 @@ registries:
   - host: registry.test
     endpoint: %q
     caFile: %q
-storage:
-  s3:
-    region: %s
-    regionendpoint: %s
-    bucket: %s
-    accesskey: %s
-    secretkey: %s
-    forcepathstyle: true
-    secure: false
-    rootdirectory: /cache
-`, addr, filepath.Join(dir, "cache"), filepath.Join(e.dir, "ca"), e.up.URL, e.up.CAFile,
-		p["region"], p["regionendpoint"], p["bucket"], p["accesskey"], p["secretkey"])
+`, addr, filepath.Join(dir, "cache"), filepath.Join(e.dir, "ca"), e.up.URL, e.up.CAFile) + s3Section(e.s3)
 	if e.redirect {
 		cfg += "  redirect: true\n"
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scrape reads the proxy's /metrics into "name{labels}" → value.
@@ -55,7 +56,12 @@ func TestMetricsAfterRealPulls(t *testing.T) {
 	key := func(name, labels string) string { return fmt.Sprintf("%s{%s}", name, labels) }
 
 	skopeoCopy(t, conf, policy, ref, "v1")
+	// The client has every verified byte before the fills commit (a
+	// remote driver such as S3 takes a while): wait for them to end.
 	m := scrape(t, p)
+	for deadline := time.Now().Add(30 * time.Second); m["crp_fills_in_flight"] != 0 && time.Now().Before(deadline); m = scrape(t, p) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	checks := []struct {
 		name string
 		want float64

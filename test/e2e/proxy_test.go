@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
 
 // upstreams are the registries one test's proxy serves: an anonymous one
@@ -93,8 +94,35 @@ registries:
     endpoint: %q
     caFile: %q
 `, addr, filepath.Join(dir, "cache"), filepath.Join(dir, "ca"),
-			u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + extra
+			u.Hub.URL, u.Hub.CAFile, u.PrivHost, u.Priv.URL, u.Priv.CAFile) + storageSection(t) + extra
 	})
+}
+
+// storageSection is "" (the filesystem driver in cacheDir) unless
+// E2E_STORAGE=s3: then a storage section on a bucket of its own on the
+// shared versitygw, so that the client tests run the same pulls through a
+// proxy on S3 (scripts/test.sh runs them both ways).
+func storageSection(t *testing.T) string {
+	if os.Getenv("E2E_STORAGE") != "s3" {
+		return ""
+	}
+	return s3Section(sharedS3.Get(t))
+}
+
+// s3Section is a storage section for the bucket of srv, under /cache.
+func s3Section(srv *testutil.S3Server) string {
+	p := srv.DriverParams("/cache")
+	return fmt.Sprintf(`storage:
+  s3:
+    region: %s
+    regionendpoint: %s
+    bucket: %s
+    accesskey: %s
+    secretkey: %s
+    forcepathstyle: true
+    secure: false
+    rootdirectory: /cache
+`, p["region"], p["regionendpoint"], p["bucket"], p["accesskey"], p["secretkey"])
 }
 
 // startProxyIn starts the proxy in dir with the configuration cfg(addr)
