@@ -427,4 +427,12 @@ func TestReplicasShareTheSizeBound(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "TOTAL") || !strings.Contains(string(out), "bound (CACHE_MAX_SIZE): 20.0 MiB") {
 		t.Errorf("du against S3 and Redis: %v\n%s", err, out)
 	}
+	// gc from the command line takes the eviction lease like a replica;
+	// the cache is within its bound, so it removes nothing.
+	for _, args := range [][]string{{"gc", "--dry-run"}, {"gc"}} {
+		out, err := exec.Command(proxyBin, append(args, "--config", filepath.Join(e.dir, "config-replica-1-0.yml"))...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " 0 objects") {
+			t.Errorf("%v against S3 and Redis: %v\n%s", args, err, out)
+		}
+	}
 }
