@@ -53,7 +53,7 @@ type Index struct {
 	entryPrefix, refsPrefix                   string
 	accessKey, digestsKey, usageKey, epochKey string
 
-	touches touchBatch
+	touches storage.TouchBatch
 	journal journal
 	epoch   string // the idx:epoch seen last; guarded by replay
 	replay  sync.Mutex
@@ -123,10 +123,10 @@ func (x *Index) check(ctx context.Context) error {
 
 // Put inserts e or merges it into the stored entry.
 func (x *Index) Put(ctx context.Context, e storage.IndexEntry) error {
-	if err := validateEntry(e); err != nil {
+	if err := e.Validate(); err != nil {
 		return err
 	}
-	return x.write(ctx, &op{put: true, e: normalize(e)})
+	return x.write(ctx, &op{put: true, e: e.Normalized()})
 }
 
 // PutMany puts entries in one round trip (RebuildIndex uses it); each
@@ -134,16 +134,16 @@ func (x *Index) Put(ctx context.Context, e storage.IndexEntry) error {
 func (x *Index) PutMany(ctx context.Context, es []storage.IndexEntry) error {
 	ops := make([]*op, len(es))
 	for i, e := range es {
-		if err := validateEntry(e); err != nil {
+		if err := e.Validate(); err != nil {
 			return err
 		}
-		ops[i] = &op{put: true, e: normalize(e)}
+		ops[i] = &op{put: true, e: e.Normalized()}
 	}
 	return x.write(ctx, ops...)
 }
 
 // Touch records an access in memory; Flush writes it.
-func (x *Index) Touch(d digest.Digest, at time.Time) { x.touches.add(d, at) }
+func (x *Index) Touch(d digest.Digest, at time.Time) { x.touches.Add(d, at) }
 
 // AddRepo records that repo links d, when d is in the index.
 func (x *Index) AddRepo(ctx context.Context, d digest.Digest, repo string) error {
@@ -289,18 +289,18 @@ func (x *Index) flush(ctx context.Context) error {
 	if err := x.drain(ctx); err != nil {
 		return err
 	}
-	pending := x.touches.take()
+	pending := x.touches.Take()
 	if len(pending) == 0 {
 		return nil
 	}
 	if !x.r.Up() {
-		x.touches.restore(pending)
+		x.touches.Restore(pending)
 		return ErrDegraded
 	}
 	for _, err := range x.run(ctx, x.touchCalls(pending)) {
 		if err != nil {
 			// The script only raises times: writing some twice is harmless.
-			x.touches.restore(pending)
+			x.touches.Restore(pending)
 			return fmt.Errorf("writing access times: %w", err)
 		}
 	}
@@ -326,73 +326,4 @@ func (x *Index) Close() error {
 		}
 	})
 	return x.closeErr
-}
-
-// validateEntry is storage's check of an entry.
-func validateEntry(e storage.IndexEntry) error {
-	if err := e.Digest.Validate(); err != nil {
-		return fmt.Errorf("index entry %q: %w", e.Digest, err)
-	}
-	if e.Kind != storage.KindBlob && e.Kind != storage.KindManifest {
-		return fmt.Errorf("index entry %s: kind %q is neither %q nor %q", e.Digest, e.Kind, storage.KindBlob, storage.KindManifest)
-	}
-	if e.Size < 0 {
-		return fmt.Errorf("index entry %s: negative size %d", e.Digest, e.Size)
-	}
-	return nil
-}
-
-// normalize gives an entry the form every index stores: UTC times without
-// monotonic readings, a LastAccess no earlier than Added, sorted unique
-// repos and children (no children: none given, the stored ones stay).
-func normalize(e storage.IndexEntry) storage.IndexEntry {
-	e.Added = e.Added.Round(0).UTC()
-	e.LastAccess = e.LastAccess.Round(0).UTC()
-	if e.LastAccess.Before(e.Added) {
-		e.LastAccess = e.Added
-	}
-	e.Repos = sortedUnique(e.Repos)
-	e.Children = sortedUnique(e.Children)
-	return e
-}
-
-func sortedUnique[T ~string](s []T) []T {
-	if len(s) == 0 {
-		return nil
-	}
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return slices.Compact(s)
-}
-
-// touchBatch collects accesses in memory between flushes.
-type touchBatch struct {
-	mu sync.Mutex
-	m  map[digest.Digest]time.Time
-}
-
-func (b *touchBatch) add(d digest.Digest, at time.Time) {
-	at = at.Round(0).UTC()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.m == nil {
-		b.m = make(map[digest.Digest]time.Time)
-	}
-	if cur, ok := b.m[d]; !ok || at.After(cur) {
-		b.m[d] = at
-	}
-}
-
-func (b *touchBatch) take() map[digest.Digest]time.Time {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	m := b.m
-	b.m = nil
-	return m
-}
-
-func (b *touchBatch) restore(m map[digest.Digest]time.Time) {
-	for d, at := range m {
-		b.add(d, at)
-	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -303,7 +304,8 @@ func parseEntry(d digest.Digest, h map[string]string) (storage.IndexEntry, bool,
 			e.Children = append(e.Children, digest.Digest(c))
 		}
 	}
-	e.Repos, e.Children = sortedUnique(e.Repos), sortedUnique(e.Children)
+	slices.Sort(e.Repos)
+	slices.Sort(e.Children)
 	return e, true, nil
 }
 

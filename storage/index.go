@@ -101,7 +101,9 @@ func SplitRepoKey(key string) (ns, repo string) {
 	return ns, repo
 }
 
-func validateEntry(e IndexEntry) error {
+// Validate checks an entry before any index stores it: a valid digest, a
+// known kind, a size not negative.
+func (e IndexEntry) Validate() error {
 	if err := e.Digest.Validate(); err != nil {
 		return fmt.Errorf("index entry %q: %w", e.Digest, err)
 	}
@@ -114,10 +116,10 @@ func validateEntry(e IndexEntry) error {
 	return nil
 }
 
-// normalize gives an entry the form both implementations store: UTC times
-// without monotonic readings, a LastAccess no earlier than Added, sorted
-// unique repos and children.
-func normalize(e IndexEntry) IndexEntry {
+// Normalized is the form every index stores: UTC times without monotonic
+// readings, a LastAccess no earlier than Added, sorted unique repos and
+// children (nil children stay nil: none given, the stored ones stay).
+func (e IndexEntry) Normalized() IndexEntry {
 	e.Added = e.Added.Round(0).UTC()
 	e.LastAccess = e.LastAccess.Round(0).UTC()
 	if e.LastAccess.Before(e.Added) {
@@ -169,13 +171,15 @@ func accessNanos(t time.Time) uint64 {
 	return uint64(t.UnixNano())
 }
 
-// touchBatch collects accesses in memory between flushes.
-type touchBatch struct {
+// TouchBatch collects accesses in memory between an index's flushes,
+// keeping the latest time per digest. The zero value is ready to use.
+type TouchBatch struct {
 	mu sync.Mutex
 	m  map[digest.Digest]time.Time
 }
 
-func (b *touchBatch) add(d digest.Digest, at time.Time) {
+// Add records an access.
+func (b *TouchBatch) Add(d digest.Digest, at time.Time) {
 	at = at.Round(0).UTC()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -187,8 +191,8 @@ func (b *touchBatch) add(d digest.Digest, at time.Time) {
 	}
 }
 
-// take returns the pending accesses and starts a new batch.
-func (b *touchBatch) take() map[digest.Digest]time.Time {
+// Take returns the pending accesses and starts a new batch.
+func (b *TouchBatch) Take() map[digest.Digest]time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m := b.m
@@ -196,9 +200,9 @@ func (b *touchBatch) take() map[digest.Digest]time.Time {
 	return m
 }
 
-// restore puts back accesses that could not be written.
-func (b *touchBatch) restore(m map[digest.Digest]time.Time) {
+// Restore puts back accesses that could not be written.
+func (b *TouchBatch) Restore(m map[digest.Digest]time.Time) {
 	for d, at := range m {
-		b.add(d, at)
+		b.Add(d, at)
 	}
 }

@@ -81,7 +81,7 @@ type BoltIndex struct {
 	opts      BoltOptions
 	rebuild   bool
 	aside     string
-	touches   touchBatch
+	touches   TouchBatch
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once

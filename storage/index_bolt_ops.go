@@ -107,10 +107,10 @@ func deleteEntry(tx *bolt.Tx, old IndexEntry) error {
 
 // Put inserts e or merges it into the stored entry.
 func (b *BoltIndex) Put(ctx context.Context, e IndexEntry) error {
-	if err := validateEntry(e); err != nil {
+	if err := e.Validate(); err != nil {
 		return err
 	}
-	e = normalize(e)
+	e = e.Normalized()
 	return b.update(ctx, func(tx *bolt.Tx) error {
 		old, had, err := getEntry(tx, e.Digest)
 		if err != nil {
@@ -127,13 +127,13 @@ func (b *BoltIndex) Put(ctx context.Context, e IndexEntry) error {
 // entry): RebuildIndex uses it when an Index offers it.
 func (b *BoltIndex) PutMany(ctx context.Context, es []IndexEntry) error {
 	for i := range es {
-		if err := validateEntry(es[i]); err != nil {
+		if err := es[i].Validate(); err != nil {
 			return err
 		}
 	}
 	return b.update(ctx, func(tx *bolt.Tx) error {
 		for _, e := range es {
-			e = normalize(e)
+			e = e.Normalized()
 			old, had, err := getEntry(tx, e.Digest)
 			if err != nil {
 				return err
@@ -152,7 +152,7 @@ func (b *BoltIndex) PutMany(ctx context.Context, es []IndexEntry) error {
 // Touch records an access in memory; Flush writes it.
 func (b *BoltIndex) Touch(d digest.Digest, at time.Time) {
 	if !b.opts.ReadOnly {
-		b.touches.add(d, at)
+		b.touches.Add(d, at)
 	}
 }
 
@@ -278,7 +278,7 @@ func (b *BoltIndex) Referrers(ctx context.Context, d digest.Digest) ([]digest.Di
 // Flush writes the pending accesses in one transaction; on failure they
 // are kept for the next flush.
 func (b *BoltIndex) Flush(ctx context.Context) error {
-	pending := b.touches.take()
+	pending := b.touches.Take()
 	if len(pending) == 0 || b.opts.ReadOnly {
 		return nil
 	}
@@ -300,7 +300,7 @@ func (b *BoltIndex) Flush(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		b.touches.restore(pending)
+		b.touches.Restore(pending)
 	}
 	return err
 }

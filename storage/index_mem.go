@@ -17,7 +17,7 @@ import (
 // a sorted set by access time, a set of referrers per child, counters for
 // usage), since it keeps no state that a walk cannot rebuild.
 type MemIndex struct {
-	touches touchBatch
+	touches TouchBatch
 
 	mu      sync.RWMutex
 	entries map[digest.Digest]IndexEntry
@@ -45,10 +45,10 @@ func (m *MemIndex) check(ctx context.Context) error {
 
 // Put inserts e or merges it into the stored entry.
 func (m *MemIndex) Put(ctx context.Context, e IndexEntry) error {
-	if err := validateEntry(e); err != nil {
+	if err := e.Validate(); err != nil {
 		return err
 	}
-	e = normalize(e)
+	e = e.Normalized()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(ctx); err != nil {
@@ -80,7 +80,7 @@ func (m *MemIndex) unlinkChildren(e IndexEntry) {
 }
 
 // Touch records an access; Flush writes it.
-func (m *MemIndex) Touch(d digest.Digest, at time.Time) { m.touches.add(d, at) }
+func (m *MemIndex) Touch(d digest.Digest, at time.Time) { m.touches.Add(d, at) }
 
 // AddRepo records that repo links d.
 func (m *MemIndex) AddRepo(ctx context.Context, d digest.Digest, repo string) error {
@@ -184,11 +184,11 @@ func (m *MemIndex) Referrers(ctx context.Context, d digest.Digest) ([]digest.Dig
 
 // Flush writes the pending accesses.
 func (m *MemIndex) Flush(ctx context.Context) error {
-	pending := m.touches.take()
+	pending := m.touches.Take()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(ctx); err != nil {
-		m.touches.restore(pending)
+		m.touches.Restore(pending)
 		return err
 	}
 	for d, at := range pending {

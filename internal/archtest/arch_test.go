@@ -46,7 +46,7 @@ var allowed = map[string][]string{
 	// cluster is what the replicas share through Redis: the shared
 	// storage.Index, the eviction lease, and the fill coordinator (a
 	// mirror.Fetcher).
-	"cluster": {"mirror", "storage", "oci", "internal/logx", "internal/flight"},
+	"cluster": {"mirror", "storage", "oci", "internal/logx"},
 }
 
 // testHelpers are the packages that only _test.go files may import.
