@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"hash/fnv"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -57,6 +58,16 @@ func JoinMembers(ctx context.Context, r *Redis, self string, ttl time.Duration) 
 	return m
 }
 
+// ValidAdvertise reports whether u can be a member's URL: http or https,
+// a host and a port, nothing else. Entries of the members set that are
+// not are ignored: fills are never asked (with the cluster secret) from
+// a URL of another shape, whoever wrote it into Redis.
+func ValidAdvertise(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Hostname() != "" && p.Port() != "" &&
+		(p.Path == "" || p.Path == "/") && p.RawQuery == "" && p.Fragment == "" && p.User == nil && p.Opaque == ""
+}
+
 // Self is this replica's advertised URL.
 func (m *Members) Self() string { return m.self }
 
@@ -83,6 +94,7 @@ func (m *Members) beat(ctx context.Context) {
 	if m.r.Observe(err) != nil {
 		return
 	}
+	res = slices.DeleteFunc(res, func(u string) bool { return !ValidAdvertise(u) })
 	slices.Sort(res)
 	m.mu.Lock()
 	defer m.mu.Unlock()
