@@ -57,6 +57,12 @@ type rebuildable interface {
 	MovedAside() string
 }
 
+// maintained is an index kept by several processes that repairs itself
+// when it knows it lost writes (cluster.Index): a process starting does
+// not walk the whole storage (a bucket, on every replica's start) to check
+// it.
+type maintained interface{ Maintained() bool }
+
 // Open starts the lifecycle of store with idx. It repairs idx against the
 // storage first (Store.Reconcile, after a crash), or, when idx needs a
 // rebuild (new, or replaced after damage), rebuilds it in the background
@@ -94,7 +100,7 @@ func Open(ctx context.Context, store *storage.Store, idx storage.Index, opts Opt
 	l.cancel = cancel
 	if r, ok := idx.(rebuildable); ok && r.NeedsRebuild() {
 		l.startRebuild(runCtx, r.MovedAside())
-	} else {
+	} else if m, ok := idx.(maintained); !ok || !m.Maintained() {
 		l.repair(ctx)
 	}
 	l.running.Add(1)

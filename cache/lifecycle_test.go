@@ -240,3 +240,56 @@ func TestLifecycleCloseStopsRebuild(t *testing.T) {
 		t.Fatalf("the stopped rebuild is not logged:\n%s", logs)
 	}
 }
+
+// maintainedIndex is an index kept by several processes (as
+// cluster.Index): it says so, and may ask for a rebuild.
+type maintainedIndex struct {
+	*storage.MemIndex
+	fresh bool
+}
+
+func (maintainedIndex) Maintained() bool     { return true }
+func (m maintainedIndex) NeedsRebuild() bool { return m.fresh }
+func (maintainedIndex) MovedAside() string   { return "" }
+
+// TestLifecycleTrustsAMaintainedIndex: a process starting on an index
+// that other replicas keep does not walk the storage to repair it (a
+// whole bucket, on every replica's start), unless the index says it is
+// new; an index of its own is repaired as before.
+func TestLifecycleTrustsAMaintainedIndex(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store, err := storage.New(inmemory.New(), storage.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte("stored by a replica that crashed before indexing it")
+	d := digest.FromBytes(content)
+	if err := store.PutSmallBlob(ctx, d, content); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		idx     storage.Index
+		indexed bool
+	}{
+		{"own index: repaired", storage.NewMemIndex(), true},
+		{"maintained: trusted", maintainedIndex{MemIndex: storage.NewMemIndex()}, false},
+		{"maintained but new: rebuilt", maintainedIndex{MemIndex: storage.NewMemIndex(), fresh: true}, true},
+	} {
+		life, err := cache.Open(ctx, store, tc.idx, cache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for life.Rebuilding() {
+			time.Sleep(time.Millisecond)
+		}
+		_, ok, err := tc.idx.Get(ctx, d)
+		if cerr := life.Close(); cerr != nil {
+			t.Fatal(cerr)
+		}
+		if err != nil || ok != tc.indexed {
+			t.Errorf("%s: indexed %v (%v), want %v", tc.name, ok, err, tc.indexed)
+		}
+	}
+}

@@ -56,6 +56,9 @@ type Index struct {
 	touches storage.TouchBatch
 	journal journal
 	epoch   string // the idx:epoch seen last; guarded by replay
+	// fresh says this replica found no index in Redis at start and
+	// created its epoch: the index must be built from the storage.
+	fresh bool
 	replay  sync.Mutex
 
 	kick      chan struct{}
@@ -103,7 +106,8 @@ func NewIndex(r *Redis, opts IndexOptions) *Index {
 	x.cancel = cancel
 	if r.Up() {
 		sctx, scancel := context.WithTimeout(ctx, closeTimeout)
-		x.checkEpoch(sctx, false) //nolint:errcheck // a failure leaves the epoch unknown: learnt on recovery
+		// A failure leaves the epoch unknown: it is learnt on recovery.
+		x.fresh, _ = x.checkEpoch(sctx) //nolint:errcheck // see above
 		scancel()
 	}
 	r.OnRecover(func(context.Context) { x.kickLoop() })
@@ -111,6 +115,20 @@ func NewIndex(r *Redis, opts IndexOptions) *Index {
 	go x.loop(ctx)
 	return x
 }
+
+// NeedsRebuild reports that Redis held no index when this replica
+// started (the first replica of a new Redis, or one that restarted empty):
+// the cache lifecycle then builds it from a walk of the storage, in the
+// background. Only the replica that created the index's epoch does.
+func (x *Index) NeedsRebuild() bool { return x.fresh }
+
+// MovedAside is "": nothing is moved aside in Redis.
+func (x *Index) MovedAside() string { return "" }
+
+// Maintained reports that the index is kept by every replica and repairs
+// itself when it knows it lost writes (journal overflow, Redis emptied):
+// a replica starting does not walk the storage to check it.
+func (x *Index) Maintained() bool { return true }
 
 func (x *Index) entryKey(d digest.Digest) string { return x.entryPrefix + string(d) }
 

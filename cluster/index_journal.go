@@ -256,7 +256,7 @@ func (x *Index) loop(ctx context.Context) {
 // catchUp checks that Redis still has the index, replays the journal,
 // writes batched accesses and reconciles the index when writes were lost.
 func (x *Index) catchUp(ctx context.Context) {
-	lost, err := x.checkEpoch(ctx, true)
+	lost, err := x.checkEpoch(ctx)
 	if err != nil {
 		return // retried on the next kick or tick
 	}
@@ -273,10 +273,10 @@ func (x *Index) catchUp(ctx context.Context) {
 
 // checkEpoch compares the index's epoch in Redis with the one seen last.
 // A missing epoch means Redis has no index (new, or it lost it): this
-// replica sets a new one, and when it wins that race and detect is set,
-// lost reports that the index must be rebuilt from the storage. Called
-// by NewIndex and then only by the index's goroutine.
-func (x *Index) checkEpoch(ctx context.Context, detect bool) (lost bool, err error) {
+// replica sets a new one, and created reports that it won that race (the
+// index must be built from the storage, by this replica only). Called by
+// NewIndex and then only by the index's goroutine.
+func (x *Index) checkEpoch(ctx context.Context) (created bool, err error) {
 	cur, err := x.r.c.Get(ctx, x.epochKey).Result()
 	if errors.Is(err, redis.Nil) {
 		err = nil
@@ -302,7 +302,7 @@ func (x *Index) checkEpoch(ctx context.Context, detect bool) (lost bool, err err
 		return false, nil
 	}
 	x.epoch = tok
-	return detect, nil
+	return true, nil
 }
 
 // reconcile repairs the index from the storage after writes were lost;

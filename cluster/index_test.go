@@ -204,3 +204,21 @@ func TestIndexPrefixesSeparateCaches(t *testing.T) {
 		t.Fatal("no keys in Redis")
 	}
 }
+
+// TestIndexNewInRedisIsRebuiltOnce: the first replica to find no index in
+// Redis asks for a rebuild from the storage; the next ones, finding the
+// epoch it created, trust the index. Every one says it is maintained (no
+// walk of the bucket at each start).
+func TestIndexNewInRedisIsRebuiltOnce(t *testing.T) {
+	t.Parallel()
+	rd := testutil.StartRedis(t)
+	prefix := uniquePrefix()
+	first := testIndex(t, testRedis(t, rd.Addr, prefix, nil), IndexOptions{})
+	second := testIndex(t, testRedis(t, rd.Addr, prefix, nil), IndexOptions{})
+	if !first.NeedsRebuild() || second.NeedsRebuild() {
+		t.Errorf("NeedsRebuild: first %v, second %v; want true, false", first.NeedsRebuild(), second.NeedsRebuild())
+	}
+	if !first.Maintained() || first.MovedAside() != "" {
+		t.Error("a Redis index is maintained by its replicas and moves nothing aside")
+	}
+}
