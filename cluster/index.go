@@ -58,8 +58,8 @@ type Index struct {
 	epoch   string // the idx:epoch seen last; guarded by replay
 	// fresh says this replica found no index in Redis at start and
 	// created its epoch: the index must be built from the storage.
-	fresh bool
-	replay  sync.Mutex
+	fresh  bool
+	replay sync.Mutex
 
 	kick      chan struct{}
 	cancel    context.CancelFunc
