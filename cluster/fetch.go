@@ -420,6 +420,32 @@ func (s *stream) checkLease() {
 	}
 }
 
+// settlePoll is how often Settle looks at the lease.
+const settlePoll = 100 * time.Millisecond
+
+// Settle implements mirror.Settler: when the bytes came from a peer, it
+// waits while that peer still holds the digest's lease (it releases it
+// once its fill committed or failed), so that this replica finds the
+// blob stored instead of storing it again.
+func (s *stream) Settle(ctx context.Context) {
+	if s.peer == "" {
+		return
+	}
+	t := time.NewTicker(settlePoll)
+	defer t.Stop()
+	for {
+		holder, err := s.f.r.Holder(ctx, s.key)
+		if err != nil || holder != s.peer {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Close ends the source and gives the lease up.
 func (s *stream) Close() error {
 	var err error

@@ -10,9 +10,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/cluster"
@@ -39,20 +41,44 @@ type replica struct {
 	logs    *testutil.SyncBuffer
 }
 
+// countingDriver counts the uploads written to the shared storage and
+// the blobs moved into place.
+type countingDriver struct {
+	storagedriver.StorageDriver
+	writers, moves atomic.Int32
+}
+
+func (d *countingDriver) Writer(ctx context.Context, p string, a bool) (storagedriver.FileWriter, error) {
+	d.writers.Add(1)
+	return d.StorageDriver.Writer(ctx, p, a)
+}
+
+func (d *countingDriver) Move(ctx context.Context, from, to string) error {
+	d.moves.Add(1)
+	return d.StorageDriver.Move(ctx, from, to)
+}
+
 // startReplicas runs n replicas of one cache (one in-memory storage
 // driver, one Redis prefix) in front of up as "registry.test".
 func startReplicas(t *testing.T, n int, up *testreg.Registry, redisAddr string) []*replica {
 	t.Helper()
-	driver := inmemory.New()
+	reps, _ := startCounted(t, n, up, redisAddr)
+	return reps
+}
+
+// startCounted is startReplicas that also returns the storage's counts.
+func startCounted(t *testing.T, n int, up *testreg.Registry, redisAddr string) ([]*replica, *countingDriver) {
+	t.Helper()
+	driver := &countingDriver{StorageDriver: inmemory.New()}
 	prefix := "t" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	reps := make([]*replica, n)
 	for i := range reps {
 		reps[i] = startReplica(t, driver, up, redisAddr, prefix)
 	}
-	return reps
+	return reps, driver
 }
 
-func startReplica(t *testing.T, driver *inmemory.Driver, up *testreg.Registry, redisAddr, prefix string) *replica {
+func startReplica(t *testing.T, driver storagedriver.StorageDriver, up *testreg.Registry, redisAddr, prefix string) *replica {
 	t.Helper()
 	store, err := storage.New(driver, storage.Options{SpoolDir: t.TempDir()})
 	if err != nil {
@@ -152,6 +178,20 @@ func waitFills(t *testing.T, reps []*replica, d digest.Digest) map[string]string
 	}
 }
 
+// waitNoFills waits until no replica has a fill in flight.
+func waitNoFills(t *testing.T, reps []*replica) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, r := range reps {
+		for len(r.mirror.Fills()) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s still fills %v", r.url, r.mirror.Fills())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 func ownerOf(t *testing.T, reps []*replica, d digest.Digest) *replica {
 	t.Helper()
 	owner := reps[0].members.Owner("fill:" + d.String())
@@ -187,7 +227,7 @@ func TestOneUpstreamFetchAcrossReplicas(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	up := testreg.Start(t, testreg.Options{})
 	b := up.PushBlob(t, "app", testreg.RandomLayer(t, 4<<20))
-	reps := startReplicas(t, 3, up, rd.Addr)
+	reps, driver := startCounted(t, 3, up, rd.Addr)
 	waitMembers(t, reps)
 	owner := ownerOf(t, reps, b.Digest)
 	up.SetFault(testreg.FaultBlobDelay)
@@ -209,6 +249,12 @@ func TestOneUpstreamFetchAcrossReplicas(t *testing.T) {
 	}
 	if n := up.Count("GET", "blob"); n != 1 {
 		t.Errorf("upstream served %d blob GETs for 8 clients on 3 replicas, want 1", n)
+	}
+	// The replicas that streamed the owner's fill waited for its commit:
+	// the storage received the blob once.
+	waitNoFills(t, reps)
+	if w, m := driver.writers.Load(), driver.moves.Load(); w != 1 || m != 1 {
+		t.Errorf("the shared storage got %d uploads and %d moves into place, want the blob written once", w, m)
 	}
 	for url, src := range sources {
 		want := owner.url

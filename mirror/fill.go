@@ -169,6 +169,7 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		m.endFill(f, errNotKept)
 		return
 	}
+	settle(ctx, f, body)
 	m.endFill(f, m.commit(ctx, t, f, up, size))
 }
 
@@ -201,7 +202,10 @@ func (m *Mirror) fillRequest(t target, f *fill) (req FillRequest, observed func(
 // fill's readers and says whether the blob will be kept (its announced
 // size fits the cache).
 func (m *Mirror) startUpload(ctx context.Context, f *fill, size int64) (*storage.Upload, bool, error) {
-	up, err := m.store.NewUpload(ctx, f.digest.Algorithm())
+	// Bytes streamed from another replica stay in the local spool until
+	// the commit, which finds them committed by that replica (the bucket
+	// receives the blob once) or writes them itself.
+	up, err := m.store.NewUpload(ctx, f.digest.Algorithm(), storage.UploadOptions{Deferred: f.fromPeer()})
 	if err != nil {
 		return nil, false, err
 	}
@@ -265,6 +269,15 @@ func (m *Mirror) verify(ctx context.Context, t target, f *fill, up *storage.Uplo
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 	return nil
+}
+
+// settle waits, for a fill streamed from another replica, until that
+// replica stored the blob (or gave up), so that the commit finds it
+// stored rather than storing it again (Settler).
+func settle(ctx context.Context, f *fill, body io.Reader) {
+	if s, ok := body.(Settler); ok && f.fromPeer() {
+		s.Settle(ctx)
+	}
 }
 
 // commit makes room in the cache, moves the verified blob into place,

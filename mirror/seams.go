@@ -61,6 +61,14 @@ type Fetcher interface {
 	Fetch(ctx context.Context, f FillRequest) (body io.ReadCloser, size int64, err error)
 }
 
+// Settler is implemented by a Fetcher's body whose bytes came from
+// another process that stores them too (a replica's fill): Settle returns
+// once that process stored the blob or gave up (or ctx ended), and the
+// fill then commits only what is not stored yet.
+type Settler interface {
+	Settle(ctx context.Context)
+}
+
 // FillRequest is what a Fetcher is asked for: one blob of one upstream
 // repository, and the way to fetch it from that upstream.
 type FillRequest struct {

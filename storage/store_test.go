@@ -119,7 +119,7 @@ func randomBytes(t *testing.T, n int) []byte {
 
 func writeUpload(t *testing.T, s *Store, content []byte) *Upload {
 	t.Helper()
-	u, err := s.NewUpload(t.Context(), digest.SHA256)
+	u, err := s.NewUpload(t.Context(), digest.SHA256, UploadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestConcurrentUploadsOfOneDigest(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					u, err := s.NewUpload(ctx, digest.SHA256)
+					u, err := s.NewUpload(ctx, digest.SHA256, UploadOptions{})
 					if err != nil {
 						errs[i] = err
 						return

@@ -46,8 +46,23 @@ type Upload struct {
 	push    *spoolFollower // remote drivers: feeds w
 	spool   *os.File
 	inPlace bool
-	w       storagedriver.FileWriter
-	size    int64
+	// deferred: nothing reaches a remote driver until Commit (NewUpload
+	// with Deferred), which finds the blob committed by someone else or
+	// writes the whole spool then.
+	deferred bool
+	w        storagedriver.FileWriter
+	size     int64
+}
+
+// UploadOptions tune NewUpload.
+type UploadOptions struct {
+	// Deferred keeps the bytes in the local spool until Commit instead of
+	// writing them to a remote driver as they arrive: for content another
+	// process is committing too (a replica streaming the fill of the
+	// replica that owns the digest), so that the bucket receives it once.
+	// Commit then stores nothing when the blob is already there. No effect
+	// on the filesystem driver, whose upload file is the spool.
+	Deferred bool
 }
 
 func newUploadID() string {
@@ -57,7 +72,7 @@ func newUploadID() string {
 }
 
 // NewUpload starts an upload whose content will be verified with alg.
-func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, error) {
+func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm, opts UploadOptions) (*Upload, error) {
 	if !alg.Available() {
 		return nil, fmt.Errorf("upload: unsupported digest algorithm %q", alg)
 	}
@@ -84,12 +99,17 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm) (*Upload, e
 	if err := os.Remove(f.Name()); err != nil {
 		return nil, errors.Join(fmt.Errorf("upload: spool: %w", err), f.Close())
 	}
+	u.spool = f
+	u.hash = newHasher(f, u.digest.Hash())
+	if opts.Deferred {
+		u.deferred = true
+		return u, nil
+	}
 	w, err := s.driver.Writer(ctx, uploadPath(u.id), false)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("upload: driver writer: %w", err), f.Close())
 	}
-	u.spool, u.w = f, w
-	u.hash = newHasher(f, u.digest.Hash())
+	u.w = w
 	u.push = newSpoolFollower(f, driverChunk, &driverBufPool, "the storage driver's upload", func(p []byte) error {
 		_, err := w.Write(p)
 		return err
@@ -174,6 +194,11 @@ func (u *Upload) Commit(ctx context.Context, want digest.Digest, wantSize int64)
 	if err := u.Verify(want, wantSize); err != nil {
 		return errors.Join(err, u.Cancel(ctx))
 	}
+	if u.deferred {
+		if _, err := u.s.StatBlob(ctx, want); err == nil {
+			return nil // committed by the process it was streamed from
+		}
+	}
 	if err := u.finish(ctx, want); err != nil {
 		return errors.Join(err, u.Cancel(ctx))
 	}
@@ -193,7 +218,11 @@ func (u *Upload) finish(ctx context.Context, want digest.Digest) error {
 		}
 		return nil
 	}
-	if err := u.push.wait(); err != nil {
+	if u.deferred {
+		if err := u.writeSpool(ctx); err != nil {
+			return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
+		}
+	} else if err := u.push.wait(); err != nil {
 		return fmt.Errorf("%w: blob %s: %w", ErrStorageWrite, want, err)
 	}
 	if err := u.w.Commit(ctx); err != nil {
@@ -205,6 +234,28 @@ func (u *Upload) finish(ctx context.Context, want digest.Digest) error {
 	u.w = nil
 	return nil
 }
+
+// writeSpool writes a deferred upload's whole spool to the driver, in the
+// pieces the driver takes.
+func (u *Upload) writeSpool(ctx context.Context) error {
+	w, err := u.s.driver.Writer(ctx, uploadPath(u.id), false)
+	if err != nil {
+		return fmt.Errorf("driver writer: %w", err)
+	}
+	u.w = w
+	bufp := driverBufPool.Get().(*[]byte)
+	defer driverBufPool.Put(bufp)
+	if _, err := io.CopyBuffer(onlyWriter{w}, io.NewSectionReader(u.spool, 0, u.size), *bufp); err != nil {
+		return fmt.Errorf("writing the spool to the driver: %w", err)
+	}
+	return nil
+}
+
+// onlyWriter hides a writer's ReadFrom, so that io.CopyBuffer writes in
+// the buffer's pieces.
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 // Cancel abandons the upload: nothing is committed. Readers that hold the
 // spool open can still read what was written until Close.

@@ -368,7 +368,7 @@ func TestUploadHashReadError(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 5*hashChunk)
 			d := digest.FromBytes(content)
-			u, err := s.NewUpload(ctx, digest.SHA256)
+			u, err := s.NewUpload(ctx, digest.SHA256, UploadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,7 +398,7 @@ func TestUploadHashReadError(t *testing.T) {
 			s := b.new(t)
 			content := randomBytes(t, 4*hashChunk)
 			d := digest.FromBytes(content)
-			u, err := s.NewUpload(ctx, digest.SHA256)
+			u, err := s.NewUpload(ctx, digest.SHA256, UploadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -437,7 +437,7 @@ func TestUploadHasherDoesNotLeak(t *testing.T) {
 			d := digest.FromBytes(content)
 			before := runtime.NumGoroutine()
 			for i := range 40 {
-				u, err := s.NewUpload(ctx, digest.SHA256)
+				u, err := s.NewUpload(ctx, digest.SHA256, UploadOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -607,7 +607,7 @@ func followerEnded(f *spoolFollower) bool {
 // newUpload starts a SHA-256 upload in s.
 func newUpload(t *testing.T, s *Store) *Upload {
 	t.Helper()
-	u, err := s.NewUpload(t.Context(), digest.SHA256)
+	u, err := s.NewUpload(t.Context(), digest.SHA256, UploadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,4 +634,73 @@ func noUploadsLeft(t *testing.T, s *Store) {
 	if keys := pendingMultipart(t, s); len(keys) != 0 {
 		t.Fatalf("multipart uploads left behind: %v", keys)
 	}
+}
+
+// TestDeferredUpload: a deferred upload sends nothing to the driver while
+// it is written (no upload, no multipart upload in the bucket); Commit
+// writes the verified spool and moves it into place, or, when the blob
+// was committed meanwhile by someone else (the replica the fill streamed
+// from), stores nothing; a wrong digest commits nothing.
+func TestDeferredUpload(t *testing.T) {
+	t.Parallel()
+	for _, b := range allBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			s := b.new(t)
+			ctx := t.Context()
+			deferred := func(content []byte) *Upload {
+				u, err := s.NewUpload(ctx, digest.SHA256, UploadOptions{Deferred: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { u.Close() })
+				writeIn(t, u, content, 64<<10)
+				return u
+			}
+			content := randomBytes(t, 5<<20+12_000)
+			d := digest.FromBytes(content)
+			u := deferred(content)
+			if b.name != "filesystem" {
+				noUploadsLeft(t, s)
+			}
+			if err := u.Commit(ctx, d, int64(len(content))); err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, s, d); !bytes.Equal(got, content) {
+				t.Fatalf("committed %d bytes, want the %d written", len(got), len(content))
+			}
+			noUploadsLeft(t, s)
+
+			// Committed by someone else meanwhile: nothing more is stored.
+			again := deferred(content)
+			if err := again.Commit(ctx, d, int64(len(content))); err != nil {
+				t.Fatal(err)
+			}
+			noUploadsLeft(t, s)
+
+			wrong := deferred(randomBytes(t, 1000))
+			if err := wrong.Commit(ctx, digest.FromString("other"), -1); err == nil {
+				t.Fatal("a deferred upload of other bytes was committed")
+			}
+			if _, err := s.StatBlob(ctx, digest.FromString("other")); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("blob after a failed Commit: %v", err)
+			}
+			noUploadsLeft(t, s)
+		})
+	}
+}
+
+// readAll reads a committed blob.
+func readAll(t *testing.T, s *Store, d digest.Digest) []byte {
+	t.Helper()
+	rc, err := s.OpenBlob(t.Context(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
