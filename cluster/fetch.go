@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
@@ -125,6 +126,7 @@ type stream struct {
 	log logrus.FieldLogger
 
 	off, size int64
+	progress  atomic.Int64 // off, for watchPeer
 	body      io.ReadCloser
 	peer      string // the source when it is a peer
 	pending   error  // a read error kept until the bytes before it are taken
@@ -283,8 +285,10 @@ func (s *stream) openPeer(peer string) error {
 	s.req.Source(peer)
 	u := strings.TrimSuffix(peer, "/") + mirror.PeerPath + s.req.Digest.String() + "?" +
 		url.Values{"upstream": {s.req.Upstream}, "repo": {s.req.Repo}}.Encode()
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, u, nil)
+	pctx, cancel := context.WithCancel(s.ctx)
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet, u, nil)
 	if err != nil {
+		cancel()
 		return &peerRefused{status: http.StatusBadRequest, err: err}
 	}
 	req.Header.Set(SecretHeader, s.f.opts.Secret)
@@ -293,18 +297,65 @@ func (s *stream) openPeer(peer string) error {
 	}
 	resp, err := s.f.opts.Client.Do(req)
 	if err != nil {
+		cancel()
 		return err
 	}
 	size, err := s.peerBody(resp)
 	if err != nil {
+		cancel()
 		return err
 	}
 	if err := s.setSize(size); err != nil {
 		resp.Body.Close()
+		cancel()
 		return &peerRefused{status: http.StatusBadGateway, err: err}
 	}
-	s.body, s.peer = resp.Body, peer
+	w := &watchedBody{ReadCloser: resp.Body, cancel: cancel, done: make(chan struct{})}
+	go s.watchPeer(pctx, peer, w)
+	s.body, s.peer = w, peer
 	return nil
+}
+
+// watchedBody is a peer's stream watched for a stall (watchPeer); Close
+// ends the watch.
+type watchedBody struct {
+	io.ReadCloser
+	cancel func()
+	done   chan struct{}
+}
+
+func (w *watchedBody) Close() error {
+	w.cancel()
+	<-w.done
+	return w.ReadCloser.Close()
+}
+
+// watchPeer cuts the stream from peer when it sent nothing for a lease
+// TTL and no longer holds the digest's lease: a replica that stopped
+// (frozen, partitioned) without closing its connections is left like one
+// that died, and the fill resumes elsewhere. A peer that holds the lease
+// is waited for: its upstream is slow.
+func (s *stream) watchPeer(ctx context.Context, peer string, w *watchedBody) {
+	defer close(w.done)
+	t := time.NewTicker(s.f.opts.LeaseTTL)
+	defer t.Stop()
+	last := s.progress.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := s.progress.Load(); now != last {
+			last = now
+			continue
+		}
+		if holder, err := s.f.r.Holder(ctx, s.key); err == nil && holder != peer {
+			s.log.WithFields(logrus.Fields{"peer": peer, "offset": last}).Warn("cluster: the replica filling the blob sends nothing and no longer holds its lease")
+			w.cancel()
+			return
+		}
+	}
 }
 
 // peerBody checks a peer's answer and returns the blob's size; the body
@@ -368,6 +419,7 @@ func (s *stream) Read(p []byte) (int, error) {
 		}
 		n, err := s.body.Read(p)
 		s.off += int64(n)
+		s.progress.Store(s.off)
 		s.checkLease()
 		if errors.Is(err, io.EOF) && (s.size < 0 || s.off >= s.size) {
 			return n, io.EOF

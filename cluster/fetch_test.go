@@ -374,3 +374,54 @@ func TestPeerRequestsNeedTheSecret(t *testing.T) {
 		t.Errorf("with the secret: status %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
+
+// TestFailoverWhenOwnerStallsWithoutItsLease: the owner's fill sends
+// nothing (upstream parked) and its lease disappears, as for a replica
+// frozen without its connections closing: the other replicas stop
+// waiting for it, take the lease and fetch themselves; their clients get
+// verified bytes.
+func TestFailoverWhenOwnerStallsWithoutItsLease(t *testing.T) {
+	t.Parallel()
+	rd := testutil.StartRedis(t)
+	up := testreg.Start(t, testreg.Options{})
+	b := up.PushBlob(t, "app", testreg.RandomLayer(t, 1<<20))
+	reps := startReplicas(t, 3, up, rd.Addr)
+	waitMembers(t, reps)
+	owner := ownerOf(t, reps, b.Digest)
+	var others []*replica
+	for _, r := range reps {
+		if r != owner {
+			others = append(others, r)
+		}
+	}
+	up.SetFault(testreg.FaultBlobDelay)
+	var wg sync.WaitGroup
+	sums := make([]string, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() { sums[i], errs[i] = pull(others[i], b.Digest) })
+	}
+	up.WaitBlobsParked(t, 1)
+	waitFills(t, others, b.Digest)
+	// The owner's lease vanishes (it expired: the owner stopped renewing).
+	if err := owner.redis.Client().Del(t.Context(), owner.redis.Key("lease", "fill:"+b.Digest.String())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	up.WaitBlobsParked(t, 2) // a follower took the lease and fetches
+	up.ReleaseBlobs()
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil || sums[i] != b.Digest.String() {
+			t.Errorf("client %d: %s, %v; want %s", i, sums[i], errs[i], b.Digest)
+		}
+	}
+	stalled := 0
+	for _, r := range others {
+		if strings.Contains(r.logs.String(), "sends nothing and no longer holds its lease") {
+			stalled++
+		}
+	}
+	if stalled == 0 {
+		t.Error("no replica noticed the stalled owner")
+	}
+}
