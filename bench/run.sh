@@ -3,16 +3,18 @@
 # run on this machine, against one upstream (Debian's docker-registry,
 # distribution 2.8): distribution 2.8 as a pull-through proxy, nginx with
 # proxy_cache + proxy_cache_lock, nginx serving the blob files with
-# sendfile, and direct downloads over HTTP and TLS. Prints the tables and
-# writes docs/benchmarks.md and the charts in docs/img/.
+# sendfile, and direct downloads over HTTP and TLS; and ours on S3
+# (versitygw) with Redis: 1 and 3 replicas, redirects on and off. Prints
+# the tables and writes docs/benchmarks.md and the charts in docs/img/.
 #
 #   bench/run.sh [flags]
 #
 # Common flags (bench/run.sh --help lists them all):
-#   --only cold,image,scaling,warm,tls,manifest,memory   run a subset
+#   --only cold,image,scaling,warm,tls,manifest,memory,replicas   run a subset
 #   --systems direct,ours,distribution,nginx,nginx-static
 #   --size-mib 256 --clients 8 --warm-clients 8,64 --scaling-mib 16,256,1024
 #   --layers 20 --layer-mib 4 --mem-clients 100 --manifest-clients 100
+#   --hit-kib 4,1024 --hit-requests 200      (replicas: blob hit latency rows)
 #   --repeat 3 --tls-http1 --keep
 #   --client splice|copy       plain-HTTP blob bodies: spliced to /dev/null
 #                              (default; zero-copy, so the clients leave the
@@ -22,11 +24,14 @@
 #   --out FILE --img-dir DIR   write elsewhere (a subset run rewrites
 #                              docs/benchmarks.md with the subset otherwise)
 #
-# Installs docker-registry, nginx and gnuplot-nox with apt-get when missing
-# (needs root or sudo), builds the proxy from the working tree and the
-# benchmark program into a temp dir, runs it, and removes everything it
-# started or created on exit, also on error or ^C. About 5 minutes on 2
-# cores with the defaults (under 10 on a busy machine), plus the builds.
+# Installs docker-registry, nginx, redis-server and gnuplot-nox with
+# apt-get when missing (needs root or sudo); the replicas group also needs
+# versitygw (scripts/install-test-deps.sh installs it in GOPATH/bin).
+# Builds the proxy from the working tree (the lean build and the full one
+# beside it, as in the container image) and the benchmark program into a
+# temp dir, runs it, and removes everything it started or created on exit,
+# also on error or ^C. About 6 minutes on 2 cores with the defaults (under
+# 12 on a busy machine; --only replicas about 2), plus the builds.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +55,7 @@ missing=()
 [ -x "$registry_bin" ] || missing+=(docker-registry)
 [ -x "$nginx_bin" ] || missing+=(nginx)
 command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "run.sh: installing ${missing[*]} (Debian packages)" >&2
 	as_root apt-get update -qq
@@ -72,13 +78,15 @@ if [ "$commit" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null | head
 fi
 # The container image's entrypoint is the lean build (filesystem and
 # inmemory storage drivers; s3, gcs and azure run the full build beside
-# it): that is what the benchmark measures. PROXY_TAGS= bench/run.sh
-# measures the full build instead.
+# it, container-registry-proxy-full): that is what the benchmark
+# measures, and the replicas group's S3 rows run the full build through
+# it. PROXY_TAGS= bench/run.sh measures the full build everywhere.
 proxy_tags="${PROXY_TAGS-lean}"
 # The tree may be mid-change (other work in progress): retry a failed
 # build a few times before giving up.
 for try in 1 2 3 4; do
-	if go build -tags "$proxy_tags" -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy" ./cmd/container-registry-proxy; then
+	if go build -tags "$proxy_tags" -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy" ./cmd/container-registry-proxy &&
+		go build -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy-full" ./cmd/container-registry-proxy; then
 		break
 	fi
 	if [ "$try" -eq 4 ]; then

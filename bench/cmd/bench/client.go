@@ -52,9 +52,11 @@ func newTLSClient(roots *x509.CertPool, proxy *url.URL, http1 bool) *http.Client
 // target is where clients pull from: a registry base URL, the name under
 // which the image's repository is reached there, and a maker of clients.
 // splice: blob GETs of clients that do not verify digests go through a
-// spliceClient (plain HTTP only; --client splice).
+// spliceClient (plain HTTP only; --client splice). bases: replicas, which
+// client i reaches at bases[i % len(bases)] (base is bases[0]).
 type target struct {
 	base      string
+	bases     []string
 	name      func(repo string) string
 	newClient func() *http.Client
 	splice    bool
@@ -202,7 +204,9 @@ type result struct {
 
 // pullAll runs n clients, each with a client of its own, started
 // together, and returns the wall time until the last one finished. verify
-// is the --verify mode. Any client's error fails the run.
+// is the --verify mode ("one": the first client of each replica). Clients
+// are spread over t's replicas round-robin. Any client's error fails the
+// run.
 func pullAll(ctx context.Context, t target, img *image, n, parallel int, verify string) (result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -214,18 +218,22 @@ func pullAll(ctx context.Context, t target, img *image, n, parallel int, verify 
 		gate   = make(chan struct{})
 		cls    = make([]*http.Client, n)
 		scs    = make([]*spliceClient, n)
-		hashes = func(i int) bool { return verify == "all" || (verify == "one" && i == 0) }
+		hashes = func(i int) bool { return verify == "all" || (verify == "one" && i < max(1, len(t.bases))) }
 	)
 	for i := range n {
+		ti := t
+		if len(t.bases) > 0 {
+			ti.base = t.bases[i%len(t.bases)]
+		}
 		cls[i] = t.newClient()
-		if t.splice && !hashes(i) && strings.HasPrefix(t.base, "http://") {
+		if t.splice && !hashes(i) && strings.HasPrefix(ti.base, "http://") {
 			scs[i] = newSpliceClient(cls[i])
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-gate
-			g, err := pullImage(ctx, cls[i], scs[i], t, img, parallel, hashes(i))
+			g, err := pullImage(ctx, cls[i], scs[i], ti, img, parallel, hashes(i))
 			mu.Lock()
 			defer mu.Unlock()
 			res.bytes += g.bytes

@@ -12,7 +12,9 @@
 // Scenarios: cold pulls of one large layer and of a many-layer image by
 // one and by many clients, warm throughput (plain HTTP, and TLS through
 // the CONNECT shim), manifest-by-tag upstream requests and latency, peak
-// memory, and scaling with the blob size. Upstream bytes and requests are
+// memory, scaling with the blob size, and ours on S3 (versitygw) with
+// Redis: cold fills over 1 and 3 replicas, warm throughput, blob hit
+// latency, redirects to the bucket. Upstream bytes and requests are
 // counted by a reverse proxy in front of the upstream, not assumed.
 //
 // It prints Markdown tables, writes them to --out and PNG charts (gnuplot)
@@ -34,7 +36,7 @@ import (
 )
 
 // Groups of scenarios (--only), in the order they run.
-var allGroups = []string{"cold", "image", "scaling", "warm", "tls", "manifest", "memory"}
+var allGroups = []string{"cold", "image", "scaling", "warm", "tls", "manifest", "memory", "replicas"}
 
 // Systems (--systems). The TLS rows (direct-tls, ours-shim) belong to the
 // tls group and need no entry here.
@@ -75,6 +77,12 @@ type options struct {
 	rawWarm       string
 	rawScaling    string
 	roundTimeoutS int
+	rawHitKiB     string
+	hitKiB        []int
+	hitRequests   int
+	versitygwBin  string
+	redisBin      string
+	s3NoKeepAlive bool
 }
 
 func main() {
@@ -95,7 +103,7 @@ func main() {
 	flag.IntVar(&o.parallel, "parallel", 3, "concurrent blob downloads per client (Docker's default is 3)")
 	flag.StringVar(&o.verify, "verify", "one", "which clients hash bodies and check the digest: one (the first of each run), all, none")
 	flag.StringVar(&o.client, "client", "splice", "how clients take plain-HTTP blob bodies: splice (to /dev/null with splice(2), zero-copy, unless they verify the digest) or copy (read into user space, like curl); TLS rows and digest checks always copy")
-	flag.StringVar(&o.rawOnly, "only", "all", "groups to run, comma-separated: "+strings.Join(allGroups, ", ")+" (shim = tls), or all")
+	flag.StringVar(&o.rawOnly, "only", "all", "groups to run, comma-separated: "+strings.Join(allGroups, ", ")+" (shim = tls; s3, redirect = replicas), or all")
 	flag.StringVar(&o.rawSystems, "systems", "all", "systems, comma-separated: "+strings.Join(allSystems, ", ")+", or all")
 	flag.BoolVar(&o.tlsHTTP1, "tls-http1", false, "TLS rows: clients speak HTTP/1.1 only (default: h2 by ALPN)")
 	flag.StringVar(&o.proxyBin, "proxy-bin", "", "container-registry-proxy binary (required)")
@@ -108,6 +116,11 @@ func main() {
 	flag.StringVar(&o.notes, "notes", "", "Markdown file appended to the report as its Analysis section")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs) for inspection")
 	flag.IntVar(&o.roundTimeoutS, "round-timeout", 300, "seconds after which one run or round is abandoned")
+	flag.StringVar(&o.rawHitKiB, "hit-kib", "4,1024", "replicas group: blob sizes of the hit latency rows, KiB, comma-separated")
+	flag.IntVar(&o.hitRequests, "hit-requests", 200, "replicas group: sequential GETs per hit latency run")
+	flag.StringVar(&o.versitygwBin, "versitygw-bin", "", "replicas group: versitygw binary, the S3 server (default: in PATH or GOPATH/bin)")
+	flag.StringVar(&o.redisBin, "redis-bin", "redis-server", "replicas group: redis-server binary")
+	flag.BoolVar(&o.s3NoKeepAlive, "s3-no-keep-alive", false, "replicas group: versitygw closes every connection after one request (its default; the benchmark turns keep-alive on, as S3 keeps connections)")
 	flag.Parse()
 	if err := o.parse(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -143,12 +156,15 @@ func (o *options) parse() error {
 	if o.scalingMiB, err = intList(o.rawScaling); err != nil {
 		return fmt.Errorf("--scaling-mib: %w", err)
 	}
+	if o.hitKiB, err = intList(o.rawHitKiB); err != nil {
+		return fmt.Errorf("--hit-kib: %w", err)
+	}
 	switch {
 	case o.proxyBin == "":
 		return errors.New("--proxy-bin is required")
 	case o.sizeMiB < 1 || o.layerMiB < 1 || o.manyMiB < 1:
 		return errors.New("--size-mib, --layer-mib and --many-mib must be at least 1")
-	case o.clients < 1 || o.layers < 1 || o.memClients < 1 || o.manClients < 1 || o.manRequests < 1 || o.tagPulls < 1:
+	case o.clients < 1 || o.layers < 1 || o.memClients < 1 || o.manClients < 1 || o.manRequests < 1 || o.tagPulls < 1 || o.hitRequests < 1:
 		return errors.New("client, layer and request counts must be at least 1")
 	case o.repeat < 1:
 		return errors.New("--repeat must be at least 1")
@@ -169,7 +185,7 @@ func (o *options) parse() error {
 	default:
 		return fmt.Errorf("--client %q: want splice or copy", o.client)
 	}
-	if o.groups, err = pick(o.rawOnly, allGroups, map[string]string{"shim": "tls"}); err != nil {
+	if o.groups, err = pick(o.rawOnly, allGroups, map[string]string{"shim": "tls", "s3": "replicas", "redirect": "replicas"}); err != nil {
 		return fmt.Errorf("--only: %w", err)
 	}
 	if o.systems, err = pick(o.rawSystems, allSystems, nil); err != nil {

@@ -48,6 +48,15 @@ func startTLSProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream, c
 // startProxyFor starts the proxy with one registry, host at endpoint with
 // the extra YAML lines extra, and waits for /healthz.
 func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstream, extra string, env []string) (*proc, string, error) {
+	return startProxyCfg(ctx, e, bin, name, "/healthz", env, func(port int) string {
+		return fmt.Sprintf(proxyConfig, port, cacheDir, filepath.Join(e.root, "ca"), host, upstream, extra)
+	})
+}
+
+// startProxyCfg starts the proxy binary named name with the configuration
+// cfg(port), port being a free loopback port it must listen on, and waits
+// until GET ready (a path) answers 200.
+func startProxyCfg(ctx context.Context, e *env, bin, name, ready string, env []string, cfg func(port int) string) (*proc, string, error) {
 	dir := filepath.Join(e.root, "proxy", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", err
@@ -56,18 +65,17 @@ func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstr
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := filepath.Join(dir, "config.yml")
-	body := fmt.Sprintf(proxyConfig, port, cacheDir, filepath.Join(e.root, "ca"), host, upstream, extra)
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg(port)), 0o600); err != nil {
 		return nil, "", err
 	}
 	log := filepath.Join(dir, "proxy.log")
-	p, err := e.startEnv("container-registry-proxy", log, env, bin, "--config", cfg)
+	p, err := e.startEnv("container-registry-proxy", log, env, bin, "--config", cfgPath)
 	if err != nil {
 		return nil, "", err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	if err := waitHTTP(ctx, p, base+"/healthz", 200); err != nil {
+	if err := waitHTTP(ctx, p, base+ready, 200); err != nil {
 		_ = e.stop(p)
 		return nil, "", err
 	}
@@ -75,7 +83,8 @@ func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstr
 }
 
 // cacheLines counts the proxy's access-log lines for blob GETs by cache
-// status (HIT, MISS, ...), and aborted responses.
+// status (HIT, MISS, ...), and aborted and redirected (307 to the
+// bucket) responses.
 func cacheLines(logPath string) (map[string]int, error) {
 	f, err := os.Open(logPath)
 	if err != nil {
@@ -92,6 +101,9 @@ func cacheLines(logPath string) (map[string]int, error) {
 		}
 		if strings.Contains(line, "aborted=true") {
 			out["aborted"]++
+		}
+		if strings.Contains(line, "redirect=true") {
+			out["redirected"]++
 		}
 		_, rest, ok := strings.Cut(line, "cache=")
 		if !ok {

@@ -44,6 +44,7 @@ type machine struct {
 	nproc                     int
 	cpu, kernel, goVersion    string
 	registryVer, proxyVersion string
+	fullVersion               string // the build that serves S3 (the lean one runs <binary>-full)
 	nginxVer                  string
 	date                      string
 	load0, load1              string // /proc/loadavg at start and end
@@ -71,6 +72,10 @@ func machineInfo(o options, load0 string) machine {
 	}
 	m.registryVer = firstLine(o.registryBin, "--version")
 	m.proxyVersion = firstLine(o.proxyBin, "--version")
+	m.fullVersion = m.proxyVersion
+	if _, err := os.Stat(o.proxyBin + "-full"); err == nil {
+		m.fullVersion = firstLine(o.proxyBin+"-full", "--version")
+	}
 	m.nginxVer = firstLine(o.nginxBin, "-v")
 	return m
 }
@@ -112,11 +117,12 @@ type report struct {
 
 // rowsOf returns the rows of kind for img and clients (img nil: any
 // image, clients 0: any count), in the order of systems. Callers with an
-// image that may not exist must check it: nil is not "none".
+// image that may not exist must check it: nil is not "none". Ours on S3
+// (the replicas group) has tables of its own and is left out.
 func (r *report) rowsOf(kind string, img *image, clients int) []*row {
 	var out []*row
 	for _, x := range r.b.rows {
-		if x.kind == kind && (img == nil || x.img == img) && (clients == 0 || x.clients == clients) && len(x.samples) > 0 {
+		if x.kind == kind && (img == nil || x.img == img) && (clients == 0 || x.clients == clients) && len(x.samples) > 0 && !isS3(x.sys) {
 			out = append(out, x)
 		}
 	}
@@ -376,6 +382,9 @@ func (r *report) sections() []string {
 	if o.runs("scaling") {
 		add("6. Scaling with the blob size, "+fmt.Sprint(o.clients)+" cold clients", "The cost should grow with the blob, not with the number of clients: 1.00× upstream bytes for every size.", r.scalingTable())
 	}
+	if o.runs("replicas") {
+		r.replicaSections(add)
+	}
 	return out
 }
 
@@ -400,6 +409,7 @@ func (r *report) targetList() []goal {
 		r.manifestCacheGoal(),
 		r.coldRSSGoal(),
 		r.warmRSSGoal(),
+		r.replicasGoal(),
 	}
 }
 
@@ -766,6 +776,9 @@ func (r *report) writeMachine(b *strings.Builder) {
 	fmt.Fprintf(b, "- upstream and distribution peer: %s (Debian `docker-registry`, filesystem storage)\n", m.registryVer)
 	fmt.Fprintf(b, "- nginx: %s (Debian `nginx`)\n", strings.TrimPrefix(m.nginxVer, "nginx version: "))
 	fmt.Fprintf(b, "- ours: %s\n", m.proxyVersion)
+	if r.b.s3 != nil {
+		fmt.Fprintf(b, "- ours on S3 (replicas rows): %s; S3 server: versitygw (%s, posix backend, metadata in a sidecar directory); Redis: %s (Debian `redis-server`)\n", m.fullVersion, r.b.s3Ver, r.b.redisVer)
+	}
 	fmt.Fprintf(b, "- date: %s; whole run %.0fs\n", m.date, r.took.Seconds())
 	fmt.Fprintf(b, "- load average (1, 5, 15 min) at start: %s; at end: %s\n", m.load0, m.load1)
 	fmt.Fprintf(b, "- clients: %s\n\n", r.clientMode())
@@ -780,14 +793,18 @@ func (r *report) writeMethod(b *strings.Builder) {
 		cmd = strings.Join(os.Args, " ")
 	}
 	b.WriteString("## Command\n\n```sh\n" + cmd + "\n```\n\n")
-	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--repeat` change sizes and concurrency.\n\n")
+	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory,replicas` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--hit-kib`, `--hit-requests`, `--repeat` change sizes and concurrency.\n\n")
 	b.WriteString("## Systems\n\n")
 	b.WriteString("All on 127.0.0.1, started by the benchmark with temporary directories and stopped by PID. The upstream is one docker-registry holding the pushed images (random, incompressible layers).\n\n")
 	fmt.Fprintf(b, "- **ours**: `container-registry-proxy` built from the working tree, filesystem cache, upstream `%s` mapped to the counting proxy (`insecure: true`); clients use `/v2/%s/<repo>/…`. Defaults otherwise (manifest cache off, as shipped), except in the manifest rows that say so.\n", upstreamHost, upstreamNS)
 	b.WriteString("- **distribution 2.8 proxy**: Debian's `docker-registry` in pull-through mode (`proxy.remoteurl` = the counting proxy), filesystem storage.\n")
 	b.WriteString("- **nginx proxy_cache + lock**: Debian's nginx, `worker_processes auto`, blob GETs (`/v2/…/blobs/sha256:…`) cached with `proxy_cache` keyed by digest, `proxy_cache_lock on`, `proxy_cache_lock_timeout 880s` (the original project's settings) and `proxy_cache_lock_age 880s` (so that a fill slower than the default 5 s does not send a second request upstream: nginx at its best); manifests and everything else passed to the upstream uncached with the client's `Accept`. The upstream answers blob GETs itself (filesystem storage, no redirect); with a redirecting storage backend nginx would also need `proxy_intercept_errors` and an `error_page` for 307 to cache anything.\n")
 	b.WriteString("- **nginx static (sendfile)**: the same nginx serving the upstream's own blob files (`alias` into its storage) with `sendfile on`: the practical limit of this machine for warm blobs.\n")
-	b.WriteString("- **upstream direct**: clients talk to docker-registry itself, over plain HTTP, or over TLS to a second instance on the same storage (`http.tls`, throwaway P-256 CA).\n\n")
+	b.WriteString("- **upstream direct**: clients talk to docker-registry itself, over plain HTTP, or over TLS to a second instance on the same storage (`http.tls`, throwaway P-256 CA).\n")
+	if o.runs("replicas") {
+		fmt.Fprintf(b, "- **ours, S3 + Redis** (section 7): the full build (`container-registry-proxy-full`, which the lean one runs for `storage.s3`) with `storage.s3` on one bucket of versitygw (posix backend, plain HTTP on loopback, `forcepathstyle`), `redis` on one `redis-server` (`--save '' --appendonly no`) and `cluster` (`advertise: http://127.0.0.1:<port>`, a shared secret): 1 replica, %d replicas started one after the other (each ready before the next; clients spread over them round-robin), or 1 replica with `storage.redirect: true` (blob hits answer 307 to a presigned URL of the bucket, which the clients follow). Each system (and each cold run) has its own root directory in the bucket and its own Redis prefix; each replica its own local spool directory.\n", clusterReplicas)
+	}
+	b.WriteString("\n")
 	b.WriteString("Upstream bytes and requests are counted by a reverse proxy (`net/http/httputil`) in this program between every caching system and the upstream (a TLS one for the shim). A client does what `docker pull` does: GET the manifest by tag, then the config and the layers (" + fmt.Sprint(o.parallel) + " at a time), each client with a connection of its own; it checks every body's length, and ")
 	switch o.verify {
 	case "all":
@@ -873,11 +890,14 @@ func (r *report) clientMode() string {
 func (r *report) notes() []string {
 	var notes []string
 	for _, x := range r.b.rows {
-		if len(x.lines) > 0 {
+		if len(x.lines) > 0 && isS3(x.sys) {
+			notes = append(notes, fmt.Sprintf("Blob GET lines in the access logs of %s (clients' and peers' requests) by `cache=`, cold %s, %d client(s), all runs: %s.", plainLabel(x.sys), x.img.label, x.clients, formatLines(x.lines)))
+		} else if len(x.lines) > 0 {
 			notes = append(notes, fmt.Sprintf("Blob GET lines in ours' access logs by `cache=`, cold %s, %d client(s), all runs: %s.", x.img.label, x.clients, formatLines(x.lines)))
 		}
 	}
 	notes = append(notes, r.b.notes...)
+	notes = append(notes, r.s3Notes()...)
 	for _, x := range r.b.rows {
 		if x.sys != sysShim && x.sys != sysDirectTLS {
 			continue
@@ -900,7 +920,7 @@ func (r *report) notes() []string {
 
 // formatLines prints access-log cache statuses in a stable order.
 func formatLines(m map[string]int) string {
-	order := []string{"HIT", "MISS", "STALE", "REVALIDATED", "PASS", "none", "aborted"}
+	order := []string{"HIT", "MISS", "STALE", "REVALIDATED", "PASS", "none", "aborted", "redirected"}
 	var parts []string
 	for _, k := range order {
 		if v := m[k]; v > 0 {

@@ -94,7 +94,8 @@ func (r *report) publish() error {
 type pushJob struct {
 	label, repo string
 	sizes       []int64
-	mib         int // single-layer images
+	mib         int  // single-layer images
+	hit         bool // an image of the hit latency rows (b.hits)
 }
 
 // push pushes every image the selected groups need, concurrently.
@@ -117,23 +118,28 @@ func (b *bench) push(ctx context.Context) error {
 // first, each single-layer size once.
 func (b *bench) pushJobs() []pushJob {
 	o := b.o
-	jobs := []pushJob{{fmt.Sprintf("%d MiB layer", o.sizeMiB), fmt.Sprintf("bench/single-%d", o.sizeMiB), []int64{int64(o.sizeMiB) << 20}, o.sizeMiB}}
+	jobs := []pushJob{{label: fmt.Sprintf("%d MiB layer", o.sizeMiB), repo: fmt.Sprintf("bench/single-%d", o.sizeMiB), sizes: []int64{int64(o.sizeMiB) << 20}, mib: o.sizeMiB}}
 	single := func(m int) {
 		for _, j := range jobs {
 			if j.mib == m {
 				return
 			}
 		}
-		jobs = append(jobs, pushJob{fmt.Sprintf("%d MiB layer", m), fmt.Sprintf("bench/single-%d", m), []int64{int64(m) << 20}, m})
+		jobs = append(jobs, pushJob{label: fmt.Sprintf("%d MiB layer", m), repo: fmt.Sprintf("bench/single-%d", m), sizes: []int64{int64(m) << 20}, mib: m})
 	}
 	if o.runs("image") {
 		sizes := make([]int64, o.layers)
 		for i := range sizes {
 			sizes[i] = int64(o.layerMiB) << 20
 		}
-		jobs = append(jobs, pushJob{fmt.Sprintf("%d × %d MiB layers", o.layers, o.layerMiB), "bench/layered", sizes, 0})
+		jobs = append(jobs, pushJob{label: fmt.Sprintf("%d × %d MiB layers", o.layers, o.layerMiB), repo: "bench/layered", sizes: sizes})
 	}
-	if o.runs("warm") || o.runs("tls") || o.runs("memory") || o.runs("manifest") {
+	if o.runs("replicas") {
+		for _, k := range o.hitKiB {
+			jobs = append(jobs, pushJob{label: kibLabel(k), repo: fmt.Sprintf("bench/hit-%dk", k), sizes: []int64{int64(k) << 10}, hit: true})
+		}
+	}
+	if o.runs("warm") || o.runs("tls") || o.runs("memory") || o.runs("manifest") || o.runs("replicas") {
 		for _, n := range append(slices.Clone(o.warmClients), o.memClients) {
 			if n > o.clients {
 				single(o.manyMiB)
@@ -172,15 +178,27 @@ func (b *bench) pushAll(ctx context.Context, jobs []pushJob) error {
 				}
 				return
 			}
-			if j.mib > 0 {
+			switch {
+			case j.hit:
+				b.hits = append(b.hits, img)
+				slices.SortFunc(b.hits, func(x, y *image) int { return int(x.blobBytes() - y.blobBytes()) })
+			case j.mib > 0:
 				b.singles[j.mib] = img
-			} else {
+			default:
 				b.layered = img
 			}
 		}()
 	}
 	wg.Wait()
 	return first
+}
+
+// kibLabel names a one-layer image of k KiB ("4 KiB blob", "1 MiB blob").
+func kibLabel(k int) string {
+	if k%1024 == 0 {
+		return fmt.Sprintf("%d MiB blob", k/1024)
+	}
+	return fmt.Sprintf("%d KiB blob", k)
 }
 
 // groups runs the selected groups in order.
@@ -240,6 +258,8 @@ func (b *bench) group(ctx context.Context, g string) error {
 		}
 	case "manifest":
 		return b.manifestGroup(ctx)
+	case "replicas":
+		return b.replicasGroup(ctx)
 	case "memory":
 		if err := b.warmSet(ctx, warm, b.warmImage(o.memClients), o.memClients); err != nil {
 			return err

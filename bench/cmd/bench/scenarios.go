@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -20,6 +21,13 @@ type sample struct {
 	selfCPU  time.Duration // this program's CPU time (clients, counting proxy)
 	protos   map[string]int
 	p50, p99 time.Duration // latency rows
+
+	// The replicas group.
+	auxCPU           time.Duration // CPU time of the S3 server and Redis (S3 systems)
+	s3               s3Ops         // requests the S3 server answered (S3 systems)
+	peerFills        float64       // fills streamed from another replica (crp_peer_fills_total, cold runs)
+	ttfbP50, ttfbP90 time.Duration // blob hits: time to the first body byte
+	totP50, totP90   time.Duration // blob hits: time to the last body byte
 }
 
 // Row kinds.
@@ -28,6 +36,7 @@ const (
 	kindWarm    = "warm"    // filled cache, rounds on one process
 	kindTags    = "tags"    // sequential tag pulls, upstream requests counted
 	kindLatency = "latency" // concurrent cached manifest GETs
+	kindHit     = "hit"     // sequential GETs of a stored blob
 )
 
 // row is one table row: a system in one scenario, with its samples.
@@ -71,6 +80,13 @@ type bench struct {
 	big     *image         // one --size-mib layer
 	layered *image         // --layers × --layer-mib
 	singles map[int]*image // single-layer images by MiB (big among them)
+	hits    []*image       // single-layer images of --hit-kib, smallest first (replicas group)
+
+	// The replicas group's shared services.
+	s3              *s3Server
+	redis           *proc
+	redisAddr       string
+	s3Ver, redisVer string
 
 	rows  []*row
 	warm  map[string]*instance // warm instances by system
@@ -119,7 +135,7 @@ func (b *bench) measure(ctx context.Context, in *instance, img *image, n int) (s
 	if in.cnt != nil {
 		before = in.cnt.snapshot()
 	}
-	cpu0 := sumCPU(pids)
+	cpu0, aux0, s3mark := sumCPU(pids), sumCPU(pidsOf(in.aux)), b.s3Mark(in)
 	self0, _ := cpuTime(os.Getpid())
 	res, err := pullAll(ctx, in.t, img, n, b.o.parallel, b.o.verify)
 	if err != nil {
@@ -131,8 +147,9 @@ func (b *bench) measure(ctx context.Context, in *instance, img *image, n int) (s
 	}
 	pids = in.measured()
 	s := sample{wall: res.wall, bytes: res.bytes, reqs: res.reqs, protos: res.protos, selfCPU: self1 - self0,
-		cpu: sumCPU(pids) - cpu0, rss: sumStatus(pids, "VmHWM")["VmHWM"]}
+		cpu: sumCPU(pids) - cpu0, rss: sumStatus(pids, "VmHWM")["VmHWM"], auxCPU: sumCPU(pidsOf(in.aux)) - aux0}
 	s.anon, _ = in.mem.reset()
+	s.s3 = b.s3Since(in, s3mark)
 	if in.cnt != nil {
 		s.upstream = in.cnt.snapshot().sub(before)
 	} else {
@@ -163,24 +180,34 @@ func (b *bench) coldSet(ctx context.Context, systems []string, img *image, n int
 			if err != nil {
 				return err
 			}
+			s3mark := b.s3Mark(in)
 			s, err := b.measure(ctx, in, img, n)
 			if err != nil {
 				_ = b.stop(in)
 				return fmt.Errorf("cold %s, %d client(s), run %d: %w", img.label, n, i+1, err)
 			}
+			if isS3(sys) {
+				s.peerFills = b.peerFills(ctx, in)
+			}
 			if err := b.stop(in); err != nil {
 				b.log("%v", err)
 			}
+			// The fills' commits end after the clients': the S3 requests
+			// of a cold run are counted until the replicas exited.
+			s.s3 = b.s3Since(in, s3mark)
 			if isOurs(sys) {
-				addLines(r.lines, in.logs[0])
+				for _, l := range in.logs {
+					addLines(r.lines, l)
+				}
 			}
 			if err := b.removeCache(sys, name); err != nil {
 				return err
 			}
 			r.samples = append(r.samples, s)
-			b.log("cold %s, %d client(s), %s, run %d/%d: %.2fs, upstream blob bytes %.2f× in %d blob GET(s), %d manifest req(s), peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs)",
+			b.log("cold %s, %d client(s), %s, run %d/%d: %.2fs, upstream blob bytes %.2f× in %d blob GET(s), %d manifest req(s), peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs, S3 + Redis %.2fs), peer fills %.0f, S3 requests %d %v",
 				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), float64(s.upstream.BlobBytes)/float64(img.blobBytes()),
-				s.upstream.BlobRequests, s.upstream.ManifestRequests, mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds())
+				s.upstream.BlobRequests, s.upstream.ManifestRequests, mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds(), s.auxCPU.Seconds(), s.peerFills,
+				s.s3.total(), s.s3.reqs)
 		}
 	}
 	return nil
@@ -197,9 +224,10 @@ func addLines(m map[string]int, log string) {
 	}
 }
 
-// warmImages are the images every warm instance holds.
+// warmImages are the images every warm instance holds (with the
+// replicas group, the hit images too).
 func (b *bench) warmImages() []*image {
-	out := []*image{b.big}
+	out := append([]*image{b.big}, b.hits...)
 	for _, n := range append(slices.Clone(b.o.warmClients), b.o.memClients) {
 		if img := b.warmImage(n); img != nil && !slices.Contains(out, img) {
 			out = append(out, img)
@@ -276,25 +304,32 @@ func (b *bench) warmSet(ctx context.Context, systems []string, img *image, n int
 				return fmt.Errorf("warm %s, %d client(s), round %d: %w", img.label, n, i+1, err)
 			}
 			r.samples = append(r.samples, s)
-			b.log("warm %s, %d client(s), %s, round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs)",
+			b.log("warm %s, %d client(s), %s, round %d/%d: %.2fs, %.0f MB/s, upstream blob GETs %d, peak RSS %.1f MiB (anon %.1f), CPU %.2fs (bench %.2fs, S3 + Redis %.2fs), S3 requests %d %v",
 				img.label, n, plainLabel(sys), i+1, b.o.repeat, s.wall.Seconds(), mbps(s.bytes, s.wall), s.upstream.BlobRequests,
-				mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds())
+				mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.selfCPU.Seconds(), s.auxCPU.Seconds(), s.s3.total(), s.s3.reqs)
 		}
 	}
 	return nil
 }
 
 // stopWarm stops the warm instances (adding ours' access-log lines to
-// its warm rows).
+// the notes), in a stable order.
 func (b *bench) stopWarm() {
-	for sys, in := range b.warm {
+	for _, sys := range slices.Sorted(maps.Keys(b.warm)) {
+		in := b.warm[sys]
 		if err := b.stop(in); err != nil {
 			b.log("%v", err)
 		}
 		if isOurs(sys) {
 			m := map[string]int{}
-			addLines(m, in.logs[0])
-			b.notes = append(b.notes, fmt.Sprintf("Blob GET lines in the access log of the warm process of %s (all its warm rounds) by `cache=`: %s.", plainLabel(sys), formatLines(m)))
+			for _, l := range in.logs {
+				addLines(m, l)
+			}
+			what := "the access log of the warm process"
+			if len(in.logs) > 1 {
+				what = fmt.Sprintf("the access logs of the %d warm processes", len(in.logs))
+			}
+			b.notes = append(b.notes, fmt.Sprintf("Blob GET lines in %s of %s (all its warm rounds) by `cache=`: %s.", what, plainLabel(sys), formatLines(m)))
 		}
 		delete(b.warm, sys)
 	}

@@ -43,6 +43,12 @@ func label(sys string) string {
 		return "**ours, manifest cache on**"
 	case sysOursOff:
 		return "**ours, manifest cache off**"
+	case sysS3:
+		return "**ours, S3 + Redis, 1 replica**"
+	case sysS3x3:
+		return fmt.Sprintf("**ours, S3 + Redis, %d replicas**", clusterReplicas)
+	case sysS3Redir:
+		return "**ours, S3 + Redis, 1 replica, redirect on**"
 	}
 	return sys
 }
@@ -58,7 +64,7 @@ func plainLabel(sys string) string {
 
 // isOurs says whether sys is our proxy.
 func isOurs(sys string) bool {
-	return sys == sysOurs || sys == sysShim || sys == sysOursOn || sys == sysOursOff
+	return sys == sysOurs || sys == sysShim || sys == sysOursOn || sys == sysOursOff || isS3(sys)
 }
 
 // instance is one running system under test.
@@ -66,15 +72,28 @@ type instance struct {
 	sys   string
 	t     target
 	procs []*proc    // started for this instance, stopped by stop
-	pids  func() int // the process whose tree is measured (CPU, memory)
+	pids  func() int // the process whose tree is measured (CPU, memory), with the other procs' (replicas)
 	cnt   *counter   // counts what the upstream served; nil when the row is the upstream itself
 	mem   *memSampler
 	cache string   // cache directory, when it has one
 	logs  []string // logs worth a look on failure
+
+	aux    []*proc // shared services it needs (the S3 server, Redis), measured apart, not stopped with it
+	s3Root string  // S3 systems: the cache's root directory in the bucket
 }
 
-// measured returns the processes whose CPU and memory count.
-func (in *instance) measured() []int { return descendants(in.pids()) }
+// measured returns the processes whose CPU and memory count: the main
+// process's tree and those of the instance's other processes.
+func (in *instance) measured() []int {
+	main := in.pids()
+	out := descendants(main)
+	for _, p := range in.procs {
+		if p.pid() != main {
+			out = append(out, descendants(p.pid())...)
+		}
+	}
+	return out
+}
 
 func (in *instance) String() string {
 	return fmt.Sprintf("%s (pid %d, logs %v)", plainLabel(in.sys), in.pids(), in.logs)
@@ -158,6 +177,9 @@ func (b *bench) startSystem(ctx context.Context, in *instance, dir, cacheName st
 		in.t.name = func(repo string) string { return upstreamNS + "/" + repo }
 	case sysShim:
 		return b.startShim(ctx, in, dir, cacheName)
+	case sysS3, sysS3x3, sysS3Redir:
+		// in.procs, pids and logs are set: several processes.
+		return nil, b.startReplicas(ctx, in, dir, cacheName)
 	case sysDist:
 		if p, in.t.base, err = startDistribution(ctx, b.e, b.o.registryBin, "distribution-proxy", dir, nil, b.counted); err != nil {
 			return nil, err
@@ -204,7 +226,7 @@ func (b *bench) startShim(ctx context.Context, in *instance, dir, cacheName stri
 
 // hasCache says whether sys caches (has cold runs).
 func hasCache(sys string) bool {
-	return sys == sysOurs || sys == sysDist || sys == sysNginx || sys == sysShim || sys == sysOursOn || sys == sysOursOff
+	return sys == sysOurs || sys == sysDist || sys == sysNginx || sys == sysShim || sys == sysOursOn || sys == sysOursOff || isS3(sys)
 }
 
 // committed waits until the instance's cache holds every blob of img for
@@ -221,6 +243,10 @@ func (b *bench) committed(ctx context.Context, in *instance, img *image) error {
 			path = ourBlobPath(in.cache, bl.digest)
 		case sysDist:
 			path = distBlobPath(in.cache, bl.digest)
+		case sysS3, sysS3x3, sysS3Redir:
+			// The posix backend keeps objects as files: the blob is
+			// committed once its file in the bucket is whole.
+			path = ourBlobPath(b.s3.dir(in.s3Root), bl.digest)
 		default:
 			continue
 		}
@@ -233,5 +259,10 @@ func (b *bench) committed(ctx context.Context, in *instance, img *image) error {
 
 // removeCache deletes a cold instance's directory after it stopped.
 func (b *bench) removeCache(sys, cacheName string) error {
+	if isS3(sys) {
+		if err := b.s3.remove(s3Root(sys, cacheName)); err != nil {
+			return err
+		}
+	}
 	return os.RemoveAll(filepath.Join(b.e.root, "sys", sys, cacheName))
 }
