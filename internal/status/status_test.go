@@ -41,8 +41,8 @@ func TestStatusPage(t *testing.T) {
 			return []Fill{{Digest: "sha256:0123456789abcdef0123", Upstream: "quay.io", Repo: "org/app", Written: 50 << 20, Size: 100 << 20, Clients: 3, Started: time.Now().Add(-5 * time.Second),
 				Source: "http://10.0.0.7:3128"}}
 		},
-		Members: func() []string { return []string{"http://10.0.0.5:3128", "http://10.0.0.7:3128"} },
-		Self:    "http://10.0.0.5:3128",
+		Members:    func() []string { return []string{"http://10.0.0.5:3128", "http://10.0.0.7:3128"} },
+		Self:       "http://10.0.0.5:3128",
 		Usage:      func(context.Context) (int64, int64, error) { return 8 << 30, 42, nil },
 		MaxSize:    32 << 30,
 		Registries: []Registry{{Host: "registry.local:5000", Namespace: "registry.local_5000"}},
