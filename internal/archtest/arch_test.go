@@ -45,8 +45,8 @@ var allowed = map[string][]string{
 	"storage/indextest": {"storage", "oci"},
 	// cluster is what the replicas share through Redis: the shared
 	// storage.Index, the eviction lease, and the fill coordinator (a
-	// mirror.Fetcher).
-	"cluster": {"mirror", "storage", "oci", "internal/logx"},
+	// mirror.Fetcher); internal/flight comes with mirror.
+	"cluster": {"mirror", "storage", "oci", "internal/logx", "internal/flight"},
 }
 
 // testHelpers are the packages that only _test.go files may import.
