@@ -178,6 +178,24 @@ func waitFills(t *testing.T, reps []*replica, d digest.Digest) map[string]string
 	}
 }
 
+// threeReplicas runs 3 replicas in front of an upstream holding one blob
+// of size bytes, and returns the digest's owner and the two others.
+func threeReplicas(t *testing.T, size int) (up *testreg.Registry, b testreg.Blob, owner *replica, others []*replica) {
+	t.Helper()
+	rd := testutil.StartRedis(t)
+	up = testreg.Start(t, testreg.Options{})
+	b = up.PushBlob(t, "app", testreg.RandomLayer(t, size))
+	reps := startReplicas(t, 3, up, rd.Addr)
+	waitMembers(t, reps)
+	owner = ownerOf(t, reps, b.Digest)
+	for _, r := range reps {
+		if r != owner {
+			others = append(others, r)
+		}
+	}
+	return up, b, owner, others
+}
+
 // waitNoFills waits until no replica has a fill in flight.
 func waitNoFills(t *testing.T, reps []*replica) {
 	t.Helper()
@@ -274,18 +292,7 @@ func TestOneUpstreamFetchAcrossReplicas(t *testing.T) {
 // a Range request. Upstream sends less than twice the blob.
 func TestFailoverWhenOwnerDies(t *testing.T) {
 	t.Parallel()
-	rd := testutil.StartRedis(t)
-	up := testreg.Start(t, testreg.Options{})
-	b := up.PushBlob(t, "app", testreg.RandomLayer(t, 2<<20))
-	reps := startReplicas(t, 3, up, rd.Addr)
-	waitMembers(t, reps)
-	owner := ownerOf(t, reps, b.Digest)
-	var survivors []*replica
-	for _, r := range reps {
-		if r != owner {
-			survivors = append(survivors, r)
-		}
-	}
+	up, b, owner, survivors := threeReplicas(t, 2<<20)
 	up.SetBlobRate(1 << 20)
 	var wg sync.WaitGroup
 	sums := make([]string, 4)
@@ -382,18 +389,7 @@ func TestPeerRequestsNeedTheSecret(t *testing.T) {
 // verified bytes.
 func TestFailoverWhenOwnerStallsWithoutItsLease(t *testing.T) {
 	t.Parallel()
-	rd := testutil.StartRedis(t)
-	up := testreg.Start(t, testreg.Options{})
-	b := up.PushBlob(t, "app", testreg.RandomLayer(t, 1<<20))
-	reps := startReplicas(t, 3, up, rd.Addr)
-	waitMembers(t, reps)
-	owner := ownerOf(t, reps, b.Digest)
-	var others []*replica
-	for _, r := range reps {
-		if r != owner {
-			others = append(others, r)
-		}
-	}
+	up, b, owner, others := threeReplicas(t, 1<<20)
 	up.SetFault(testreg.FaultBlobDelay)
 	var wg sync.WaitGroup
 	sums := make([]string, 2)
