@@ -27,10 +27,6 @@ type manifest struct {
 	warning string
 }
 
-// staleWarning is the Warning header of answers served from a record that
-// upstream could not confirm (RFC 7234 warn-code 110).
-const staleWarning = `110 container-registry-proxy "Response is stale: upstream unavailable"`
-
 func (m *Mirror) handleManifest(w http.ResponseWriter, r *http.Request) error {
 	t, err := m.resolve(r)
 	if err != nil {
@@ -102,6 +98,12 @@ func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) 
 	return &manifest{mediaType: mt, digest: d, body: body, cache: CacheHit}, nil
 }
 
+// manifestLookupKey names the shared lookup of manifest d in t's
+// repository (manifestByDigest; awaited by a delete).
+func manifestLookupKey(t target, d digest.Digest) string {
+	return "manifest|" + t.reg.Host + "|" + t.repo + "|" + d.String()
+}
+
 func (m *Mirror) manifestByDigest(ctx context.Context, t target, d digest.Digest) (*manifest, error) {
 	mf, err := m.cachedManifest(ctx, t, d)
 	if err == nil {
@@ -110,8 +112,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, t target, d digest.Digest
 	if !errors.Is(err, storage.ErrNotFound) {
 		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, d).Warn("cached manifest unreadable; fetching it again")
 	}
-	key := "manifest|" + t.reg.Host + "|" + t.repo + "|" + d.String()
-	mf, err = m.manifests.Do(ctx, key, func(fctx context.Context) (*manifest, error) {
+	mf, err = m.manifests.Do(ctx, manifestLookupKey(t, d), func(fctx context.Context) (*manifest, error) {
 		return m.fetchManifest(fctx, t, d.String(), d)
 	})
 	return mf, leftErr(ctx, err)
@@ -148,7 +149,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 		m.opts.Observer.DigestMismatch(t.reg.Host)
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "manifest from %s does not match its digest %s (got %s); not cached", t.reg.Host, want, got)
 	}
-	if desc.Digest != "" && desc.Digest != got.String() {
+	if desc.Digest != "" && !headerDigestMatches(desc.Digest, got, buf) {
 		m.opts.Observer.DigestMismatch(t.reg.Host)
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "manifest %s from %s does not match Docker-Content-Digest %s (got %s); not cached", ref, t.reg.Host, desc.Digest, got)
 	}
@@ -157,6 +158,21 @@ func (m *Mirror) fetchManifest(ctx context.Context, t target, ref string, want d
 		return nil, oci.Errorf(http.StatusBadGateway, oci.CodeManifestInvalid, "upstream %s sent %s for manifest %s, which is not a manifest", t.reg.Host, desc.MediaType, ref)
 	}
 	return m.storeManifest(ctx, t, &manifest{mediaType: mt, digest: got, body: buf, cache: CacheMiss}), nil
+}
+
+// headerDigestMatches reports whether upstream's Docker-Content-Digest
+// header names body, whose digest is got: a header of another algorithm
+// (sha256 for a manifest asked for by its sha512 digest, as registries that
+// keep sha256 as their canonical digest answer) is checked with its own.
+func headerDigestMatches(header string, got digest.Digest, body []byte) bool {
+	if header == got.String() {
+		return true
+	}
+	hd, err := digest.Parse(header)
+	if err != nil || hd.Algorithm() == got.Algorithm() || !hd.Algorithm().Available() {
+		return false
+	}
+	return hd.Algorithm().FromBytes(body) == hd
 }
 
 // storeManifest stores a verified manifest, links it to the repository and

@@ -19,10 +19,6 @@ type RateLimited interface {
 	RateRemaining() (remaining int64, window time.Duration, seen time.Time, ok bool)
 }
 
-// rateLimitWarning is the Warning header of answers whose revalidation was
-// postponed by the rate limit.
-const rateLimitWarning = `110 container-registry-proxy "Response is stale: revalidation postponed, upstream rate limit nearly used up"`
-
 // rateGate keeps, per upstream, the window during which tag revalidation
 // is postponed: it opens when a remaining count below the threshold is
 // seen and lasts the header's window from that moment. A low count seen

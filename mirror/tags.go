@@ -29,13 +29,13 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		if m.postponeRevalidation(ctx, t.reg) {
 			m.opts.Observer.Postponed(t.reg.Host)
 			out := *cached
-			out.cache, out.warning = CacheStale, rateLimitWarning
+			out.cache, out.warning = CacheStale, staleWarningFor(reasonRateLimit, rec.FetchedAt)
 			return &out, nil
 		}
 		if m.upstreamHeld(t.reg.Host) {
 			logx.From(ctx).WithField(logx.FieldDigest, cached.digest).Debug("upstream held after a failure; serving a cached manifest that may be stale")
 			out := *cached
-			out.cache, out.warning = CacheStale, staleWarning
+			out.cache, out.warning = CacheStale, staleWarningFor(reasonUnavailable, rec.FetchedAt)
 			return &out, nil
 		}
 	}
@@ -53,7 +53,7 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 		switch {
 		case err != nil && oci.IsTemporary(err):
 			m.markDown(ctx, t.reg.Host, err)
-			return stale(ctx, cached, err), nil
+			return stale(ctx, cached, rec, err), nil
 		case err != nil && oci.StatusOf(err) == http.StatusNotFound:
 			// The tag is gone upstream: forget it rather than serve it later.
 			if derr := m.store.DeleteTag(ctx, t.reg.Namespace, t.repo, tag); derr != nil {
@@ -84,7 +84,7 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 	if err != nil {
 		if cached != nil && oci.IsTemporary(err) {
 			m.markDown(ctx, t.reg.Host, err)
-			return stale(ctx, cached, err), nil
+			return stale(ctx, cached, rec, err), nil
 		}
 		return nil, err
 	}
@@ -96,12 +96,13 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 	return mf, nil
 }
 
-// stale returns cached marked as a stale answer, and logs why.
-func stale(ctx context.Context, cached *manifest, cause error) *manifest {
+// stale returns cached, the manifest of rec, marked as a stale answer, and
+// logs why.
+func stale(ctx context.Context, cached *manifest, rec storage.TagRecord, cause error) *manifest {
 	logx.From(ctx).WithError(cause).WithField(logx.FieldDigest, cached.digest).
 		Warn("upstream unavailable; serving a cached manifest that may be stale")
 	out := *cached
 	out.cache = CacheStale
-	out.warning = staleWarning
+	out.warning = staleWarningFor(reasonUnavailable, rec.FetchedAt)
 	return &out
 }

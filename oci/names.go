@@ -1,6 +1,12 @@
 package oci
 
 import (
+	// go-digest's sha256 and sha512 are available only when their hash
+	// packages are linked (crypto.Hash.Available); ParseDigest accepts
+	// both, so both are linked wherever digests are parsed, not left to
+	// the chance of another import doing it.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"net/http"
 	"regexp"
 	"strings"
@@ -73,7 +79,9 @@ func NamespaceFor(host string) string {
 	return strings.ReplaceAll(CanonicalHost(host), ":", "_")
 }
 
-// ParseDigest parses and validates a digest, accepting sha256 and sha512.
+// ParseDigest parses and validates a digest, accepting sha256 and sha512
+// (lower-case hex of 64 and 128 digits). Anything else, other algorithms
+// included, is a 400 DIGEST_INVALID error.
 func ParseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {

@@ -234,7 +234,7 @@ registries:
 	before := len(reg.Requests())
 	for range 2 {
 		resp := get("v1")
-		if resp.Header.Get("X-Cache") != "STALE" || !strings.HasPrefix(resp.Header.Get("Warning"), "110 ") {
+		if resp.Header.Get("X-Cache") != "STALE" || !strings.HasPrefix(resp.Header.Get("Warning"), `299 - "Response is stale: `) {
 			t.Fatalf("low rate limit: X-Cache %q, Warning %q", resp.Header.Get("X-Cache"), resp.Header.Get("Warning"))
 		}
 	}

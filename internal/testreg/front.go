@@ -67,6 +67,10 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 		r.serveBlobBody(sw, req)
 		return
 	}
+	if kind == KindManifest && req.Method == http.MethodGet && r.opts.CanonicalManifestDigest {
+		serveCanonicalDigest(sw, req, r.app)
+		return
+	}
 	r.app.ServeHTTP(sw, req)
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,6 +70,11 @@ type Options struct {
 	// Ratelimit-Limit and Ratelimit-Remaining; a test may change what it
 	// returns between requests. Nil adds none.
 	Headers func() http.Header
+	// CanonicalManifestDigest answers manifest GETs by a digest of another
+	// algorithm (sha512) with Docker-Content-Digest naming the manifest's
+	// sha256 digest, the registry's canonical one, as distribution already
+	// does for blobs. By default distribution echoes the digest asked for.
+	CanonicalManifestDigest bool
 }
 
 // Registry is a running distribution v3 registry behind a counting,
@@ -91,6 +97,7 @@ type Registry struct {
 	opts    Options
 	app     *handlers.App
 	inner   *httptest.Server // unauthenticated, uncounted, fault-free: for pushes
+	root    string           // distribution's filesystem storage
 	servers []*server        // front first; token and CDN when enabled
 	scheme  string
 
@@ -162,6 +169,7 @@ func storageConfig(root string) *configuration.Configuration {
 // startInner starts distribution's app on storage under root behind the
 // inner server, and returns the base context every server of r uses.
 func (r *Registry) startInner(root string) func(net.Listener) context.Context {
+	r.root = root
 	cfg := storageConfig(root)
 	baseCtx := logContext{Context: context.Background(), entry: newLogEntry()}
 	baseContext := func(net.Listener) context.Context { return baseCtx }
@@ -279,7 +287,7 @@ func (r *Registry) Client() *http.Client {
 // Ref returns "HOST/repo:tag" (or "HOST/repo@digest" when ref is a
 // digest), the reference a client pulls directly from this registry.
 func (r *Registry) Ref(repo, ref string) string {
-	if len(ref) > 7 && ref[:7] == "sha256:" {
+	if strings.HasPrefix(ref, "sha256:") || strings.HasPrefix(ref, "sha512:") {
 		return r.Host + "/" + repo + "@" + ref
 	}
 	return r.Host + "/" + repo + ":" + ref

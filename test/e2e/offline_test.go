@@ -169,8 +169,8 @@ func requireStaleTag(t *testing.T, p *proxy, mark int, method, pathPart, extra s
 func requireStaleAnswer(t *testing.T, resp *http.Response, what string) {
 	t.Helper()
 	w := resp.Header.Get("Warning")
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(w, "110 ") || resp.Header.Get("X-Cache") != "STALE" {
-		t.Errorf("%s offline: status %d, Warning %q, X-Cache %q; want 200, a 110 Warning, STALE",
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(w, `299 - "Response is stale: `) || resp.Header.Get("X-Cache") != "STALE" {
+		t.Errorf("%s offline: status %d, Warning %q, X-Cache %q; want 200, a 299 stale Warning, STALE",
 			what, resp.StatusCode, w, resp.Header.Get("X-Cache"))
 	}
 }
