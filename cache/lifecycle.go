@@ -180,6 +180,46 @@ func (l *Lifecycle) Linked(ctx context.Context, d digest.Digest, ns, repo string
 	return nil
 }
 
+// Unlinked records that repository ns/repo no longer contains d (it was
+// deleted upstream through the proxy, and the mirror removed the link).
+// When no other repository links d, its content goes at once: data, index
+// entry and remaining links (storage.Evictor.Remove), unless it is in use
+// (pinned by a fill or a read in progress), in which case eviction takes
+// it later like any unread content. The storage is the truth about links:
+// each other repository the index names is checked there, since the index
+// keeps the names of repositories that were unlinked before.
+func (l *Lifecycle) Unlinked(ctx context.Context, d digest.Digest, ns, repo string) error {
+	e, ok, err := l.idx.Get(ctx, d)
+	if err != nil {
+		return fmt.Errorf("looking up %s in the cache index: %w", d, err)
+	}
+	if !ok {
+		return nil
+	}
+	self := storage.RepoKey(ns, repo)
+	for _, r := range e.Repos {
+		if r == self {
+			continue
+		}
+		rns, rrepo := storage.SplitRepoKey(r)
+		linked, err := l.store.HasLink(ctx, rns, rrepo, d)
+		if err != nil {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+		if linked {
+			return nil
+		}
+	}
+	removed, err := l.ev.Remove(ctx, d)
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", d, err)
+	}
+	if removed {
+		l.log.WithFields(logrus.Fields{"digest": d, "bytes": e.Size}).Info("content deleted upstream removed from the cache")
+	}
+	return nil
+}
+
 // Hit records a read of d (its access time, for eviction). It never
 // blocks: accesses are batched and written in the background.
 func (l *Lifecycle) Hit(d digest.Digest) { l.idx.Touch(d, l.now()) }

@@ -293,3 +293,64 @@ func TestLifecycleTrustsAMaintainedIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestLifecycleUnlinkedRemovesWhatNoRepositoryLinks: content deleted in
+// one repository (its link removed, then Unlinked) stays while another
+// repository links it, stays while it is pinned (a fill or a read in
+// progress), and then goes: data, index entry, totals. The index names
+// the first repository still; the storage's links decide. A digest the
+// index does not know is no error.
+func TestLifecycleUnlinkedRemovesWhatNoRepositoryLinks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, storage.EvictOptions{})
+	ctx := t.Context()
+	d := f.put(t, bytes.Repeat([]byte("s"), 1000), false, "reg.test", "team/app")
+	for _, repo := range []string{"team/app", "team/other"} {
+		if err := f.store.Link(ctx, "reg.test", repo, d, storage.LinkInfo{Size: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.life.Linked(ctx, d, "reg.test", repo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlink := func(repo string) {
+		t.Helper()
+		if err := f.store.Unlink(ctx, "reg.test", repo, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.life.Unlinked(ctx, d, "reg.test", repo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	present := func() bool {
+		t.Helper()
+		_, err := f.store.StatBlob(ctx, d)
+		_, indexed, ierr := f.idx.Get(ctx, d)
+		if ierr != nil || (err == nil) != indexed {
+			t.Fatalf("stored %v, indexed %v (%v): the storage and the index disagree", err == nil, indexed, ierr)
+		}
+		return indexed
+	}
+	unlink("team/app")
+	if !present() {
+		t.Fatal("content another repository links was removed")
+	}
+	unpin := f.life.Pin(d)
+	unlink("team/other")
+	if !present() {
+		t.Fatal("pinned content (in use) was removed")
+	}
+	unpin()
+	if err := f.life.Unlinked(ctx, d, "reg.test", "team/other"); err != nil {
+		t.Fatal(err)
+	}
+	if present() {
+		t.Fatal("content no repository links, not in use, is still cached")
+	}
+	if b, n := f.life.Totals(); b != 0 || n != 0 {
+		t.Fatalf("totals %d bytes, %d objects after the removal", b, n)
+	}
+	if err := f.life.Unlinked(ctx, digest.FromString("unknown"), "reg.test", "team/app"); err != nil {
+		t.Fatalf("an unknown digest: %v", err)
+	}
+}

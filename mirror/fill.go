@@ -47,6 +47,9 @@ type fill struct {
 	// source is where the bytes come from (FillRequest.Source), "" until
 	// the Fetcher said; guarded by mu.
 	source string
+	// purged says the blob was deleted through the shim while the fill
+	// ran (purge.go): it commits nothing. Guarded by Mirror.purging.
+	purged bool
 }
 
 // errNoCache tells waiting clients that the cache cannot take the blob
@@ -170,7 +173,7 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		return
 	}
 	settle(ctx, f, body)
-	m.endFill(f, m.commit(ctx, t, f, up, size))
+	m.endFill(f, m.commitUnlessPurged(ctx, t, f, up, size))
 }
 
 // fillRequest is what the Fetcher is asked for f. Only downloads from

@@ -107,6 +107,9 @@ type Mirror struct {
 	// start while Drain waits.
 	running int
 	idle    chan struct{}
+	// purging orders a purge of a fill in flight (a blob deleted through
+	// the shim) and the fill's commit: see purge.go.
+	purging sync.RWMutex
 
 	errMu     sync.Mutex
 	errLogged map[string]time.Time // disk error cause → last logged
@@ -310,24 +313,4 @@ func (m *Mirror) authorize(r *http.Request, t target, kind, ref string) (*http.R
 func setCache(w http.ResponseWriter, r *http.Request, status string) {
 	w.Header().Set("X-Cache", status)
 	logx.InfoFrom(r.Context()).SetCache(status)
-}
-
-// ForgetTag drops the cached record of a tag (after a push through the
-// shim changed or deleted it), so the next pull asks upstream. host is a
-// registry host or alias, ref a tag (digests are immutable and ignored).
-func (m *Mirror) ForgetTag(ctx context.Context, host, repo, ref string) error {
-	if !oci.ValidTag(ref) {
-		return nil
-	}
-	route, err := oci.Resolve(repo, host, m.lookup)
-	if err != nil {
-		return err
-	}
-	reg := m.byName[route.Upstream]
-	if err := m.store.DeleteTag(ctx, reg.Namespace, route.Repo, ref); err != nil {
-		return fmt.Errorf("forget tag %s/%s:%s: %w", reg.Host, route.Repo, ref, err)
-	}
-	logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: reg.Host, logx.FieldRepo: route.Repo, logx.FieldRef: ref}).
-		Info("tag changed by a push; cached record dropped")
-	return nil
 }

@@ -27,6 +27,11 @@ type Cache interface {
 	// Linked records that a repository was found to contain d, which was
 	// already cached.
 	Linked(ctx context.Context, d digest.Digest, namespace, repo string) error
+	// Unlinked records that a repository no longer contains d (deleted
+	// upstream through the shim; the mirror removed the link first).
+	// Content that no other repository links is removed, unless it is in
+	// use (pinned).
+	Unlinked(ctx context.Context, d digest.Digest, namespace, repo string) error
 	// Hit records a read of cached content. It must not block.
 	Hit(d digest.Digest)
 	// Pin marks d as in use (being filled or served) until unpin is
@@ -106,12 +111,13 @@ func (fromUpstream) Fetch(ctx context.Context, f FillRequest) (io.ReadCloser, in
 // nothing is recorded (tests, tools).
 type unbounded struct{}
 
-func (unbounded) Admit(int64) bool                                            { return true }
-func (unbounded) Reserve(context.Context, int64) error                        { return nil }
-func (unbounded) Committed(context.Context, storage.Content) error            { return nil }
-func (unbounded) Linked(context.Context, digest.Digest, string, string) error { return nil }
-func (unbounded) Hit(digest.Digest)                                           {}
-func (unbounded) Pin(digest.Digest) func()                                    { return func() {} }
+func (unbounded) Admit(int64) bool                                              { return true }
+func (unbounded) Reserve(context.Context, int64) error                          { return nil }
+func (unbounded) Committed(context.Context, storage.Content) error              { return nil }
+func (unbounded) Linked(context.Context, digest.Digest, string, string) error   { return nil }
+func (unbounded) Unlinked(context.Context, digest.Digest, string, string) error { return nil }
+func (unbounded) Hit(digest.Digest)                                             {}
+func (unbounded) Pin(digest.Digest) func()                                      { return func() {} }
 
 // open is the Access of a Mirror given none: everyone may read, and
 // nobody is identified.

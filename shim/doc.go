@@ -24,5 +24,5 @@
 // shim never imports mirror, storage, config or cmd: it receives the mirror
 // as an http.Handler, its settings as data (Options, Registry) and the
 // rest as small interfaces defined here (ProxyAuthenticator,
-// TagForgetter, Observer).
+// Purger, Observer).
 package shim

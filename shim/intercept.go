@@ -13,6 +13,7 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -89,15 +90,21 @@ func rewrite(r *http.Request, path string) *http.Request {
 	return r2
 }
 
-// forgetTimeout bounds dropping a cached tag record after a push.
+// forgetTimeout bounds updating the cache after a write passed through.
 const forgetTimeout = 30 * time.Second
 
-// manifestPath matches /v2/<repo>/manifests/<ref>.
-var manifestPath = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+// The paths of the writes that change what the cache holds:
+// /v2/<repo>/manifests/<ref> and /v2/<repo>/blobs/<digest> (upload
+// sessions, /blobs/uploads/<id>, never match: their last element is not
+// a digest).
+var (
+	manifestPath = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+	blobPath     = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
+)
 
 // push forwards a write to the real registry: the body streamed, or first
-// buffered in a temporary file (RequestBuffering), never in memory. A
-// successful manifest PUT or DELETE drops the cached tag record.
+// buffered in a temporary file (RequestBuffering), never in memory. What
+// a successful write changed is purged from the cache (purge).
 func (s *Shim) push(w http.ResponseWriter, r *http.Request, target string) {
 	logx.InfoFrom(r.Context()).SetCache("PASS")
 	if r.Body != nil && r.Body != http.NoBody {
@@ -117,30 +124,60 @@ func (s *Shim) push(w http.ResponseWriter, r *http.Request, target string) {
 			r.Body = io.NopCloser(body)
 		}
 	}
-	rec := &statusRecorder{ResponseWriter: w}
-	s.forward(rec, r, target)
-	s.forgetPushedTag(r, target, rec.status)
+	s.forward(&answerHook{ResponseWriter: w, before: func(status int) { s.purge(r, target, status) }}, r, target)
 }
 
-// forgetPushedTag drops the cached tag record after a successful manifest
-// PUT (201) or DELETE (202) passed through; a failure is logged, since
-// the client's push did succeed.
-func (s *Shim) forgetPushedTag(r *http.Request, target string, status int) {
-	m := manifestPath.FindStringSubmatch(r.URL.Path)
-	ok := (r.Method == http.MethodPut && status == http.StatusCreated) ||
-		(r.Method == http.MethodDelete && status == http.StatusAccepted)
-	if m == nil || !ok || s.opts.Tags == nil {
+// purge tells the Purger what a write that the registry accepted
+// changed, before the client has any of its answer (answerHook), so that
+// its next read sees the change. A failure is logged: the client's write
+// did succeed.
+func (s *Shim) purge(r *http.Request, target string, status int) {
+	if s.opts.Purger == nil {
+		return
+	}
+	forget, repo, ref := s.forgetting(r, target, status)
+	if forget == nil {
 		return
 	}
 	// The client may hang up once it has its answer; the cache must
-	// still forget the tag it moved.
+	// still forget what the write changed.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), forgetTimeout)
 	defer cancel()
-	if err := s.opts.Tags.ForgetTag(ctx, target, m[1], m[2]); err != nil {
+	if err := forget(ctx); err != nil {
 		logx.From(r.Context()).WithError(err).WithFields(logrus.Fields{
-			logx.FieldUpstream: target, logx.FieldRepo: m[1], logx.FieldRef: m[2],
-		}).Warn("dropping the cached tag after a push")
+			logx.FieldUpstream: target, logx.FieldRepo: repo, logx.FieldRef: ref,
+		}).Warn("updating the cache after a write passed through")
 	}
+}
+
+// forgetting returns what the cache must forget after r was answered
+// status by the registry, with the repository and reference it names;
+// forget is nil when nothing: a manifest PUT (201) moves the tag it names
+// (a PUT by digest changes nothing cached: nothing negative is kept), a
+// manifest DELETE (202) removes the tag or the manifest it names, a blob
+// DELETE (202) the blob.
+func (s *Shim) forgetting(r *http.Request, target string, status int) (forget func(context.Context) error, repo, ref string) {
+	put := r.Method == http.MethodPut && status == http.StatusCreated
+	del := r.Method == http.MethodDelete && status == http.StatusAccepted
+	p := s.opts.Purger
+	if m := manifestPath.FindStringSubmatch(r.URL.Path); m != nil && (put || del) {
+		repo, ref = m[1], m[2]
+		d, err := digest.Parse(ref)
+		switch {
+		case err != nil:
+			return func(ctx context.Context) error { return p.ForgetTag(ctx, target, repo, ref) }, repo, ref
+		case del:
+			return func(ctx context.Context) error { return p.ForgetManifest(ctx, target, repo, d) }, repo, ref
+		}
+		return nil, repo, ref
+	}
+	if m := blobPath.FindStringSubmatch(r.URL.Path); m != nil && del {
+		repo, ref = m[1], m[2]
+		if d, err := digest.Parse(ref); err == nil {
+			return func(ctx context.Context) error { return p.ForgetBlob(ctx, target, repo, d) }, repo, ref
+		}
+	}
+	return nil, "", ""
 }
 
 // spoolBody copies a pushed body into an unlinked temporary file in dir
@@ -151,7 +188,7 @@ func spoolBody(body io.Reader, dir string) (io.ReadCloser, int64, error) {
 	if err != nil {
 		return nil, 0, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "cannot buffer the pushed body")
 	}
-	if err := os.Remove(f.Name()); err != nil { //nolint:gosec // G703: the name is CreateTemp's own, in the configured spool directory
+	if err := os.Remove(f.Name()); err != nil {
 		return nil, 0, oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, errors.Join(err, f.Close()), "cannot buffer the pushed body")
 	}
 	n, err := io.Copy(f, body)
@@ -181,23 +218,29 @@ func (b *bodyTimeout) Read(p []byte) (int, error) {
 	return b.r.Read(p)
 }
 
-type statusRecorder struct {
+// answerHook calls before with the response's final status before any
+// of the response reaches the client (1xx answers pass untouched): what a
+// write changed is purged before the client can send its next request,
+// on this connection or another one.
+type answerHook struct {
 	http.ResponseWriter
-	status int
+	before func(status int)
+	called bool
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
+func (a *answerHook) WriteHeader(code int) {
+	if !a.called && code >= 200 {
+		a.called = true
+		a.before(code)
 	}
-	s.ResponseWriter.WriteHeader(code)
+	a.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(p []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
+func (a *answerHook) Write(p []byte) (int, error) {
+	if !a.called {
+		a.WriteHeader(http.StatusOK)
 	}
-	return s.ResponseWriter.Write(p)
+	return a.ResponseWriter.Write(p)
 }
 
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (a *answerHook) Unwrap() http.ResponseWriter { return a.ResponseWriter }

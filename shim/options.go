@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -49,11 +50,18 @@ type ProxyAuthenticator interface {
 	ProxyUser(header string) (user string, ok bool)
 }
 
-// TagForgetter drops the cached tag record of host/repo:ref (the mirror
-// implements it), so that a tag pushed or deleted through the shim is not
-// answered from the cache afterwards.
-type TagForgetter interface {
-	ForgetTag(ctx context.Context, host, repo, ref string) error
+// Purger is told what a write passed through to a registry changed, once
+// the registry accepted it and before the client has its answer (the
+// mirror implements it), so that the cache does not answer from what the
+// registry no longer holds: a tag pushed anew or deleted (ForgetTag), a
+// manifest deleted by digest (ForgetManifest: its link, the tags that
+// pointed to it, its content when no other repository links it), a blob
+// deleted (ForgetBlob). host is the intercepted registry's canonical host,
+// repo the repository as the client wrote it.
+type Purger interface {
+	ForgetTag(ctx context.Context, host, repo, tag string) error
+	ForgetManifest(ctx context.Context, host, repo string, d digest.Digest) error
+	ForgetBlob(ctx context.Context, host, repo string, d digest.Digest) error
 }
 
 // Options configure a Shim. They are data and small interfaces: the shim
@@ -80,10 +88,10 @@ type Options struct {
 	// SpoolDir (os.TempDir() when empty) before forwarding it.
 	RequestBuffering bool
 	SpoolDir         string
-	// Tags is told about every successful manifest PUT or DELETE passed
-	// through, so that the cached tag record is dropped. Required when
-	// pushes can pass.
-	Tags TagForgetter
+	// Purger is told about every successful manifest PUT and manifest or
+	// blob DELETE passed through, so that the cache forgets what changed.
+	// Required when pushes can pass.
+	Purger Purger
 	// Client-side timeouts of the intercepted connections: the request
 	// header, an idle connection, the silence while sending, the silence
 	// between two reads of a pushed body. Zero means none.
@@ -133,8 +141,8 @@ func checkOptions(opts Options) error {
 	if opts.RequireProxyAuth && opts.ProxyAuth == nil {
 		return fmt.Errorf("%w: RequireProxyAuth needs a ProxyAuth to verify the credentials", ErrInvalidOptions)
 	}
-	if (opts.AllowPush || opts.AllowPushWithOwnAuth) && opts.Tags == nil {
-		return fmt.Errorf("%w: pushes can pass through but Tags is nil: pushed tags would keep being answered from the cache", ErrInvalidOptions)
+	if (opts.AllowPush || opts.AllowPushWithOwnAuth) && opts.Purger == nil {
+		return fmt.Errorf("%w: pushes can pass through but Purger is nil: pushed tags and deleted content would keep being answered from the cache", ErrInvalidOptions)
 	}
 	return nil
 }

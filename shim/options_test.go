@@ -48,8 +48,8 @@ func TestNewRejectsInvalidOptions(t *testing.T) {
 		{"docker hub without its registry", mirror, minter, Options{DockerHub: true, Registries: []Registry{{Host: "quay.io"}}}, "DockerHub needs a registry for docker.io"},
 		{"token host as a registry", mirror, minter, Options{DockerHub: true, Registries: []Registry{{Host: "docker.io"}, {Host: "auth.docker.io"}}}, "token host"},
 		{"required proxy auth nobody can pass", mirror, minter, Options{RequireProxyAuth: true}, "RequireProxyAuth needs a ProxyAuth"},
-		{"pushes without a tag forgetter", mirror, minter, Options{AllowPush: true}, "Tags is nil"},
-		{"own-auth pushes without a tag forgetter", mirror, minter, Options{AllowPushWithOwnAuth: true}, "Tags is nil"},
+		{"pushes without a purger", mirror, minter, Options{AllowPush: true}, "Purger is nil"},
+		{"own-auth pushes without a purger", mirror, minter, Options{AllowPushWithOwnAuth: true}, "Purger is nil"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testutil"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 )
@@ -40,6 +41,10 @@ func (rec *recorder) handler(name string) http.Handler {
 			w.WriteHeader(http.StatusAccepted)
 		case name == "upstream" && r.Method == http.MethodPut:
 			w.WriteHeader(http.StatusCreated)
+		case name == "upstream" && r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/refused/"):
+			w.WriteHeader(http.StatusNotFound)
+		case name == "upstream" && r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusAccepted)
 		default:
 			io.WriteString(w, "ok")
 		}
@@ -55,33 +60,45 @@ func (rec *recorder) last() string {
 	return rec.seen[len(rec.seen)-1]
 }
 
-// tagRecorder is the TagForgetter of the test shims: it keeps what it was
+// purgeRecorder is the Purger of the test shims: it keeps what it was
 // told and fails with err.
-type tagRecorder struct {
+type purgeRecorder struct {
 	mu     sync.Mutex
 	forgot []string
 	err    error
 }
 
-func (f *tagRecorder) ForgetTag(_ context.Context, host, repo, ref string) error {
+func (f *purgeRecorder) record(what string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.forgot = append(f.forgot, host+" "+repo+" "+ref)
+	f.forgot = append(f.forgot, what)
 	return f.err
 }
 
-func (f *tagRecorder) list() []string {
+func (f *purgeRecorder) ForgetTag(_ context.Context, host, repo, tag string) error {
+	return f.record("tag " + host + " " + repo + " " + tag)
+}
+
+func (f *purgeRecorder) ForgetManifest(_ context.Context, host, repo string, d digest.Digest) error {
+	return f.record("manifest " + host + " " + repo + " " + d.String())
+}
+
+func (f *purgeRecorder) ForgetBlob(_ context.Context, host, repo string, d digest.Digest) error {
+	return f.record("blob " + host + " " + repo + " " + d.String())
+}
+
+func (f *purgeRecorder) list() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.forgot...)
 }
 
 type testShim struct {
-	addr string
-	pool *x509.CertPool
-	rec  *recorder
-	tags *tagRecorder
-	logs *testutil.SyncBuffer
+	addr   string
+	pool   *x509.CertPool
+	rec    *recorder
+	purged *purgeRecorder
+	logs   *testutil.SyncBuffer
 }
 
 // testShimOptions are what the route tests vary.
@@ -100,7 +117,7 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testShim{rec: &recorder{}, tags: &tagRecorder{err: o.tagErr}, logs: &testutil.SyncBuffer{}, pool: x509.NewCertPool()}
+	ts := &testShim{rec: &recorder{}, purged: &purgeRecorder{err: o.tagErr}, logs: &testutil.SyncBuffer{}, pool: x509.NewCertPool()}
 	ts.pool.AddCert(ca.Certificate())
 	up := newTLSUpstream(t, ts.rec.handler("upstream"))
 	reg := func(host string) Registry { return Registry{Host: host, Endpoint: up.srv.URL, CAFile: up.caFile} }
@@ -114,7 +131,7 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 		PushHint:             o.pushHint,
 		RequestBuffering:     true,
 		SpoolDir:             t.TempDir(),
-		Tags:                 ts.tags,
+		Purger:               ts.purged,
 		HeaderTimeout:        5 * time.Second,
 		Logger:               logger,
 	})
@@ -216,7 +233,7 @@ func TestPushPassthrough(t *testing.T) {
 		wantLog string
 	}{
 		{name: "tag record dropped"},
-		{name: "a failure to drop it is logged, the push still succeeds", tagErr: errors.New("index unavailable"), wantLog: "dropping the cached tag after a push"},
+		{name: "a failure to drop it is logged, the push still succeeds", tagErr: errors.New("index unavailable"), wantLog: "updating the cache after a write passed through"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -247,7 +264,7 @@ func TestPushPassthrough(t *testing.T) {
 			if resp.StatusCode != http.StatusCreated || !strings.Contains(ts.rec.last(), fmt.Sprintf("body=%d", len(body))) {
 				t.Fatalf("PUT: %d, upstream saw %q", resp.StatusCode, ts.rec.last())
 			}
-			if got := ts.tags.list(); len(got) != 1 || got[0] != "registry.test:5000 team/app v2" {
+			if got := ts.purged.list(); len(got) != 1 || got[0] != "tag registry.test:5000 team/app v2" {
 				t.Fatalf("tag records dropped: %q", got)
 			}
 			logs := ts.logs.String()
@@ -357,6 +374,98 @@ func TestPushWithOwnAuth(t *testing.T) {
 			resp.Body.Close()
 			if got := ts.rec.last(); !strings.HasPrefix(got, tc.want) || (tc.want == "" && got != "") || resp.StatusCode != tc.status {
 				t.Fatalf("%d, reached %q; want %d, %q", resp.StatusCode, got, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+// TestWritesPurgeWhatTheyChanged: each write the registry accepted tells
+// the Purger what it changed, before the client has its answer: a
+// manifest PUT by tag the tag, a manifest DELETE by digest the manifest, by
+// tag the tag, a blob DELETE the blob. A manifest PUT by digest, a write
+// the registry refused, an upload session and a POST tell it nothing.
+func TestWritesPurgeWhatTheyChanged(t *testing.T) {
+	t.Parallel()
+	const d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	cases := []struct {
+		method, path string
+		want         string
+	}{
+		{"PUT", "/v2/team/app/manifests/v2", "tag registry.test:5000 team/app v2"},
+		{"PUT", "/v2/team/app/manifests/" + d, ""},
+		{"DELETE", "/v2/team/app/manifests/" + d, "manifest registry.test:5000 team/app " + d},
+		{"DELETE", "/v2/team/app/manifests/v2", "tag registry.test:5000 team/app v2"},
+		{"DELETE", "/v2/team/app/blobs/" + d, "blob registry.test:5000 team/app " + d},
+		{"DELETE", "/v2/refused/app/blobs/" + d, ""},
+		{"DELETE", "/v2/refused/app/manifests/" + d, ""},
+		{"DELETE", "/v2/team/app/blobs/uploads/123", ""},
+		{"DELETE", "/v2/team/app/blobs/sha256:nothex", ""},
+		{"POST", "/v2/team/app/blobs/uploads/", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			t.Parallel()
+			ts := newTestShim(t, testShimOptions{allowPush: true})
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, "https://registry.test:5000"+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := ts.client(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := ts.rec.last(); !strings.HasPrefix(got, "upstream "+tc.method+" "+tc.path) {
+				t.Fatalf("upstream saw %q", got)
+			}
+			// The client has its answer: the purge is already done.
+			got := ts.purged.list()
+			if tc.want == "" && len(got) != 0 || tc.want != "" && (len(got) != 1 || got[0] != tc.want) {
+				t.Fatalf("purged %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// eventWriter is a ResponseWriter that records the order of what happens
+// to it.
+type eventWriter struct {
+	http.ResponseWriter
+	events *[]string
+}
+
+func (e eventWriter) WriteHeader(code int) {
+	*e.events = append(*e.events, fmt.Sprintf("header %d", code))
+}
+
+func (e eventWriter) Write(p []byte) (int, error) {
+	*e.events = append(*e.events, "body")
+	return len(p), nil
+}
+
+// TestAnswerWaitsForThePurge: the purge of a write runs with the final
+// status before the client gets any of the answer, informational answers
+// (100 Continue) pass before it, and it runs once; a body without a header
+// is a 200.
+func TestAnswerWaitsForThePurge(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		write func(w http.ResponseWriter)
+		want  string
+	}{
+		{"header then body", func(w http.ResponseWriter) { w.WriteHeader(202); w.Write([]byte("x")) }, "purge 202,header 202,body"},
+		{"1xx first", func(w http.ResponseWriter) { w.WriteHeader(100); w.WriteHeader(201) }, "header 100,purge 201,header 201"},
+		{"body only", func(w http.ResponseWriter) { w.Write([]byte("x")); w.Write([]byte("y")) }, "purge 200,header 200,body,body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var events []string
+			tc.write(&answerHook{ResponseWriter: eventWriter{events: &events}, before: func(status int) {
+				events = append(events, fmt.Sprintf("purge %d", status))
+			}})
+			if got := strings.Join(events, ","); got != tc.want {
+				t.Fatalf("events %s, want %s", got, tc.want)
 			}
 		})
 	}

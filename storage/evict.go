@@ -143,6 +143,31 @@ func (e *Evictor) Kick() {
 	}
 }
 
+// Remove removes the content d now, outside of any pass, as a pass
+// would (its index entry, its data, its repository links): content deleted
+// upstream. It removes nothing while d is pinned (a fill or a read in
+// progress: a later pass removes it once it is not) or when the index
+// does not know d, and reports whether it removed it. Removals and passes
+// of one Evictor never overlap; Lead is not asked (one digest, and the
+// index's operations are atomic for replicas too). Manifests that
+// reference d stay: their other content is still good, and a pull of
+// them fetches d again (or learns it is gone).
+func (e *Evictor) Remove(ctx context.Context, d digest.Digest) (bool, error) {
+	e.pass.Lock()
+	defer e.pass.Unlock()
+	if e.opts.Pinned(d) {
+		return false, nil
+	}
+	en, ok, err := e.idx.Get(ctx, d)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := e.store.removeEntry(ctx, e.idx, en, e.opts.Log); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Run makes a pass on every Kick and every Interval until ctx ends, and
 // shortly after a pass Lead refused (another replica was evicting, and
 // what this one committed meanwhile may be over the bound).

@@ -296,3 +296,20 @@ func (s *Store) Unlink(ctx context.Context, ns, repo string, d digest.Digest) er
 	}
 	return nil
 }
+
+// Tags returns the tags of repo of upstream namespace ns that have a
+// record, in no particular order; a repository without any is (nil, nil).
+func (s *Store) Tags(ctx context.Context, ns, repo string) ([]string, error) {
+	paths, err := s.driver.List(ctx, tagsDir(ns, repo))
+	if err != nil {
+		if notFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("tag records of %s/%s: %w", ns, repo, err)
+	}
+	tags := make([]string, 0, len(paths))
+	for _, p := range paths {
+		tags = append(tags, path.Base(p))
+	}
+	return tags, nil
+}

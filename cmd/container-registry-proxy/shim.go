@@ -15,7 +15,7 @@ import (
 // buildShim loads or creates the CA and assembles the CONNECT shim in
 // front of the mirror, and the setup endpoints (/ca.crt, /setup/…) that
 // advertise it.
-func buildShim(cfg *config.Config, log *logrus.Logger, mirror http.Handler, ups *upstreams, tags shim.TagForgetter, obs shim.Observer) (*shim.Shim, http.Handler, error) {
+func buildShim(cfg *config.Config, log *logrus.Logger, mirror http.Handler, ups *upstreams, purger shim.Purger, obs shim.Observer) (*shim.Shim, http.Handler, error) {
 	ca, err := shim.LoadOrCreateCA(cfg.CADir)
 	if err != nil {
 		return nil, nil, &configError{fmt.Errorf("caDir (--ca-dir %s): %w", cfg.CADir, err)}
@@ -52,7 +52,7 @@ func buildShim(cfg *config.Config, log *logrus.Logger, mirror http.Handler, ups 
 		PushHint:             "the proxy's operator sets ALLOW_PUSH=true (allowPush) to pass pushes to the registry",
 		RequestBuffering:     cfg.ProxyRequestBuffering,
 		SpoolDir:             os.TempDir(),
-		Tags:                 tags,
+		Purger:               purger,
 		HeaderTimeout:        time.Duration(cfg.Client.HeaderTimeout),
 		IdleTimeout:          time.Duration(cfg.Client.KeepaliveTimeout),
 		SendTimeout:          time.Duration(cfg.Client.SendTimeout),
