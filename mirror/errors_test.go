@@ -151,7 +151,7 @@ func TestTagsListAndReferrers(t *testing.T) {
 			if err := json.Unmarshal(body, &l); err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(l.Tags, ","); got != tc.want || l.Name != "app" {
+			if got := strings.Join(l.Tags, ","); got != tc.want || l.Name != "registry.test/app" {
 				t.Fatalf("tags = %q (name %q), want %q", got, l.Name, tc.want)
 			}
 			if link := resp.Header.Get("Link"); (link != "") != tc.link || (tc.link && !strings.Contains(link, `rel="next"`)) {

@@ -13,7 +13,6 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gorilla/mux"
 )
 
 // maxTagPages bounds how many upstream pages one tag list may take.
@@ -51,10 +50,11 @@ func (m *Mirror) handleTags(w http.ResponseWriter, r *http.Request) error {
 		}
 		logx.From(ctx).WithError(err).Warn("upstream unavailable; serving the last tag list, which may be stale")
 		tags, cache = tl.Tags, CacheStale
-		w.Header().Set("Warning", staleWarning)
+		w.Header().Set("Warning", staleWarningFor(reasonUnavailable, tl.FetchedAt))
 	} else if err := m.store.PutTagList(ctx, t.reg.Namespace, t.repo, storage.TagList{Tags: tags, FetchedAt: m.opts.Now().UTC()}); err != nil {
 		logx.From(ctx).WithError(err).Warn("storing tag list")
 	}
+	name := m.clientName(r, t)
 	page := paginate(tags, q.Get("last"), n)
 	if n >= 0 && len(page) == n && n > 0 && len(paginate(tags, page[len(page)-1], 1)) > 0 {
 		next := url.Values{}
@@ -63,12 +63,12 @@ func (m *Mirror) handleTags(w http.ResponseWriter, r *http.Request) error {
 		}
 		next.Set("n", strconv.Itoa(n))
 		next.Set("last", page[len(page)-1])
-		w.Header().Set("Link", `</v2/`+t.name+`/tags/list?`+next.Encode()+`>; rel="next"`)
+		w.Header().Set("Link", `</v2/`+name+`/tags/list?`+next.Encode()+`>; rel="next"`)
 	}
 	body, err := json.Marshal(struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
-	}{t.repo, page})
+	}{name, page})
 	if err != nil {
 		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "encoding the tag list")
 	}
@@ -148,73 +148,26 @@ func nextLink(h string) *url.URL {
 	return nil
 }
 
-// handleReferrers answers referrers/<digest> from upstream, filtered by
-// artifactType when upstream did not filter, and an empty index when
-// upstream has no referrers API.
-func (m *Mirror) handleReferrers(w http.ResponseWriter, r *http.Request) error {
-	t, err := m.resolve(r)
-	if err != nil {
-		return err
+// clientName is the repository name as the client wrote it, for the tag
+// list's name and Link: the route's name (the mirror path, with its
+// registry prefix, or ?ns='s), except through the shim. The shim rewrites
+// /v2/<repo>/… sent to a registry's own host into /v2/<namespace>/<repo>/…
+// and keeps the Host header, which names that registry (a mirror path
+// request names the proxy): then the namespace it added is dropped.
+func (m *Mirror) clientName(r *http.Request, t target) string {
+	if r.URL.Query().Get("ns") != "" {
+		return t.name
 	}
-	d, err := oci.ParseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		return err
+	first, rest, ok := strings.Cut(t.name, "/")
+	if !ok {
+		return t.name
 	}
-	setRoute(r, t, d.String())
-	if r, err = m.authorize(r, t, "referrers", d.String()); err != nil {
-		return err
+	hostReg, ok := m.lookup(r.Host)
+	if !ok || hostReg != t.reg.Host {
+		return t.name
 	}
-	artifactType := r.URL.Query().Get("artifactType")
-	q := url.Values{}
-	if artifactType != "" {
-		q.Set("artifactType", artifactType)
+	if prefix, ok := m.lookup(first); ok && prefix == t.reg.Host {
+		return rest
 	}
-	index := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeOCIIndex, "manifests": []any{}}
-	filtered := false
-	resp, err := t.reg.Client.Get(r.Context(), t.repo, "referrers/"+d.String(), q)
-	switch {
-	case err != nil && oci.StatusOf(err) == http.StatusNotFound:
-		// No referrers API upstream (or nothing known): an empty index.
-	case err != nil:
-		return err
-	default:
-		buf, rerr := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
-		filtered = resp.Header.Get("OCI-Filters-Applied") != ""
-		resp.Body.Close()
-		if rerr != nil || len(buf) > oci.MaxManifestSize {
-			return oci.Errorf(http.StatusBadGateway, oci.CodeUnavailable, "upstream %s sent an unreadable referrers index", t.reg.Host)
-		}
-		if err := json.Unmarshal(buf, &index); err != nil {
-			return oci.Wrap(http.StatusBadGateway, oci.CodeUnavailable, err, "upstream %s sent an invalid referrers index", t.reg.Host)
-		}
-	}
-	if artifactType != "" {
-		if !filtered {
-			index["manifests"] = filterArtifactType(index["manifests"], artifactType)
-		}
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	body, err := json.Marshal(index)
-	if err != nil {
-		return oci.Wrap(http.StatusInternalServerError, oci.CodeUnknown, err, "encoding the referrers index")
-	}
-	setCache(w, r, CachePass)
-	w.Header().Set("Content-Type", oci.MediaTypeOCIIndex)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
-	return nil
-}
-
-func filterArtifactType(manifests any, artifactType string) []any {
-	list, _ := manifests.([]any)
-	out := []any{}
-	for _, e := range list {
-		if mm, ok := e.(map[string]any); ok && mm["artifactType"] == artifactType {
-			out = append(out, e)
-		}
-	}
-	return out
+	return t.name
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real clients the end-to-end tests drive: skopeo, podman,
-# containerd (with ctr), shellcheck, chromium (the status page test) and
-# redis-server (the replicas' shared state) from Debian; crane, versitygw
-# (a real S3 server for the storage and replica tests) and helm (the
-# chart's rendering test) via `go install`; and the linter scripts/test.sh
+# containerd (with ctr), shellcheck, chromium (the status page test),
+# redis-server (the replicas' shared state) and docker-registry
+# (distribution 2.8, an upstream without the referrers API) from Debian;
+# crane, oras (the referrers tests), versitygw (a real S3 server for the
+# storage and replica tests) and helm (the chart's rendering test) via
+# `go install`; and the linter scripts/test.sh
 # runs (golangci-lint, the version .golangci.yml is written for).
 # Idempotent; meant for root on Debian 12. apt-get update runs only when a
 # package is missing.
@@ -13,9 +15,10 @@ CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
 GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.2}"
+ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 
 missing=()
-for pkg in skopeo podman containerd shellcheck chromium redis-server; do
+for pkg in skopeo podman containerd shellcheck chromium redis-server docker-registry; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		missing+=("$pkg")
 	fi
@@ -61,6 +64,14 @@ if [[ "$have" != "$HELM_VERSION" ]]; then
 	GOBIN="$gobin" go install "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
 fi
 
+# oras built by go install reports no version of its own; its module
+# version is in the binary's build information.
+have="$(go version -m "$gobin/oras" 2>/dev/null | awk '$1 == "mod" { print $3 }' || true)"
+if [[ "$have" != "$ORAS_VERSION" ]]; then
+	echo "installing oras ${ORAS_VERSION}"
+	GOBIN="$gobin" go install "oras.land/oras/cmd/oras@${ORAS_VERSION}"
+fi
+
 echo "skopeo:     $(skopeo --version)"
 echo "podman:     $(podman --version)"
 echo "containerd: $(containerd --version)"
@@ -70,4 +81,6 @@ echo "crane:      $("$gobin/crane" version) ($gobin/crane)"
 echo "redis:      $(redis-server --version)"
 echo "versitygw:  $(go version -m "$gobin/versitygw" | awk '$1 == "mod" { print $3 }') ($gobin/versitygw)"
 echo "helm:       $("$gobin/helm" version --short) ($gobin/helm)"
+echo "oras:       $(go version -m "$gobin/oras" | awk '$1 == "mod" { print $3 }') ($gobin/oras)"
+echo "registry:   $(docker-registry --version)"
 echo "lint:       $("$gobin/golangci-lint" version --short) ($gobin/golangci-lint)"

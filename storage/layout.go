@@ -13,7 +13,7 @@ import (
 //
 //	<root>/
 //	├── blobs/
-//	│   └── sha256/
+//	│   └── sha256/                     or sha512/: digests of either algorithm
 //	│       └── ab/
 //	│           └── abcdef…/
 //	│               └── data            one verified copy of every blob and
@@ -27,6 +27,10 @@ import (
 //	│           │                       the blob (media type and size)
 //	│           ├── _tags/
 //	│           │   └── <tag>           JSON TagRecord: tag → digest, fetched at
+//	│           ├── _referrers/
+//	│           │   └── sha256/
+//	│           │       └── abcdef…     JSON ReferrersRecord: the last referrers
+//	│           │                       index of that subject, fetched at
 //	│           └── _taglist            JSON: the last tags/list answer
 //	└── _uploads/
 //	    └── <id>/
@@ -56,8 +60,12 @@ func linkPath(ns, repo string, d digest.Digest) string {
 	return path.Join(repoPath(ns, repo), "_links", string(d.Algorithm()), d.Encoded())
 }
 
+func tagsDir(ns, repo string) string {
+	return path.Join(repoPath(ns, repo), "_tags")
+}
+
 func tagPath(ns, repo, tag string) string {
-	return path.Join(repoPath(ns, repo), "_tags", tag)
+	return path.Join(tagsDir(ns, repo), tag)
 }
 
 func tagListPath(ns, repo string) string {
