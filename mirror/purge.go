@@ -2,9 +2,11 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -58,6 +60,12 @@ func (m *Mirror) ForgetTag(ctx context.Context, host, repo, ref string) error {
 	if err := m.store.DeleteTag(ctx, t.reg.Namespace, t.repo, ref); err != nil {
 		return fmt.Errorf("forget tag %s/%s:%s: %w", t.reg.Host, t.repo, ref, err)
 	}
+	if alg, prefix, ok := fallbackSubject(ref); ok {
+		// A referrer attached on a registry without the referrers API.
+		if _, err := m.store.DeleteReferrers(ctx, t.reg.Namespace, t.repo, alg, prefix); err != nil {
+			return fmt.Errorf("forget the referrers of %s/%s:%s: %w", t.reg.Host, t.repo, ref, err)
+		}
+	}
 	logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo, logx.FieldRef: ref}).
 		Info("tag changed by a push; cached record dropped")
 	return nil
@@ -73,6 +81,12 @@ func (m *Mirror) ForgetManifest(ctx context.Context, host, repo string, d digest
 		return err
 	}
 	m.awaitManifestLookup(ctx, t, d)
+	if subject, ok := m.subjectOf(ctx, d); ok {
+		// The deleted manifest was a referrer: its subject's list changed.
+		if err := m.forgetReferrers(ctx, t, subject); err != nil {
+			return fmt.Errorf("forget manifest %s/%s@%s: %w", t.reg.Host, t.repo, d, err)
+		}
+	}
 	if err := m.store.Unlink(ctx, t.reg.Namespace, t.repo, d); err != nil {
 		return fmt.Errorf("forget manifest %s/%s@%s: %w", t.reg.Host, t.repo, d, err)
 	}
@@ -107,6 +121,57 @@ func (m *Mirror) ForgetBlob(ctx context.Context, host, repo string, d digest.Dig
 	logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo, logx.FieldDigest: d}).
 		Info("blob deleted through the proxy; dropped from the repository's cache")
 	return nil
+}
+
+// ForgetReferrers drops the cached referrers list of subject in
+// host/repo after a push attached a referrer to it (the registry named
+// the subject in OCI-Subject).
+func (m *Mirror) ForgetReferrers(ctx context.Context, host, repo string, subject digest.Digest) error {
+	t, err := m.purgeTarget(host, repo)
+	if err != nil {
+		return err
+	}
+	return m.forgetReferrers(ctx, t, subject)
+}
+
+func (m *Mirror) forgetReferrers(ctx context.Context, t target, subject digest.Digest) error {
+	if err := subject.Validate(); err != nil {
+		return fmt.Errorf("forget referrers: %w", err)
+	}
+	if _, err := m.store.DeleteReferrers(ctx, t.reg.Namespace, t.repo, subject.Algorithm(), subject.Encoded()); err != nil {
+		return fmt.Errorf("forget the referrers of %s/%s@%s: %w", t.reg.Host, t.repo, subject, err)
+	}
+	return nil
+}
+
+// subjectOf returns the subject of manifest d when it is cached and has
+// one (it is a referrer).
+func (m *Mirror) subjectOf(ctx context.Context, d digest.Digest) (digest.Digest, bool) {
+	body, err := m.store.ReadSmallBlob(ctx, d, oci.MaxManifestSize)
+	if err != nil {
+		return "", false
+	}
+	var mf struct {
+		Subject *struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"subject"`
+	}
+	if json.Unmarshal(body, &mf) != nil || mf.Subject == nil || mf.Subject.Digest.Validate() != nil {
+		return "", false
+	}
+	return mf.Subject.Digest, true
+}
+
+// fallbackSubject reads a referrers fallback tag (<alg>-<hex>, the hex
+// cut at 64 characters): the algorithm and the start of its subject's
+// encoded digest.
+func fallbackSubject(tag string) (digest.Algorithm, string, bool) {
+	alg, hex, ok := strings.Cut(tag, "-")
+	a := digest.Algorithm(alg)
+	if !ok || !a.Available() || len(hex) != min(64, a.Size()*2) || strings.Trim(hex, "0123456789abcdef") != "" {
+		return "", "", false
+	}
+	return a, hex, true
 }
 
 // purgeTarget resolves the registry host (or alias) and repository a

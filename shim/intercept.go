@@ -124,18 +124,20 @@ func (s *Shim) push(w http.ResponseWriter, r *http.Request, target string) {
 			r.Body = io.NopCloser(body)
 		}
 	}
-	s.forward(&answerHook{ResponseWriter: w, before: func(status int) { s.purge(r, target, status) }}, r, target)
+	hook := &answerHook{ResponseWriter: w}
+	hook.before = func(status int) { s.purge(r, target, status, hook.Header()) }
+	s.forward(hook, r, target)
 }
 
 // purge tells the Purger what a write that the registry accepted
 // changed, before the client has any of its answer (answerHook), so that
 // its next read sees the change. A failure is logged: the client's write
 // did succeed.
-func (s *Shim) purge(r *http.Request, target string, status int) {
+func (s *Shim) purge(r *http.Request, target string, status int, answer http.Header) {
 	if s.opts.Purger == nil {
 		return
 	}
-	forget, repo, ref := s.forgetting(r, target, status)
+	forget, repo, ref := s.forgetting(r, target, status, answer)
 	if forget == nil {
 		return
 	}
@@ -155,21 +157,24 @@ func (s *Shim) purge(r *http.Request, target string, status int) {
 // forget is nil when nothing: a manifest PUT (201) moves the tag it names
 // (a PUT by digest changes nothing cached: nothing negative is kept), a
 // manifest DELETE (202) removes the tag or the manifest it names, a blob
-// DELETE (202) the blob.
-func (s *Shim) forgetting(r *http.Request, target string, status int) (forget func(context.Context) error, repo, ref string) {
+// DELETE (202) the blob. A manifest PUT whose answer names a subject
+// (OCI-Subject: a referrer was attached) also drops the subject's
+// referrers list.
+func (s *Shim) forgetting(r *http.Request, target string, status int, answer http.Header) (forget func(context.Context) error, repo, ref string) {
 	put := r.Method == http.MethodPut && status == http.StatusCreated
 	del := r.Method == http.MethodDelete && status == http.StatusAccepted
 	p := s.opts.Purger
 	if m := manifestPath.FindStringSubmatch(r.URL.Path); m != nil && (put || del) {
 		repo, ref = m[1], m[2]
 		d, err := digest.Parse(ref)
+		var first func(context.Context) error
 		switch {
 		case err != nil:
-			return func(ctx context.Context) error { return p.ForgetTag(ctx, target, repo, ref) }, repo, ref
+			first = func(ctx context.Context) error { return p.ForgetTag(ctx, target, repo, ref) }
 		case del:
-			return func(ctx context.Context) error { return p.ForgetManifest(ctx, target, repo, d) }, repo, ref
+			first = func(ctx context.Context) error { return p.ForgetManifest(ctx, target, repo, d) }
 		}
-		return nil, repo, ref
+		return withSubject(first, p, put, answer, target, repo), repo, ref
 	}
 	if m := blobPath.FindStringSubmatch(r.URL.Path); m != nil && del {
 		repo, ref = m[1], m[2]
@@ -178,6 +183,22 @@ func (s *Shim) forgetting(r *http.Request, target string, status int) (forget fu
 		}
 	}
 	return nil, "", ""
+}
+
+// withSubject adds to forget (which may be nil) dropping the referrers
+// list of the subject a manifest PUT's answer names in OCI-Subject.
+func withSubject(forget func(context.Context) error, p Purger, put bool, answer http.Header, target, repo string) func(context.Context) error {
+	subject, err := digest.Parse(answer.Get("OCI-Subject"))
+	if !put || err != nil {
+		return forget
+	}
+	return func(ctx context.Context) error {
+		var errs []error
+		if forget != nil {
+			errs = append(errs, forget(ctx))
+		}
+		return errors.Join(append(errs, p.ForgetReferrers(ctx, target, repo, subject))...)
+	}
 }
 
 // spoolBody copies a pushed body into an unlinked temporary file in dir

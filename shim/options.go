@@ -62,6 +62,9 @@ type Purger interface {
 	ForgetTag(ctx context.Context, host, repo, tag string) error
 	ForgetManifest(ctx context.Context, host, repo string, d digest.Digest) error
 	ForgetBlob(ctx context.Context, host, repo string, d digest.Digest) error
+	// ForgetReferrers drops the referrers list of subject: a manifest
+	// pushed with that subject (the registry said so in OCI-Subject).
+	ForgetReferrers(ctx context.Context, host, repo string, subject digest.Digest) error
 }
 
 // Options configure a Shim. They are data and small interfaces: the shim

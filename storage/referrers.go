@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -50,4 +51,34 @@ func (s *Store) PutReferrers(ctx context.Context, ns, repo string, d digest.Dige
 
 func referrersPath(ns, repo string, d digest.Digest) string {
 	return path.Join(repoPath(ns, repo), "_referrers", string(d.Algorithm()), d.Encoded())
+}
+
+// DeleteReferrers drops the referrers records of the subjects of repo
+// whose digest has algorithm alg and an encoded part starting with
+// prefix: the whole digest (a manifest with that subject was pushed or
+// deleted), or the 64 characters a fallback tag keeps of it (a fallback
+// tag was written). It returns how many it dropped; none is no error.
+func (s *Store) DeleteReferrers(ctx context.Context, ns, repo string, alg digest.Algorithm, prefix string) (int, error) {
+	if !alg.Available() || prefix == "" {
+		return 0, nil
+	}
+	dir := path.Join(repoPath(ns, repo), "_referrers", string(alg))
+	paths, err := s.driver.List(ctx, dir)
+	if err != nil {
+		if notFound(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("referrers records of %s/%s: %w", ns, repo, err)
+	}
+	n := 0
+	for _, p := range paths {
+		if !strings.HasPrefix(path.Base(p), prefix) {
+			continue
+		}
+		if err := s.driver.Delete(ctx, p); err != nil && !notFound(err) {
+			return n, fmt.Errorf("referrers record %s: %w", p, err)
+		}
+		n++
+	}
+	return n, nil
 }

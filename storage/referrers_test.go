@@ -57,3 +57,38 @@ func TestReferrersRecord(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteReferrers: records are dropped by the whole digest or by the
+// 64 characters a fallback tag keeps of it; others stay.
+func TestDeleteReferrers(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			s := b.new(t)
+			ctx := t.Context()
+			rec := ReferrersRecord{Index: json.RawMessage(`{"schemaVersion":2,"manifests":[]}`), FetchedAt: time.Now().UTC()}
+			a, c := digest.FromString("a"), digest.FromString("c")
+			long := digest.SHA512.FromString("long")
+			for _, d := range []digest.Digest{a, c, long} {
+				if err := s.PutReferrers(ctx, "quay.io", "org/app", d, rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, err := s.DeleteReferrers(ctx, "quay.io", "org/app", a.Algorithm(), a.Encoded()); err != nil || n != 1 {
+				t.Fatalf("DeleteReferrers(a) = %d, %v", n, err)
+			}
+			if n, err := s.DeleteReferrers(ctx, "quay.io", "org/app", long.Algorithm(), long.Encoded()[:64]); err != nil || n != 1 {
+				t.Fatalf("DeleteReferrers(sha512 prefix) = %d, %v", n, err)
+			}
+			if n, err := s.DeleteReferrers(ctx, "quay.io", "org/none", a.Algorithm(), a.Encoded()); err != nil || n != 0 {
+				t.Fatalf("DeleteReferrers in an empty repository = %d, %v", n, err)
+			}
+			for d, want := range map[digest.Digest]bool{a: false, long: false, c: true} {
+				if _, err := s.GetReferrers(ctx, "quay.io", "org/app", d); (err == nil) != want {
+					t.Errorf("record of %s present = %v, want %v", d, err == nil, want)
+				}
+			}
+		})
+	}
+}
