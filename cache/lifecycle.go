@@ -168,6 +168,11 @@ func (l *Lifecycle) Committed(ctx context.Context, c storage.Content) error {
 	if err := l.idx.Put(ctx, c.Entry(l.now())); err != nil {
 		return fmt.Errorf("recording %s in the cache index: %w", c.Digest, err)
 	}
+	// Room was made before the commit, for this content alone: another
+	// fill (here or on another replica) that reserved at the same time did
+	// not count it. A pass soon after brings the total back within the
+	// bound; it reads the totals and stops when there is nothing to do.
+	l.ev.Kick()
 	return nil
 }
 

@@ -354,3 +354,44 @@ func TestLifecycleUnlinkedRemovesWhatNoRepositoryLinks(t *testing.T) {
 		t.Fatalf("an unknown digest: %v", err)
 	}
 }
+
+// TestLifecycleBoundAfterConcurrentReservations: two fills reserve room
+// at the same time, each for itself (neither counts the other), and both
+// commit: the cache is over its bound for a moment, and the pass kicked
+// by the commits brings it back within it.
+func TestLifecycleBoundAfterConcurrentReservations(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, storage.EvictOptions{MaxSize: 2500})
+	ctx := t.Context()
+	f.put(t, bytes.Repeat([]byte("o"), 1000), false, "quay.io", "org/old")
+	f.clock.Advance(time.Minute)
+	var cs []storage.Content
+	for _, b := range []byte{'a', 'b'} {
+		content := bytes.Repeat([]byte{b}, 1000)
+		d := digest.FromBytes(content)
+		if err := f.store.PutSmallBlob(ctx, d, content); err != nil {
+			t.Fatal(err)
+		}
+		// Both reserve before either commits: 1000 + 1000 fits 2500.
+		if err := f.life.Reserve(ctx, int64(len(content))); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, storage.Content{Digest: d, Size: int64(len(content)), Namespace: "quay.io", Repo: "org/new"})
+	}
+	for _, c := range cs {
+		if err := f.life.Committed(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := f.life.Totals(); b <= 2500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := f.life.Totals()
+			t.Fatalf("the cache stays at %d bytes, over its 2500-byte bound", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

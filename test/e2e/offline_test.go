@@ -103,9 +103,10 @@ func TestOfflineMirrorAndShim(t *testing.T) {
 		client *http.Client
 		v2     string
 		base   string
+		asked  string // the repository name as the door's client writes it
 	}{
-		{"mirror", plainClient(), p.URL + "/v2/", mirrorBase},
-		{"shim", shimClient, "https://" + u.PrivHost + "/v2/", shimBase},
+		{"mirror", plainClient(), p.URL + "/v2/", mirrorBase, u.PrivNS + "/" + repo},
+		{"shim", shimClient, "https://" + u.PrivHost + "/v2/", shimBase, repo},
 	} {
 		t.Run(door.name, func(t *testing.T) {
 			resp := getWith(t, door.client, door.v2, "")
@@ -136,8 +137,8 @@ func TestOfflineMirrorAndShim(t *testing.T) {
 			if err := json.Unmarshal(bodyOf(resp), &list); err != nil {
 				t.Errorf("tags/list offline: %v", err)
 			}
-			if want := []string{"stable", "v1"}; !slices.Equal(list.Tags, want) || list.Name != repo {
-				t.Errorf("tags/list offline: %+v, want name %s tags %v (the last answer)", list, repo, want)
+			if want := []string{"stable", "v1"}; !slices.Equal(list.Tags, want) || list.Name != door.asked {
+				t.Errorf("tags/list offline: %+v, want name %s tags %v (the last answer, named as asked)", list, door.asked, want)
 			}
 		})
 	}
