@@ -73,19 +73,8 @@ func (m *Mirror) referrers(ctx context.Context, t target, d digest.Digest) (*man
 		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, d).Warn("referrers record unreadable; asking upstream")
 	}
 	if cached != nil {
-		if ttl := m.referrersTTL(d); ttl > 0 && m.opts.Now().Sub(rec.FetchedAt) < ttl {
-			return cached, nil
-		}
-		if m.postponeRevalidation(ctx, t.reg) {
-			m.opts.Observer.Postponed(t.reg.Host)
-			out := *cached
-			out.cache, out.warning = CacheStale, staleWarningFor(reasonRateLimit, rec.FetchedAt)
-			return &out, nil
-		}
-		if m.upstreamHeld(t.reg.Host) {
-			out := *cached
-			out.cache, out.warning = CacheStale, staleWarningFor(reasonUnavailable, rec.FetchedAt)
-			return &out, nil
+		if out := m.withoutUpstream(ctx, t, cached, rec.FetchedAt, m.referrersTTL(d)); out != nil {
+			return out, nil
 		}
 	}
 	key := "referrers|" + t.reg.Host + "|" + t.repo + "|" + d.String()

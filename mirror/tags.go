@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -23,20 +24,8 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		}
 	}
 	if cached != nil {
-		if ttl := m.opts.TagTTL(tag); ttl > 0 && m.opts.Now().Sub(rec.FetchedAt) < ttl {
-			return cached, nil
-		}
-		if m.postponeRevalidation(ctx, t.reg) {
-			m.opts.Observer.Postponed(t.reg.Host)
-			out := *cached
-			out.cache, out.warning = CacheStale, staleWarningFor(reasonRateLimit, rec.FetchedAt)
-			return &out, nil
-		}
-		if m.upstreamHeld(t.reg.Host) {
-			logx.From(ctx).WithField(logx.FieldDigest, cached.digest).Debug("upstream held after a failure; serving a cached manifest that may be stale")
-			out := *cached
-			out.cache, out.warning = CacheStale, staleWarningFor(reasonUnavailable, rec.FetchedAt)
-			return &out, nil
+		if out := m.withoutUpstream(ctx, t, cached, rec.FetchedAt, m.opts.TagTTL(tag)); out != nil {
+			return out, nil
 		}
 	}
 	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
@@ -44,6 +33,28 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		return m.refreshTag(fctx, t, tag, rec, cached)
 	})
 	return mf, leftErr(ctx, err)
+}
+
+// withoutUpstream answers a cached record (fetched or confirmed at
+// fetchedAt) without asking upstream: as it is within its ttl, stale when
+// the revalidation is postponed by the rate limit or the upstream is held
+// after a failure. nil: ask upstream.
+func (m *Mirror) withoutUpstream(ctx context.Context, t target, cached *manifest, fetchedAt time.Time, ttl time.Duration) *manifest {
+	if ttl > 0 && m.opts.Now().Sub(fetchedAt) < ttl {
+		return cached
+	}
+	out := *cached
+	switch {
+	case m.postponeRevalidation(ctx, t.reg):
+		m.opts.Observer.Postponed(t.reg.Host)
+		out.cache, out.warning = CacheStale, staleWarningFor(reasonRateLimit, fetchedAt)
+	case m.upstreamHeld(t.reg.Host):
+		logx.From(ctx).WithField(logx.FieldDigest, cached.digest).Debug("upstream held after a failure; serving a cached answer that may be stale")
+		out.cache, out.warning = CacheStale, staleWarningFor(reasonUnavailable, fetchedAt)
+	default:
+		return nil
+	}
+	return &out
 }
 
 func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec storage.TagRecord, cached *manifest) (*manifest, error) {
