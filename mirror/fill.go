@@ -370,16 +370,17 @@ type view struct {
 	// avail is how many bytes may be sent: all that was written once the
 	// fill is verified, else all but the last byte, so that a failed fill
 	// always cuts a response short.
-	avail   int64
-	done    bool
-	err     error // the fill failed before its bytes were verified
-	changed <-chan struct{}
+	avail    int64
+	verified bool
+	done     bool
+	err      error // the fill failed before its bytes were verified
+	changed  <-chan struct{}
 }
 
 func (f *fill) view() view {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v := view{avail: f.written, done: f.done, changed: f.changed}
+	v := view{avail: f.written, verified: f.verified, done: f.done, changed: f.changed}
 	if f.err != nil && !f.verified {
 		v.err = f.err
 	}
@@ -431,6 +432,12 @@ func copyFill(ctx context.Context, w io.Writer, f *fill, off, end int64) (int64,
 		limit := v.avail
 		if end >= 0 {
 			limit = min(limit, end)
+			if !v.verified {
+				// A range's last byte waits for the whole blob's
+				// verification too: a range that ends before the blob
+				// does is never answered complete from unverified bytes.
+				limit = min(limit, end-1)
+			}
 		}
 		if off < limit {
 			var n int64

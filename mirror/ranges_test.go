@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"testing"
@@ -166,5 +167,37 @@ func waitFillClients(t *testing.T, e *env, n int) {
 			t.Fatalf("fills %+v: want one with %d clients", fills, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRangeOfAFailingFillIsCutShort: a Range that ends before the blob
+// does, answered from a fill whose bytes then fail verification, is never
+// a complete 206: its last byte waits for the whole blob's verification,
+// and the answer is cut short. Nothing is committed.
+func TestRangeOfAFailingFillIsCutShort(t *testing.T) {
+	t.Parallel()
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	b := reg.PushBlob(t, "app", testreg.RandomLayer(t, 100_000))
+	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	reg.SetFault(testreg.FaultWrongBytes)
+	// Slow enough that the range's bytes arrive long before the rest.
+	reg.SetBlobRate(50_000)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.srv.URL+"/v2/registry.test/app/blobs/"+b.Digest.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Range", "bytes=0-99")
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode == http.StatusPartialContent && len(body) == 100 {
+		t.Fatalf("a complete 206 of %d bytes from a fill that failed verification", len(body))
+	}
+	e.drain()
+	if _, err := e.store.StatBlob(t.Context(), b.Digest); err == nil {
+		t.Fatal("the blob whose bytes failed verification was committed")
 	}
 }

@@ -176,7 +176,9 @@ func (r *Registry) applyBodyFault(w http.ResponseWriter, req *http.Request, resp
 		if total <= 0 {
 			break
 		}
-		if _, err := io.CopyN(w, resp.Body, total-1); err != nil {
+		// At the rate SetBlobRate asked for, like a genuine body.
+		r.copyBlob(w, req, io.LimitReader(resp.Body, total-1))
+		if req.Context().Err() != nil {
 			return
 		}
 		last := make([]byte, 1)
