@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -207,5 +208,19 @@ registries:
 	}
 	if !strings.Contains(logs.String(), "not applied to storage.inmemory") {
 		t.Errorf("logs do not say that CACHE_MIN_FREE is not applied:\n%s", logs)
+	}
+}
+
+// TestToolsHelp: gc --help and du -h print their usage and the flags and
+// exit 0, like the server and warm (they exited 2 with "pflag: help
+// requested").
+func TestToolsHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"gc", "--help"}, {"du", "-h"}, {"gc", "--dry-run", "--help"}} {
+		var stdout, stderr bytes.Buffer
+		code := run(args, func(string) string { return "" }, &stdout, &stderr)
+		if code != 0 || !strings.HasPrefix(stdout.String(), "Usage: container-registry-proxy "+args[0]) || !strings.Contains(stdout.String(), "--config") || stderr.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
+		}
 	}
 }

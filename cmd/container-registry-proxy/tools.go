@@ -14,7 +14,14 @@ import (
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/status"
 	"github.com/gmarcy/container-registry-proxy/storage"
+	"github.com/spf13/pflag"
 )
+
+// toolUsage is what gc --help and du --help print before the flags.
+var toolUsage = map[string]string{
+	"gc": "Usage: container-registry-proxy gc [--dry-run|-n] [flags]\n\nOne eviction pass with the configured bounds (cache.maxSize, cache.minFree,\ncache.inactiveTime) on the cache the configuration names; asks a running\nproxy to make it when one holds the cache. --dry-run lists what it would remove.",
+	"du": "Usage: container-registry-proxy du [flags]\n\nThe cache's usage per upstream and repository, and the total against\ncache.maxSize.",
+}
 
 // runTool runs the gc and du subcommands: they read the same configuration
 // as the server and are safe beside a running proxy (du and gc --dry-run
@@ -31,6 +38,10 @@ func runTool(name string, args []string, env func(string) string, stdout, stderr
 		rest = append(rest, a)
 	}
 	cfg, err := config.Load(rest, env)
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprintf(stdout, "%s\n\n%s", toolUsage[name], config.Usage())
+		return 0
+	}
 	if err == nil {
 		err = needDriver(cfg.StorageDriverName())
 	}
