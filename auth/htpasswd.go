@@ -3,6 +3,7 @@ package auth
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -19,6 +20,11 @@ import (
 // password itself) to keep every request of a pull from paying for it.
 type Htpasswd struct {
 	users map[string][]byte
+	// dummy is a bcrypt hash of a random password at the users' highest
+	// cost: an unknown user's password is checked against it, so that a
+	// wrong password takes as long whether the user exists or not (no
+	// list of valid names from response times).
+	dummy []byte
 
 	mu  sync.Mutex
 	ok  map[[32]byte]time.Time
@@ -34,6 +40,7 @@ func LoadHtpasswd(path string) (*Htpasswd, error) {
 		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
 	}
 	h := &Htpasswd{users: map[string][]byte{}, ok: map[[32]byte]time.Time{}, ttl: 5 * time.Minute, now: time.Now}
+	cost := bcrypt.MinCost
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for line := 1; sc.Scan(); line++ {
 		t := strings.TrimSpace(sc.Text())
@@ -47,13 +54,18 @@ func LoadHtpasswd(path string) (*Htpasswd, error) {
 		if !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") && !strings.HasPrefix(hash, "$2y$") {
 			return nil, fmt.Errorf("htpasswd %s:%d: user %q: only bcrypt hashes are accepted (htpasswd -B)", path, line, user)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		c, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
 			return nil, fmt.Errorf("htpasswd %s:%d: user %q: %w", path, line, user, err)
 		}
 		h.users[user] = []byte(hash)
+		cost = max(cost, c)
 	}
 	if len(h.users) == 0 {
 		return nil, fmt.Errorf("htpasswd %s: no users", path)
+	}
+	if h.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), cost); err != nil {
+		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
 	}
 	return h, nil
 }
@@ -65,6 +77,7 @@ func (h *Htpasswd) Verify(user, password string) bool {
 	}
 	hash, ok := h.users[user]
 	if !ok {
+		_ = bcrypt.CompareHashAndPassword(h.dummy, []byte(password)) //nolint:errcheck // the same work as for a known user; the answer is no
 		return false
 	}
 	key := sha256.Sum256([]byte(user + "\x00" + password + "\x00" + string(hash)))

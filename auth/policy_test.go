@@ -317,3 +317,28 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 		panic("unreachable")
 	}
 }
+
+// TestUnknownUserChecksADummyHash: an unknown user's password is checked
+// against a hash at the users' highest cost, as a known user's is, so that
+// a wrong password answers in the same time either way; it is refused.
+func TestUnknownUserChecksADummyHash(t *testing.T) {
+	t.Parallel()
+	low, err := bcrypt.GenerateFromPassword([]byte("bob-pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	high, err := bcrypt.GenerateFromPassword([]byte("carol-pw"), bcrypt.MinCost+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := LoadHtpasswd(writeHtpasswd(t, "bob:"+string(low)+"\ncarol:"+string(high)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost(h.dummy); err != nil || cost != bcrypt.MinCost+2 {
+		t.Fatalf("dummy hash cost %d (%v), want the users' highest, %d", cost, err, bcrypt.MinCost+2)
+	}
+	if h.Verify("mallory", "bob-pw") || h.Verify("mallory", "") || !h.Verify("bob", "bob-pw") {
+		t.Fatal("unknown users must be refused and known ones accepted")
+	}
+}
