@@ -60,6 +60,8 @@ type envOptions struct {
 	// access and redirect set Options.Access and Options.Redirect.
 	access   mirror.Access
 	redirect bool
+	// cache sets Options.Cache.
+	cache mirror.Cache
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -115,7 +117,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		}
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
-	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher,
+	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
 		Access: opts.access, Redirect: opts.redirect}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }

@@ -167,6 +167,12 @@ func (m *Mirror) runFill(reqCtx context.Context, t target, f *fill) {
 		m.endFill(f, err)
 		return
 	}
+	if keep && size < 0 && !m.opts.Cache.Admit(up.Size()) {
+		// Sent without a length: only now is it known not to fit. It must
+		// not empty the cache to make room for itself.
+		keep = false
+		log.WithField("bytes", up.Size()).Warn("blob sent without a length is larger than the cache's whole size bound: streamed to its clients, not kept")
+	}
 	if !keep {
 		m.cancelUpload(ctx, up)
 		m.endFill(f, errNotKept)

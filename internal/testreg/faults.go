@@ -27,6 +27,9 @@ const (
 	// FaultBlobDelay sends blob GET headers, then parks the body until
 	// ReleaseBlobs, so concurrent clients overlap one fill deterministically.
 	FaultBlobDelay Fault = -3
+	// FaultNoLength sends blob GET bodies without Content-Length
+	// (chunked), as some registries and CDNs do.
+	FaultNoLength Fault = -4
 )
 
 // FaultStatus makes every /v2/ request except /v2/ itself answer code with
@@ -49,6 +52,8 @@ func (f Fault) String() string {
 		return "drop-mid-blob"
 	case FaultBlobDelay:
 		return "blob-delay"
+	case FaultNoLength:
+		return "no-length"
 	default:
 		return fmt.Sprintf("status-%d", int(f))
 	}

@@ -131,6 +131,9 @@ func (r *Registry) serveBlobBody(w http.ResponseWriter, req *http.Request) {
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
+	if r.faults.get() == FaultNoLength {
+		w.Header().Del("Content-Length")
+	}
 	w.WriteHeader(resp.StatusCode)
 	if req.Method != http.MethodGet || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent) {
 		_, _ = io.Copy(w, resp.Body)
