@@ -15,12 +15,17 @@ const (
 	AccessManifest = "manifest"
 	AccessBlob     = "blob"
 	AccessTags     = "tags"
+	// AccessReferrers is a referrers listing: checked as a tag listing of
+	// the repository (a read of the repository; the referrers API itself
+	// may be missing upstream).
+	AccessReferrers = "referrers"
 )
 
 // CheckAccess asks upstream whether the credentials in ctx may read repo:
 // a HEAD of /v2/<repo>/manifests/<ref> (what "manifest") or
 // /v2/<repo>/blobs/<ref> (what "blob"); for what "tags" (a tag listing)
-// a GET of /v2/<repo>/tags/list?n=1, ref unused. The credentials are those of
+// and "referrers" (a referrers listing) a GET of /v2/<repo>/tags/list?n=1,
+// ref unused. The credentials are those of
 // auth.WithCredentials or auth.WithAuthorization; with neither the check
 // is anonymous — the proxy's own keychain and static credentials are never
 // used, since the point is what the client itself may read. Tokens fetched
@@ -53,7 +58,7 @@ func (r *Registry) CheckAccess(ctx context.Context, repo, what, ref string) erro
 			return err
 		}
 		suffix, k = "blobs/"+ref, kindBlob
-	case AccessTags:
+	case AccessTags, AccessReferrers:
 		suffix, k, query, method = "tags/list", kindOther, url.Values{"n": {"1"}}, http.MethodGet
 	default:
 		return oci.Errorf(http.StatusBadRequest, oci.CodeUnsupported, "unknown access check kind %q", what)

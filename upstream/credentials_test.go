@@ -273,6 +273,8 @@ func TestCheckAccess(t *testing.T) {
 				{name: "by digest", ctx: withCreds(alice), what: AccessManifest, ref: img.ManifestDigest.String()},
 				{name: "blob", ctx: withCreds(alice), what: AccessBlob, ref: img.Layers[0].Digest.String()},
 				{name: "tags", ctx: withCreds(alice), what: AccessTags},
+				{name: "referrers", ctx: withCreds(alice), what: AccessReferrers, ref: img.ManifestDigest.String()},
+				{name: "referrers, anonymous", ctx: t.Context(), what: AccessReferrers, ref: img.ManifestDigest.String(), status: 401},
 				{name: "unknown tag", ctx: withCreds(alice), what: AccessManifest, ref: "v9", status: 404},
 				{name: "bogus client header", ctx: auth.WithAuthorization(t.Context(), "Bearer bogus"), what: AccessManifest, ref: "v1", status: 401},
 				{name: "bad kind", ctx: withCreds(alice), what: "catalog", ref: "v1", status: 400},
