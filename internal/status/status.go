@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"html/template"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -80,8 +81,11 @@ const maxTracked = 10000
 // manifest by tag.
 func (p *Page) Track(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r)
-		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/") {
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		// Only served content counts: refused and unknown names (401, 403,
+		// 404) would let anyone plant repository names on the page.
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/") || sw.status() != http.StatusOK {
 			return
 		}
 		up, repo, ref := logx.InfoFrom(r.Context()).Route()
@@ -96,6 +100,51 @@ func (p *Page) Track(next http.Handler) http.Handler {
 		p.pulls[key]++
 		p.mu.Unlock()
 	})
+}
+
+// statusWriter records the status of an answer; it keeps the writer's
+// optional interfaces reachable through Unwrap (http.ResponseController).
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps sendfile for the writers that have it.
+func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return io.Copy(s.ResponseWriter, r)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// status is the answer's status (200 when nothing was written).
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
 }
 
 func (p *Page) dropLeast() {

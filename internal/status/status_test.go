@@ -151,3 +151,34 @@ func TestStatusPageWithFailingSources(t *testing.T) {
 		t.Errorf("warnings logged: %q; want the usage's and the metric's errors", got)
 	}
 }
+
+// TestTrackCountsOnlyServedManifests: manifest requests refused or unknown
+// upstream (401, 404) are not pulls: anyone could plant repository names
+// on the page with them.
+func TestTrackCountsOnlyServedManifests(t *testing.T) {
+	t.Parallel()
+	p := New(Source{})
+	mirror := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		repo := strings.TrimPrefix(strings.Split(r.URL.Path, "/manifests/")[0], "/v2/")
+		logx.InfoFrom(r.Context()).SetRoute("docker.io", repo, "v1")
+		switch repo {
+		case "planted/name":
+			w.WriteHeader(http.StatusNotFound)
+		case "private/name":
+			w.WriteHeader(http.StatusUnauthorized)
+		default:
+			_, _ = w.Write([]byte("{}"))
+		}
+	})
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	tracked := logx.AccessLog(quiet, p.Track(mirror))
+	for _, repo := range []string{"library/app", "planted/name", "private/name", "library/app"} {
+		tracked.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v2/"+repo+"/manifests/v1", nil))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pulls) != 1 || p.pulls["docker.io/library/app"] != 2 {
+		t.Fatalf("pulls %v, want only docker.io/library/app twice", p.pulls)
+	}
+}
