@@ -223,7 +223,12 @@ func TestEvictionOnOneReplicaAtATime(t *testing.T) {
 	if n := logs[1].passes.Load(); n != 0 {
 		t.Fatalf("b logged %d passes", n)
 	}
-	// The lease was released: b's own pass runs now, and finds nothing to do.
+	// a releases the lease once its pass returned (after its log line):
+	// b's own pass runs then, and finds nothing to do.
+	eventually(t, "a's lease released", func() bool {
+		holder, err := f.redis[0].Holder(t.Context(), EvictLease)
+		return err == nil && holder != "http://a"
+	})
 	if rep, err := evB.Pass(t.Context()); err != nil || len(rep.Removed) != 0 {
 		t.Fatalf("b's pass after a's = %d removed, %v", len(rep.Removed), err)
 	}
