@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
@@ -469,10 +470,11 @@ func TestUploadHasherDoesNotLeak(t *testing.T) {
 			}
 			// Each hasher closed its done channel as its last act; let the
 			// goroutines return from there.
+			// On a busy machine that can take a while: poll, bounded.
 			n := runtime.NumGoroutine()
-			for i := 0; i < 10000 && n > before; i++ {
+			for deadline := time.Now().Add(10 * time.Second); n > before && time.Now().Before(deadline); n = runtime.NumGoroutine() {
 				runtime.Gosched()
-				n = runtime.NumGoroutine()
+				time.Sleep(time.Millisecond)
 			}
 			if n > before {
 				buf := make([]byte, 1<<20)
