@@ -49,7 +49,7 @@ func TestDiskErrorsStillServeUpstreamBytes(t *testing.T) {
 			big, bigSize := reg.PushBigBlob(t, "app", 8)
 			small := reg.PushImage(t, "app", "v1", testreg.RandomLayer(t, 1000))
 			root := mountTmpfs(t, tc.size, false)
-			e := newEnv(t, envOptions{backend: "filesystem", root: root}, upstreamSpec{"registry.test", reg})
+			e := newEnv(t, envOptions{backend: "filesystem", root: root}, upstreamSpec{host: "registry.test", reg: reg})
 			// A small blob cached while the disk is fine stays a hit.
 			smallPath := "/v2/registry.test/app/blobs/" + small.Layers[0].Digest.String()
 			e.do("GET", smallPath)

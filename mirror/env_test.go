@@ -17,6 +17,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws" // the "s3" backend
 	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/cache"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
 	"github.com/gmarcy/container-registry-proxy/internal/testutil"
@@ -30,6 +31,9 @@ import (
 type upstreamSpec struct {
 	host string
 	reg  *testreg.Registry
+	// endpoint, when reg is nil, is the URL of another real registry
+	// (plain HTTP).
+	endpoint string
 }
 
 // env is a mirror in front of real registries, served over HTTP.
@@ -60,13 +64,15 @@ type envOptions struct {
 	// access and redirect set Options.Access and Options.Redirect.
 	access   mirror.Access
 	redirect bool
-	// cache sets Options.Cache.
-	cache mirror.Cache
+	// cache sets Options.Cache; lifecycle, instead, runs a real
+	// cache.Lifecycle over the env's storage (with a MemIndex).
+	cache     mirror.Cache
+	lifecycle bool
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
 func newEnvWithCreds(t *testing.T, host string, reg *testreg.Registry, user, pass string) *env {
-	return newEnv(t, envOptions{creds: auth.Credentials{Username: user, Password: pass}}, upstreamSpec{host, reg})
+	return newEnv(t, envOptions{creds: auth.Credentials{Username: user, Password: pass}}, upstreamSpec{host: host, reg: reg})
 }
 
 func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
@@ -100,10 +106,14 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	tokens := auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{})
 	var regs []mirror.Registry
 	for _, u := range ups {
+		endpoint, caFile := u.endpoint, ""
+		if u.reg != nil {
+			endpoint, caFile = u.reg.URL, u.reg.CAFile
+		}
 		client, err := upstream.New(upstream.Options{
 			Host:           u.host,
-			Endpoint:       u.reg.URL,
-			CAFile:         u.reg.CAFile,
+			Endpoint:       endpoint,
+			CAFile:         caFile,
 			ConnectTimeout: 5 * time.Second,
 			ReadTimeout:    20 * time.Second,
 			SendTimeout:    20 * time.Second,
@@ -122,6 +132,13 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}
+	var lc *cache.Lifecycle
+	if opts.lifecycle {
+		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		mopts.Cache = lc
+	}
 	e.mirror, err = mirror.New(e.store, regs, mopts)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +153,11 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		defer cancel()
 		if err := e.mirror.Drain(ctx); err != nil {
 			t.Errorf("drain: %v", err)
+		}
+		if lc != nil {
+			if err := lc.Close(); err != nil {
+				t.Errorf("closing the cache lifecycle: %v", err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("mirror log:\n%s", e.logs.String())

@@ -13,7 +13,7 @@ func TestErrorsAreOCIEnvelopes(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "library/alpine", "3.20", testreg.RandomLayer(t, 1000))
-	e := newEnv(t, envOptions{}, upstreamSpec{"docker.io", reg}, upstreamSpec{"quay.io", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "docker.io", reg: reg}, upstreamSpec{host: "quay.io", reg: reg})
 	missing := "sha256:" + strings.Repeat("ab", 32)
 	cases := []struct {
 		name   string
@@ -99,7 +99,7 @@ func TestUpstreamFailuresMapToStatuses(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := testreg.Start(t, testreg.Options{TLS: true})
-			e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+			e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 			reg.SetFault(tc.fault)
 			for _, p := range []string{"/v2/registry.test/app/manifests/latest", "/v2/registry.test/app/blobs/sha256:" + strings.Repeat("cd", 32)} {
 				resp, body := e.do("GET", p, "Accept", accept)
@@ -112,7 +112,7 @@ func TestUpstreamFailuresMapToStatuses(t *testing.T) {
 	}
 	t.Run("unreachable", func(t *testing.T) {
 		reg := testreg.Start(t, testreg.Options{TLS: true})
-		e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+		e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 		reg.Stop()
 		resp, body := e.do("GET", "/v2/registry.test/app/manifests/latest", "Accept", accept)
 		wantStatus(t, resp, body, http.StatusBadGateway, "UNAVAILABLE")
@@ -126,7 +126,7 @@ func TestTagsListAndReferrers(t *testing.T) {
 		reg.PushImage(t, "app", tag, testreg.RandomLayer(t, 100))
 	}
 	img := reg.PushImage(t, "app", "z", testreg.RandomLayer(t, 100))
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	type list struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`

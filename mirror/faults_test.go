@@ -41,7 +41,7 @@ func TestCommitDiskErrorsRelay(t *testing.T) {
 					fd.Fail("Move", tc.errno)
 					return fd
 				}
-				e := newEnv(t, envOptions{backend: backend, wrap: wrap}, upstreamSpec{"registry.test", reg})
+				e := newEnv(t, envOptions{backend: backend, wrap: wrap}, upstreamSpec{host: "registry.test", reg: reg})
 				path := "/v2/registry.test/app/blobs/" + d.String()
 				for i := range 2 {
 					status, sum, n, err := hashGET(e, path)
@@ -75,7 +75,7 @@ func TestUnreadableLinkIsLogged(t *testing.T) {
 	b := reg.PushBlob(t, "app", testreg.RandomLayer(t, 10_000))
 	fd := &testutil.FaultDriver{Match: "/_links/"}
 	wrap := func(sd storagedriver.StorageDriver) storagedriver.StorageDriver { fd.StorageDriver = sd; return fd }
-	e := newEnv(t, envOptions{wrap: wrap}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{wrap: wrap}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	e.do("GET", path)
 	e.drain()
@@ -133,7 +133,7 @@ func TestStoredRangeClosesEachReaderOnce(t *testing.T) {
 	b := reg.PushBlob(t, "app", layer)
 	cd := &countingDriver{}
 	wrap := func(sd storagedriver.StorageDriver) storagedriver.StorageDriver { cd.StorageDriver = sd; return cd }
-	e := newEnv(t, envOptions{wrap: wrap}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{wrap: wrap}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	e.do("GET", path)
 	e.drain()
@@ -167,7 +167,7 @@ func TestDrainWhileFillsStart(t *testing.T) {
 		b := reg.PushBlob(t, fmt.Sprintf("app%d", i), testreg.RandomLayer(t, 2_000))
 		paths = append(paths, fmt.Sprintf("/v2/registry.test/app%d/blobs/%s", i, b.Digest))
 	}
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	stop := make(chan struct{})
 	drained := make(chan error, 1)
 	go func() {

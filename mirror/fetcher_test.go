@@ -48,7 +48,7 @@ func TestFetcherSeam(t *testing.T) {
 	peer.PushBlob(t, "app", layer)
 	other := up.PushBlob(t, "app", testreg.RandomLayer(t, 50_000))
 	fetcher := &peerFetcher{peer: peer}
-	e := newEnv(t, envOptions{fetcher: fetcher}, upstreamSpec{"registry.test", up})
+	e := newEnv(t, envOptions{fetcher: fetcher}, upstreamSpec{host: "registry.test", reg: up})
 
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	if status, sum, _, err := hashGET(e, path); err != nil || status != 200 || sum != b.Digest.String() {

@@ -40,7 +40,7 @@ func TestConcurrentColdFillFetchesOnce(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 			d, size := reg.PushBigBlob(t, "big/blob", 64)
-			e := newEnv(t, envOptions{backend: backend}, upstreamSpec{"registry.test", reg})
+			e := newEnv(t, envOptions{backend: backend}, upstreamSpec{host: "registry.test", reg: reg})
 			reg.ResetCounts()
 			// Park the upstream body so all 8 clients overlap one fill.
 			reg.SetFault(testreg.FaultBlobDelay)
@@ -81,7 +81,7 @@ func TestLateJoinerWithRange(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 2<<20)
 	b := reg.PushBlob(t, "app", layer)
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	reg.SetFault(testreg.FaultBlobDelay)
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	done := make(chan error, 1)
@@ -155,7 +155,7 @@ func TestFaultyUpstreamCommitsNothing(t *testing.T) {
 				reg := testreg.Start(t, testreg.Options{TLS: true})
 				layer := testreg.RandomLayer(t, 3<<20)
 				b := reg.PushBlob(t, "app", layer)
-				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{"registry.test", reg})
+				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{host: "registry.test", reg: reg})
 				path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 				reg.SetFault(tc.fault)
 				status, sum, _, err := hashGET(e, path)
@@ -199,7 +199,7 @@ func TestSharedBlobTwoUpstreams(t *testing.T) {
 	shared := testreg.RandomLayer(t, 500_000)
 	imgA := a.PushImage(t, "team/one", "v1", shared)
 	imgB := b.PushImage(t, "other/two", "v1", shared)
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"a.test", a}, upstreamSpec{"b.test:8443", b})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "a.test", reg: a}, upstreamSpec{host: "b.test:8443", reg: b})
 	layer := imgA.Layers[0].Digest
 	if imgB.Layers[0].Digest != layer {
 		t.Fatal("test setup: layers differ")
@@ -238,7 +238,7 @@ func TestClientHangUpDoesNotStopFill(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 1<<20)
 	b := reg.PushBlob(t, "app", layer)
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	reg.SetFault(testreg.FaultBlobDelay)
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -271,7 +271,7 @@ func TestMultiArchIndex(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	idx := reg.PushIndex(t, "multi", "v2")
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	base := "/v2/registry.test/multi"
 	resp, body := e.do("GET", base+"/manifests/v2", "Accept", accept)
 	if resp.StatusCode != 200 || !bytes.Equal(body, idx.Manifest) || resp.Header.Get("Content-Type") != idx.MediaType {
@@ -312,7 +312,7 @@ func TestHeadDuringFillAndMiss(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	layer := testreg.RandomLayer(t, 1<<20)
 	b := reg.PushBlob(t, "app", layer)
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	// HEAD of an uncached blob asks upstream once and downloads nothing.
 	resp, _ := e.do("HEAD", path)

@@ -18,7 +18,7 @@ func TestTagsListName(t *testing.T) {
 	for _, tag := range []string{"a", "b", "c"} {
 		reg.PushImage(t, "team/app", tag)
 	}
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test:5000", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test:5000", reg: reg})
 	cases := []struct {
 		door, path, host, name, link string
 	}{

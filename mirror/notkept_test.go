@@ -38,7 +38,7 @@ func TestBlobWithoutLengthLargerThanTheCacheIsNotKept(t *testing.T) {
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	b := reg.PushBlob(t, "app", testreg.RandomLayer(t, 3<<20))
 	c := &boundedCache{max: 2 << 20}
-	e := newEnv(t, envOptions{cache: c}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{cache: c}, upstreamSpec{host: "registry.test", reg: reg})
 	reg.SetFault(testreg.FaultNoLength)
 	status, sum, _, err := hashGET(e, "/v2/registry.test/app/blobs/"+b.Digest.String())
 	if err != nil || status != 200 || sum != b.Digest.String() {

@@ -62,7 +62,7 @@ func TestObserverSeesAnswersFillsAndBytes(t *testing.T) {
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 200_000), testreg.RandomLayer(t, 3_000))
 	bad := reg.PushBlob(t, "team/app", testreg.RandomLayer(t, 5_000))
 	rec := newRecorder()
-	e := newEnv(t, envOptions{backend: "filesystem", observer: rec}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem", observer: rec}, upstreamSpec{host: "registry.test", reg: reg})
 	base := "/v2/registry.test/team/app"
 	blobs := append([]testreg.Blob{img.Config}, img.Layers...)
 	var blobBytes int64
@@ -148,7 +148,7 @@ func TestRateLimitPostponesTagRevalidation(t *testing.T) {
 	img2 := reg.PushImage(t, "app", "v2", testreg.RandomLayer(t, 1000))
 	reg.PushImage(t, "app", "v3", testreg.RandomLayer(t, 1000))
 	rec := newRecorder()
-	e := newEnv(t, envOptions{observer: rec, minRemaining: 10}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{observer: rec, minRemaining: 10}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/"
 	warnings := func() int { return strings.Count(e.logs.String(), "rate limit nearly used up") }
 

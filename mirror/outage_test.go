@@ -19,7 +19,7 @@ func TestOutageHoldAnswersCachedTagsAtOnce(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "app", "v1", []byte("layer"))
-	e := newEnv(t, envOptions{downHold: time.Minute}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{downHold: time.Minute}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/v1"
 	get := func(step, wantCache string) {
 		t.Helper()
@@ -82,7 +82,7 @@ func TestOutageHoldOff(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	reg.PushImage(t, "app", "v1", []byte("layer"))
-	e := newEnv(t, envOptions{downHold: -1}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{downHold: -1}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/v1"
 	e.do(http.MethodGet, path)
 	reg.SetFault(testreg.FaultStatus(http.StatusServiceUnavailable))

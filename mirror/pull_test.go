@@ -29,7 +29,7 @@ func TestPullThroughThenHit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := testreg.Start(t, testreg.Options{TLS: true, Auth: tc.auth})
 			img := reg.PushImage(t, "team/app", "v1.0", testreg.RandomLayer(t, 300_000), testreg.RandomLayer(t, 10_000))
-			e := newEnv(t, envOptions{backend: tc.backend}, upstreamSpec{"registry.test:5000", reg})
+			e := newEnv(t, envOptions{backend: tc.backend}, upstreamSpec{host: "registry.test:5000", reg: reg})
 			base := "/v2/registry.test_5000/team/app"
 
 			resp, body := e.do("GET", base+"/manifests/v1.0", "Accept", accept)
@@ -95,7 +95,7 @@ func TestTagTTLTiers(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	first := reg.PushImage(t, "app", "stable", testreg.RandomLayer(t, 1000))
-	e := newEnv(t, envOptions{tagTTL: 10 * time.Minute}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{tagTTL: 10 * time.Minute}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/stable"
 
 	resp, _ := e.do("GET", path, "Accept", accept)
@@ -135,7 +135,7 @@ func TestOfflineServesStale(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	img := reg.PushImage(t, "app", "latest", testreg.RandomLayer(t, 5000))
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	base := "/v2/registry.test/app"
 	e.do("GET", base+"/manifests/latest", "Accept", accept)
 	for _, b := range img.Layers {

@@ -14,16 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-	"github.com/gmarcy/container-registry-proxy/auth"
-	"github.com/gmarcy/container-registry-proxy/cache"
-	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
-	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gmarcy/container-registry-proxy/upstream"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
@@ -37,43 +31,7 @@ const purgeHost = "registry.test:5000"
 // index, pins and removals of the real proxy.
 func newPurgeEnv(t *testing.T, reg *testreg.Registry, tagTTL time.Duration) *env {
 	t.Helper()
-	e := &env{t: t, logs: &testutil.SyncBuffer{}, clock: testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), root: t.TempDir()}
-	var err error
-	e.store, err = storage.New(filesystem.New(filesystem.DriverParameters{RootDirectory: e.root, MaxThreads: 100}), storage.Options{LocalRoot: e.root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc, err := cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := upstream.New(upstream.Options{Host: purgeHost, Endpoint: reg.URL, CAFile: reg.CAFile,
-		ConnectTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second, SendTimeout: 20 * time.Second,
-		Tokens: auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{}), Log: logx.From, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.mirror, err = mirror.New(e.store, []mirror.Registry{{Host: purgeHost, Client: client}}, mirror.Options{
-		Now: e.clock.Now, FillTimeout: time.Minute, Cache: lc, TagTTL: func(string) time.Duration { return tagTTL }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(e.logs)
-	log.SetLevel(logrus.DebugLevel)
-	e.srv = httptest.NewServer(logx.AccessLog(log, e.mirror))
-	t.Cleanup(func() {
-		e.srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := errors.Join(e.mirror.Drain(ctx), lc.Close()); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("mirror log:\n%s", e.logs.String())
-		}
-	})
-	return e
+	return newEnv(t, envOptions{backend: "filesystem", tagTTL: tagTTL, lifecycle: true}, upstreamSpec{host: purgeHost, reg: reg})
 }
 
 // viaShim is a client of a Shim in front of an env's mirror: it

@@ -86,7 +86,7 @@ func TestRangesStoredAndFilling(t *testing.T) {
 			path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 
 			t.Run("filling", func(t *testing.T) {
-				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{"registry.test", reg})
+				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{host: "registry.test", reg: reg})
 				reg.SetFault(testreg.FaultBlobDelay)
 				defer reg.SetFault(testreg.FaultNone)
 				first := make(chan error, 1)
@@ -135,7 +135,7 @@ func TestRangesStoredAndFilling(t *testing.T) {
 				}
 			})
 			t.Run("stored", func(t *testing.T) {
-				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{"registry.test", reg})
+				e := newEnv(t, envOptions{backend: backend}, upstreamSpec{host: "registry.test", reg: reg})
 				if status, sum, _, err := hashGET(e, path); err != nil || status != 200 || sum != b.Digest.String() {
 					t.Fatalf("filling the cache: %d %s %v", status, sum, err)
 				}
@@ -178,7 +178,7 @@ func TestRangeOfAFailingFillIsCutShort(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	b := reg.PushBlob(t, "app", testreg.RandomLayer(t, 100_000))
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	reg.SetFault(testreg.FaultWrongBytes)
 	// Slow enough that the range's bytes arrive long before the rest.
 	reg.SetBlobRate(50_000)

@@ -125,7 +125,7 @@ func TestRedirectHitsToTheBucket(t *testing.T) {
 	d := b.Digest.String()
 	path := "/v2/registry.test/app/blobs/" + d
 	rec := newRecorder()
-	e := newEnv(t, envOptions{backend: "s3", redirect: true, observer: rec}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "s3", redirect: true, observer: rec}, upstreamSpec{host: "registry.test", reg: reg})
 
 	resp, body := noFollow(e, http.MethodGet, path)
 	wantBytes(t, resp, body, blob, "MISS")
@@ -212,7 +212,7 @@ func TestRedirectFillsStream(t *testing.T) {
 	blob := testreg.RandomLayer(t, 200_000)
 	b := reg.PushBlob(t, "app", blob)
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
-	e := newEnv(t, envOptions{backend: "s3", redirect: true}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "s3", redirect: true}, upstreamSpec{host: "registry.test", reg: reg})
 	reg.SetFault(testreg.FaultBlobDelay)
 	var resps []*http.Response
 	for range 2 {
@@ -242,7 +242,7 @@ func TestRedirectOffServesBytes(t *testing.T) {
 	blob := testreg.RandomLayer(t, 100_000)
 	b := reg.PushBlob(t, "app", blob)
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
-	e := newEnv(t, envOptions{backend: "s3"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "s3"}, upstreamSpec{host: "registry.test", reg: reg})
 	resp, body := noFollow(e, http.MethodGet, path)
 	wantBytes(t, resp, body, blob, "MISS")
 	resp, body = noFollow(e, http.MethodGet, path)
@@ -276,7 +276,7 @@ func TestRedirectAfterAccessControl(t *testing.T) {
 	b := reg.PushBlob(t, "app", blob)
 	reg.PushBlob(t, "other", testreg.RandomLayer(t, 1000))
 	d := b.Digest.String()
-	e := newEnv(t, envOptions{backend: "s3", redirect: true, access: bearerAccess{}}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "s3", redirect: true, access: bearerAccess{}}, upstreamSpec{host: "registry.test", reg: reg})
 	reader := []string{"Authorization", "Bearer reader"}
 	resp, body := noFollow(e, http.MethodGet, "/v2/registry.test/app/blobs/"+d, reader...)
 	wantBytes(t, resp, body, blob, "MISS")
@@ -327,7 +327,7 @@ func TestRedirectURLFailureServesBytes(t *testing.T) {
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	e := newEnv(t, envOptions{backend: "s3", redirect: true,
 		wrap: func(d storagedriver.StorageDriver) storagedriver.StorageDriver { return noRedirects{d} }},
-		upstreamSpec{"registry.test", reg})
+		upstreamSpec{host: "registry.test", reg: reg})
 	resp, body := noFollow(e, http.MethodGet, path)
 	wantBytes(t, resp, body, blob, "MISS")
 	const line = "storage cannot make redirect URLs"

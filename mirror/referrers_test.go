@@ -4,21 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
-	"github.com/gmarcy/container-registry-proxy/auth"
-	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/testutil"
-	"github.com/gmarcy/container-registry-proxy/mirror"
-	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gmarcy/container-registry-proxy/upstream"
 	"github.com/opencontainers/go-digest"
-	"github.com/sirupsen/logrus"
 )
 
 const (
@@ -162,35 +154,7 @@ func TestReferrersAPI(t *testing.T) {
 // for the plain-HTTP registry at endpoint served as host.
 func newPlainEnv(t *testing.T, host, endpoint string, ttl time.Duration) *env {
 	t.Helper()
-	e := &env{t: t, logs: &testutil.SyncBuffer{}, clock: testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
-	var err error
-	if e.store, err = storage.New(inmemory.New(), storage.Options{SpoolDir: t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
-	client, err := upstream.New(upstream.Options{
-		Host: host, Endpoint: endpoint, ConnectTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second, SendTimeout: 20 * time.Second,
-		Tokens: auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{}), Log: logx.From, Now: e.clock.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.mirror, err = mirror.New(e.store, []mirror.Registry{{Host: host, Client: client}}, mirror.Options{
-		Now: e.clock.Now, TagTTL: func(string) time.Duration { return ttl },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(e.logs)
-	log.SetLevel(logrus.DebugLevel)
-	e.srv = httptest.NewServer(logx.AccessLog(log, e.mirror))
-	t.Cleanup(func() {
-		e.srv.Close()
-		if t.Failed() {
-			t.Logf("mirror log:\n%s", e.logs.String())
-		}
-	})
-	return e
+	return newEnv(t, envOptions{tagTTL: ttl}, upstreamSpec{host: host, endpoint: endpoint})
 }
 
 // pushFallback pushes to reg an image and a referrer of each artifact

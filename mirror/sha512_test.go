@@ -39,7 +39,7 @@ func TestSHA512PullThrough(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken})
 	layer, manifest, md := sha512Image(t, reg)
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	base := "/v2/registry.test/app"
 	for _, c := range []struct {
 		path string
@@ -91,7 +91,7 @@ func TestSHA512WrongBytesNotCommitted(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	b := reg.PushBlobSHA512(t, "app", testreg.RandomLayer(t, 1<<20))
-	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{backend: "filesystem"}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/blobs/" + b.Digest.String()
 	reg.SetFault(testreg.FaultWrongBytes)
 	if resp, body, err := e.try("GET", path); err == nil && resp.StatusCode == 200 {
@@ -118,7 +118,7 @@ func sum512(b []byte) string {
 func TestInvalidDigestsAre400(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	hex512 := strings.TrimPrefix(sum512(nil), "sha512:")
 	for _, d := range []string{
 		"sha512:xyz",
@@ -146,7 +146,7 @@ func TestSHA512ManifestCanonicalDigestHeader(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, CanonicalManifestDigest: true})
 	_, manifest, md := sha512Image(t, reg)
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	for _, want := range []string{"MISS", "HIT"} {
 		resp, body := e.do("GET", "/v2/registry.test/app/manifests/"+md.String(), "Accept", accept)
 		wantStatus(t, resp, body, 200, "")

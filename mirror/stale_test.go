@@ -45,7 +45,7 @@ func TestStaleTagWarningWhenUpstreamDown(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	reg.PushImage(t, "app", "latest", testreg.RandomLayer(t, 1000))
-	e := newEnv(t, envOptions{}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/latest"
 	resp, body := e.do("GET", path, "Accept", accept)
 	wantStatus(t, resp, body, 200, "")
@@ -70,7 +70,7 @@ func TestStaleTagWarningWhenRateLimited(t *testing.T) {
 		return http.Header{"Ratelimit-Limit": {"100;w=3600"}, "Ratelimit-Remaining": {"5;w=3600"}}
 	}})
 	reg.PushImage(t, "app", "v1", testreg.RandomLayer(t, 1000))
-	e := newEnv(t, envOptions{minRemaining: 10}, upstreamSpec{"registry.test", reg})
+	e := newEnv(t, envOptions{minRemaining: 10}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/v1"
 	resp, body := e.do("GET", path, "Accept", accept)
 	wantStatus(t, resp, body, 200, "")
