@@ -10,20 +10,14 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 )
 
 func (m *Mirror) handleBlob(w http.ResponseWriter, r *http.Request) error {
-	t, err := m.resolve(r)
+	t, d, err := m.resolveDigest(r)
 	if err != nil {
 		return err
 	}
-	d, err := oci.ParseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		return err
-	}
-	setRoute(r, t, d.String())
 	w, answered := m.observe(w, t.reg.Host, kindBlob)
 	defer answered()
 	if r, err = m.authorize(r, t, "blob", d.String()); err != nil {

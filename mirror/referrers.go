@@ -13,7 +13,6 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/storage"
-	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -23,15 +22,10 @@ import (
 // tier of the fallback tag's name), served stale when upstream fails,
 // and filtered here by artifactType (OCI-Filters-Applied).
 func (m *Mirror) handleReferrers(w http.ResponseWriter, r *http.Request) error {
-	t, err := m.resolve(r)
+	t, d, err := m.resolveDigest(r)
 	if err != nil {
 		return err
 	}
-	d, err := oci.ParseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		return err
-	}
-	setRoute(r, t, d.String())
 	if r, err = m.authorize(r, t, "referrers", d.String()); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
 )
 
 // namePat matches a repository path (possibly prefixed by a registry host
@@ -74,6 +75,21 @@ func (m *Mirror) resolve(r *http.Request) (target, error) {
 	}
 	reg := m.byName[route.Upstream]
 	return target{reg: reg, repo: route.Repo, name: name}, nil
+}
+
+// resolveDigest resolves a request for {digest} of a repository (blobs,
+// referrers) and records its route for the access line.
+func (m *Mirror) resolveDigest(r *http.Request) (target, digest.Digest, error) {
+	t, err := m.resolve(r)
+	if err != nil {
+		return target{}, "", err
+	}
+	d, err := oci.ParseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		return target{}, "", err
+	}
+	setRoute(r, t, d.String())
+	return t, d, nil
 }
 
 func setRoute(r *http.Request, t target, ref string) {
