@@ -33,7 +33,8 @@ const (
 )
 
 // FaultStatus makes every /v2/ request except /v2/ itself answer code with
-// an OCI error body (429 also carries Retry-After: 7). Auth is not checked.
+// an OCI error body (429 also carries Retry-After: 7, or what
+// SetRetryAfter set). Auth is not checked.
 func FaultStatus(code int) Fault {
 	if code < 100 || code > 599 {
 		panic(fmt.Sprintf("testreg: FaultStatus(%d): not an HTTP status", code))
@@ -55,6 +56,9 @@ func (f Fault) String() string {
 	case FaultNoLength:
 		return "no-length"
 	default:
+		if name, ok := loadFaultName(f); ok {
+			return name
+		}
 		return fmt.Sprintf("status-%d", int(f))
 	}
 }
@@ -69,6 +73,7 @@ type faultState struct {
 
 	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
 	blobBytes atomic.Int64 // blob body bytes sent by the front
+	load      loadFaults   // hostile_load.go
 }
 
 func (s *faultState) init() {
@@ -85,14 +90,15 @@ func (s *faultState) get() Fault {
 
 // SetFault switches the registry's behaviour; safe for concurrent use. Any
 // blob bodies parked by an earlier FaultBlobDelay are released first, and
-// FaultBlobDelay installs a fresh gate for ReleaseBlobs to open.
+// FaultBlobDelay (and FaultStallMidBlob) installs a fresh gate for
+// ReleaseBlobs to open.
 func (r *Registry) SetFault(f Fault) {
 	s := &r.faults
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fault = f
 	s.releaseLocked()
-	if f == FaultBlobDelay {
+	if f == FaultBlobDelay || f == FaultStallMidBlob {
 		s.gate = make(chan struct{})
 	}
 }
@@ -174,6 +180,9 @@ func (r *Registry) park(req *http.Request) {
 // applyBodyFault copies a successful blob body to w (headers already
 // written) the way the current fault says.
 func (r *Registry) applyBodyFault(w http.ResponseWriter, req *http.Request, resp *http.Response) {
+	if r.applyLoadFault(w, req, resp, r.faults.get()) {
+		return
+	}
 	rc := http.NewResponseController(w)
 	total := resp.ContentLength
 	switch r.faults.get() {

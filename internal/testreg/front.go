@@ -51,7 +51,7 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 	}
 	if f := r.faults.get(); f > 0 && isV2 && req.URL.Path != "/v2/" {
 		if f == http.StatusTooManyRequests {
-			sw.Header().Set("Retry-After", "7")
+			sw.Header().Set("Retry-After", r.retryAfter())
 		}
 		writeOCIError(sw, int(f), errorCode(int(f)), fmt.Sprintf("testreg fault: status %d", int(f)))
 		return
@@ -131,7 +131,7 @@ func (r *Registry) serveBlobBody(w http.ResponseWriter, req *http.Request) {
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
-	if r.faults.get() == FaultNoLength {
+	if r.faults.get().dropsLength() {
 		w.Header().Del("Content-Length")
 	}
 	w.WriteHeader(resp.StatusCode)

@@ -1,0 +1,107 @@
+package testreg
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"syscall"
+	"testing"
+)
+
+// TestLoadBodyFaults: what a client of the registry sees under the faults
+// of hostile_load.go, over HTTP/1.1 and h2.
+func TestLoadBodyFaults(t *testing.T) {
+	t.Parallel()
+	for _, proto := range []struct {
+		name  string
+		http1 bool
+	}{{"h1", true}, {"h2", false}} {
+		reg := Start(t, Options{TLS: true, DisableHTTP2: proto.http1})
+		layer := RandomLayer(t, 64<<10)
+		img := reg.PushImage(t, "app", "v1", layer)
+		blobURL := reg.URL + "/v2/app/blobs/" + img.Layers[0].Digest.String()
+		size := img.Layers[0].Size
+		cases := []struct {
+			fault Fault
+			check func(t *testing.T, resp *http.Response, body []byte, err error)
+		}{
+			{FaultResetMidBlob, func(t *testing.T, resp *http.Response, body []byte, err error) {
+				if err == nil || resp.ContentLength != size || int64(len(body)) > size/2 || !bytes.Equal(body, layer[:len(body)]) {
+					t.Fatalf("%d of %d bytes (Content-Length %d), err %v; want at most half and an error", len(body), size, resp.ContentLength, err)
+				}
+				if proto.http1 && !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("HTTP/1.1: err %v, want a connection reset", err)
+				}
+			}},
+			{FaultShortChunked, func(t *testing.T, resp *http.Response, body []byte, err error) {
+				if err != nil || resp.ContentLength != -1 || !bytes.Equal(body, layer[:size/2]) {
+					t.Fatalf("%d bytes (Content-Length %d), err %v; want the first half, cleanly", len(body), resp.ContentLength, err)
+				}
+			}},
+			{FaultLongChunked, func(t *testing.T, resp *http.Response, body []byte, err error) {
+				if err != nil || resp.ContentLength != -1 || !bytes.Equal(body, append(append([]byte{}, layer...), make([]byte, 1024)...)) {
+					t.Fatalf("%d bytes (Content-Length %d), err %v; want the blob and 1 KiB more, cleanly", len(body), resp.ContentLength, err)
+				}
+			}},
+		}
+		for _, tc := range cases {
+			t.Run(proto.name+"/"+tc.fault.String(), func(t *testing.T) {
+				reg.SetFault(tc.fault)
+				defer reg.SetFault(FaultNone)
+				resp, err := reg.Client().Get(blobURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				tc.check(t, resp, body, err)
+			})
+		}
+	}
+}
+
+// TestStallMidBlob: half the body, then silence until ReleaseBlobs; the
+// rest follows.
+func TestStallMidBlob(t *testing.T) {
+	t.Parallel()
+	reg := Start(t, Options{TLS: true})
+	layer := RandomLayer(t, 64<<10)
+	img := reg.PushImage(t, "app", "v1", layer)
+	reg.SetFault(FaultStallMidBlob)
+	resp, err := reg.Client().Get(reg.URL + "/v2/app/blobs/" + img.Layers[0].Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	half := make([]byte, len(layer)/2)
+	if _, err := io.ReadFull(resp.Body, half); err != nil || !bytes.Equal(half, layer[:len(half)]) {
+		t.Fatalf("first half: %v", err)
+	}
+	reg.WaitBlobsParked(t, 1)
+	reg.ReleaseBlobs()
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(rest, layer[len(half):]) {
+		t.Fatalf("after ReleaseBlobs: %d bytes, %v", len(rest), err)
+	}
+}
+
+// TestSetRetryAfter: a 429 fault carries the Retry-After asked for.
+func TestSetRetryAfter(t *testing.T) {
+	t.Parallel()
+	reg := Start(t, Options{TLS: true})
+	reg.SetFault(FaultStatus(http.StatusTooManyRequests))
+	for _, want := range []string{"7", "1"} {
+		if want != "7" {
+			reg.SetRetryAfter(want)
+		}
+		resp, err := reg.Client().Get(reg.URL + "/v2/app/manifests/v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != want {
+			t.Fatalf("status %d, Retry-After %q; want 429, %q", resp.StatusCode, resp.Header.Get("Retry-After"), want)
+		}
+	}
+}
