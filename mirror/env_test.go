@@ -57,6 +57,8 @@ type envOptions struct {
 	observer     mirror.Observer
 	minRemaining int64
 	downHold     time.Duration
+	// revalidateWait sets Options.RevalidateWait.
+	revalidateWait time.Duration
 	// fetcher sets Options.Fetcher.
 	fetcher mirror.Fetcher
 	// wrap, when set, wraps the storage driver (fault injection).
@@ -128,7 +130,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect}
+		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}
