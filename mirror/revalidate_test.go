@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,7 +22,8 @@ type answer struct {
 	retryAfter     string
 }
 
-// pullAll sends n concurrent GETs of path and returns their answers.
+// pullAll sends n concurrent GETs of path and returns their answers. A
+// client gives up after 30s (an answer that waits for a hanging upstream).
 func pullAll(e *env, n int, path string) []answer {
 	out := make([]answer, n)
 	var wg sync.WaitGroup
@@ -29,7 +31,7 @@ func pullAll(e *env, n int, path string) []answer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, body, err := e.try(http.MethodGet, path, "Accept", accept)
+			resp, body, err := e.getWithin(30*time.Second, path)
 			if err != nil {
 				out[i].err = err
 				return
@@ -42,6 +44,24 @@ func pullAll(e *env, n int, path string) []answer {
 	return out
 }
 
+// getWithin GETs path (accepting manifests), giving up after d.
+func (e *env) getWithin(d time.Duration, path string) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(e.t.Context(), d)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
 // TestRevalidationBudgetAnswersStale: an upstream that accepts the
 // revalidation of a cached tag and never answers holds no client longer
 // than RevalidateWait: every one of N concurrent clients gets the cached
@@ -52,7 +72,7 @@ func TestRevalidationBudgetAnswersStale(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "app", "v1", []byte("layer"))
-	e := newEnv(t, envOptions{revalidateWait: 50 * time.Millisecond}, upstreamSpec{host: "registry.test", reg: reg})
+	e := newEnv(t, envOptions{revalidateWait: 50 * time.Millisecond, readTimeout: 5 * time.Minute}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/v1"
 	if resp, _ := e.do(http.MethodGet, path, "Accept", accept); resp.Header.Get("X-Cache") != "MISS" {
 		t.Fatalf("first pull: X-Cache %q", resp.Header.Get("X-Cache"))
@@ -147,7 +167,7 @@ func TestRevalidationStoppedByDrain(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
 	img := reg.PushImage(t, "app", "v1", []byte("layer"))
-	e := newEnv(t, envOptions{revalidateWait: 50 * time.Millisecond}, upstreamSpec{host: "registry.test", reg: reg})
+	e := newEnv(t, envOptions{revalidateWait: 50 * time.Millisecond, readTimeout: 5 * time.Minute}, upstreamSpec{host: "registry.test", reg: reg})
 	path := "/v2/registry.test/app/manifests/v1"
 	e.do(http.MethodGet, path, "Accept", accept)
 	reg.Stall()
