@@ -208,6 +208,12 @@ type ManifestCache struct {
 	SecondaryTime Duration `yaml:"secondaryTime"`
 	// DefaultTime is every other tag's TTL (MANIFEST_CACHE_DEFAULT_TIME).
 	DefaultTime Duration `yaml:"defaultTime"`
+	// RevalidateWait bounds how long a pull of a cached tag waits for its
+	// revalidation upstream before the cached copy is answered stale and
+	// the revalidation finishes in the background
+	// (MANIFEST_CACHE_REVALIDATE_WAIT; default 2s; 0 waits for upstream).
+	// It applies whether or not Enabled is set.
+	RevalidateWait Duration `yaml:"revalidateWait"`
 
 	// Primary is PrimaryRegex compiled as "^(?:" + PrimaryRegex + ")", set
 	// by Validate; nil when the tier is disabled.
@@ -339,6 +345,7 @@ func Default() *Config {
 			SecondaryRegex: `(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+`,
 			SecondaryTime:  Duration(60 * 24 * time.Hour),
 			DefaultTime:    Duration(time.Hour),
+			RevalidateWait: Duration(2 * time.Second),
 		},
 		Upstream: Upstream{
 			VerifySSL:      true,

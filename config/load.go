@@ -125,6 +125,7 @@ func envSettings(c *Config) []envSetting {
 		{"MANIFEST_CACHE_SECONDARY_REGEX", "manifestCache.secondaryRegex", setString(&m.SecondaryRegex)},
 		{"MANIFEST_CACHE_SECONDARY_TIME", "manifestCache.secondaryTime", setDuration(&m.SecondaryTime)},
 		{"MANIFEST_CACHE_DEFAULT_TIME", "manifestCache.defaultTime", setDuration(&m.DefaultTime)},
+		{"MANIFEST_CACHE_REVALIDATE_WAIT", "manifestCache.revalidateWait", setDuration(&m.RevalidateWait)},
 		{"CACHE_MAX_SIZE", "cache.maxSize", setSize(&c.Cache.MaxSize)},
 		{"CACHE_MIN_FREE", "cache.minFree", setSize(&c.Cache.MinFree)},
 		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", setDuration(&c.Cache.InactiveTime)},

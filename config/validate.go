@@ -78,6 +78,9 @@ func checkListen(s string) error {
 
 func (c *Config) validateManifestCache() error {
 	m := &c.ManifestCache
+	if m.RevalidateWait < 0 {
+		return &KeyError{Key: c.keyFor("manifestCache.revalidateWait"), Value: m.RevalidateWait.String(), Err: errors.New("must not be negative (0 waits for upstream)")}
+	}
 	var err error
 	if m.Primary, err = c.compileTier("manifestCache.primaryRegex", m.PrimaryRegex); err != nil {
 		return err

@@ -57,6 +57,9 @@ type envOptions struct {
 	observer     mirror.Observer
 	minRemaining int64
 	downHold     time.Duration
+	// revalidateWait sets Options.RevalidateWait; readTimeout the
+	// upstream clients' ReadTimeout (default 20s).
+	revalidateWait, readTimeout time.Duration
 	// fetcher sets Options.Fetcher.
 	fetcher mirror.Fetcher
 	// wrap, when set, wraps the storage driver (fault injection).
@@ -104,6 +107,10 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		t.Fatal(err)
 	}
 	tokens := auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{})
+	readTimeout := 20 * time.Second
+	if opts.readTimeout > 0 {
+		readTimeout = opts.readTimeout
+	}
 	var regs []mirror.Registry
 	for _, u := range ups {
 		endpoint, caFile := u.endpoint, ""
@@ -115,7 +122,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			Endpoint:       endpoint,
 			CAFile:         caFile,
 			ConnectTimeout: 5 * time.Second,
-			ReadTimeout:    20 * time.Second,
+			ReadTimeout:    readTimeout,
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
 			Credentials:    opts.creds,
@@ -128,7 +135,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect}
+		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

@@ -69,6 +69,8 @@ type faultState struct {
 
 	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
 	blobBytes atomic.Int64 // blob body bytes sent by the front
+
+	reval revalFaults // Throttle and Stall (hostile_reval.go)
 }
 
 func (s *faultState) init() {
