@@ -31,7 +31,10 @@ import (
 //	│           │   └── sha256/
 //	│           │       └── abcdef…     JSON ReferrersRecord: the last referrers
 //	│           │                       index of that subject, fetched at
-//	│           └── _taglist            JSON: the last tags/list answer
+//	│           └── _taglist            JSON: the blob holding the last
+//	│                                   tags/list answer ({"name","tags"}:
+//	│                                   indexed and evicted like any
+//	│                                   content) and when it was fetched
 //	└── _uploads/
 //	    └── <id>/
 //	        └── data                    fills in progress; never served,
