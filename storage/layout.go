@@ -71,8 +71,11 @@ func tagPath(ns, repo, tag string) string {
 	return path.Join(tagsDir(ns, repo), tag)
 }
 
+// tagListName is the file name of a repository's tag list record.
+const tagListName = "_taglist"
+
 func tagListPath(ns, repo string) string {
-	return path.Join(repoPath(ns, repo), "_taglist")
+	return path.Join(repoPath(ns, repo), tagListName)
 }
 
 func uploadDir(id string) string {

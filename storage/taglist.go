@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -101,4 +102,50 @@ func (s *Store) GetTagList(ctx context.Context, ns, repo string, max int64) (Tag
 		return TagList{}, fmt.Errorf("tag list of %s/%s: blob %s is not its tag list: %w", ns, repo, rec.Digest, ErrNotFound)
 	}
 	return TagList{Tags: slices.Clip(b.Tags), FetchedAt: rec.FetchedAt, Digest: rec.Digest}, nil
+}
+
+// tagListFile is a _taglist record met by a walk of the repositories.
+type tagListFile struct {
+	path  string
+	size  int64
+	mtime time.Time
+}
+
+// maxTagListRecord bounds the _taglist records a walk reads: one naming
+// its blob is about 150 bytes; a larger one is an older version's record
+// holding the tags, with no blob to attribute.
+const maxTagListRecord = 4 << 10
+
+// addTagLists counts the blob that each _taglist record names as linked
+// by its repository (no _links file is written for it: the list is not a
+// blob of the repository's to serve), so that an index rebuilt from the
+// storage, and du beside a running proxy, attribute stored tag lists to
+// their repositories. Records gone or damaged since the walk are skipped.
+func (s *Store) addTagLists(ctx context.Context, files []tagListFile, links map[digest.Digest]*linkSet) error {
+	for _, f := range files {
+		repo := strings.TrimSuffix(strings.TrimPrefix(f.path, reposRoot+"/"), "/"+tagListName)
+		if f.size > maxTagListRecord || !strings.Contains(repo, "/") {
+			continue
+		}
+		var rec tagListRecord
+		if err := s.getJSON(ctx, f.path, &rec); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return fmt.Errorf("tag list record %s: %w", f.path, err)
+		}
+		if rec.Digest == "" || rec.Digest.Validate() != nil {
+			continue
+		}
+		ls := links[rec.Digest]
+		if ls == nil {
+			ls = &linkSet{}
+			links[rec.Digest] = ls
+		}
+		ls.repos = append(ls.repos, repo)
+		if f.mtime.After(ls.latest) {
+			ls.latest = f.mtime
+		}
+	}
+	return nil
 }
