@@ -313,7 +313,8 @@ func (l *tagListing) overBound(what string) error {
 // nextQuery returns the query of the page that link (a Link header value
 // of resp) names as rel="next", or nil when there is none. The page is
 // always asked for at the repository's own tags/list path on the
-// upstream's endpoint; a link to another scheme or host is an error.
+// upstream's endpoint; a link to another scheme, host or port is an
+// error.
 func nextQuery(resp *http.Response, link string) (url.Values, error) {
 	u := nextLink(link)
 	if u == nil {
@@ -328,11 +329,9 @@ func nextQuery(resp *http.Response, link string) (url.Values, error) {
 			return nil, fmt.Errorf("link %s://%s is not %s", u.Scheme, u.Host, originOf(base))
 		}
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return nil, fmt.Errorf("link query: %w", err)
-	}
-	return q, nil
+	// Malformed pairs are dropped; a query that then repeats one already
+	// asked for ends the listing as a loop.
+	return u.Query(), nil
 }
 
 // sameOrigin reports whether a and b have one scheme, host and port

@@ -57,6 +57,7 @@ func TestNextQuery(t *testing.T) {
 		{`<http://registry.example/v2/x/tags/list?last=b>; rel="next"`, "", true},
 		{`<https://registry.example:8443/v2/x/tags/list?last=b>; rel="next"`, "", true},
 		{`</v2/x/tags/list?last=b>; rel="prev"`, "", false},
+		{`</v2/x/tags/list?last=b;c&n=%zz&n=2>; rel="next"`, "n=2", false},
 	} {
 		q, err := nextQuery(resp, tc.link)
 		if (err != nil) != tc.refused || (err == nil && q.Encode() != tc.want) {
