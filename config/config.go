@@ -68,6 +68,8 @@ type Config struct {
 	ShutdownGrace Duration `yaml:"shutdownGrace"`
 	// RateLimit holds the upstream rate-limit awareness settings.
 	RateLimit RateLimit `yaml:"rateLimit"`
+	// TagList bounds the tag lists gathered from upstream.
+	TagList TagList `yaml:"tagList"`
 	// Client holds the client-side timeouts of the listener.
 	Client Client `yaml:"client"`
 	// Connect holds the CONNECT shim's tunnel settings.
@@ -262,6 +264,17 @@ type RateLimit struct {
 	MinRemaining int `yaml:"minRemaining"`
 }
 
+// TagList bounds one tags/list answer gathered from upstream over all its
+// pages: a list past either bound is answered 502 and not stored.
+type TagList struct {
+	// MaxBytes bounds the bytes read from upstream for one list
+	// (TAG_LIST_MAX_BYTES, YAML tagList.maxBytes; default 16m).
+	MaxBytes Size `yaml:"maxBytes"`
+	// MaxTags bounds its tags (TAG_LIST_MAX_TAGS, YAML tagList.maxTags;
+	// default 100000).
+	MaxTags int `yaml:"maxTags"`
+}
+
 // AuthEntry is one AUTH_REGISTRIES entry: credentials used towards Host,
 // a registry host or its token realm's host (auth.docker.io, gitlab.com).
 type AuthEntry struct {
@@ -375,6 +388,7 @@ func Default() *Config {
 		},
 		ProxyRequestBuffering: true,
 		RateLimit:             RateLimit{MinRemaining: 10},
+		TagList:               TagList{MaxBytes: Size(16 << 20), MaxTags: 100000},
 		Redis:                 Redis{Prefix: "crp"},
 		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
 	}

@@ -129,6 +129,8 @@ func envSettings(c *Config) []envSetting {
 		{"CACHE_MAX_SIZE", "cache.maxSize", setSize(&c.Cache.MaxSize)},
 		{"CACHE_MIN_FREE", "cache.minFree", setSize(&c.Cache.MinFree)},
 		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", setDuration(&c.Cache.InactiveTime)},
+		{"TAG_LIST_MAX_BYTES", "tagList.maxBytes", setSize(&c.TagList.MaxBytes)},
+		{"TAG_LIST_MAX_TAGS", "tagList.maxTags", setInt(&c.TagList.MaxTags)},
 		{"VERIFY_SSL", "upstream.verifySSL", setBool(&u.VerifySSL)},
 		{"FORCE_UPSTREAM_HTTP_1_1", "upstream.forceHTTP11", setBool(&u.ForceHTTP11)},
 		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", setDuration(&u.ConnectTimeout)},

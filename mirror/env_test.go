@@ -46,6 +46,7 @@ type env struct {
 	s3     *testutil.S3Server // the "s3" backend's server and bucket
 	logs   *testutil.SyncBuffer
 	clock  *testutil.FakeClock
+	life   *cache.Lifecycle // with envOptions.lifecycle
 }
 
 type envOptions struct {
@@ -71,6 +72,10 @@ type envOptions struct {
 	// cache.Lifecycle over the env's storage (with a MemIndex).
 	cache     mirror.Cache
 	lifecycle bool
+	// evict are the lifecycle's bounds (with lifecycle).
+	evict storage.EvictOptions
+	// tune, when set, changes the Options last.
+	tune func(*mirror.Options)
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -141,10 +146,13 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	}
 	var lc *cache.Lifecycle
 	if opts.lifecycle {
-		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{}); err != nil {
+		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{Evict: opts.evict}); err != nil {
 			t.Fatal(err)
 		}
-		mopts.Cache = lc
+		mopts.Cache, e.life = lc, lc
+	}
+	if opts.tune != nil {
+		opts.tune(&mopts)
 	}
 	e.mirror, err = mirror.New(e.store, regs, mopts)
 	if err != nil {

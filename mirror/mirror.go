@@ -88,6 +88,12 @@ type Options struct {
 	// still waits for upstream. 0 means DefaultRevalidateWait, negative
 	// waits as long as upstream takes (up to its timeouts).
 	RevalidateWait time.Duration
+	// TagListMaxBytes bounds the bytes one tags/list reads from upstream
+	// over all its pages, TagListMaxTags the tags it gathers: a list past
+	// either is answered 502 and not stored. 0 means
+	// DefaultTagListMaxBytes and DefaultTagListMaxTags.
+	TagListMaxBytes int64
+	TagListMaxTags  int
 }
 
 // DefaultDownHold is Options.DownHold's default.
@@ -106,6 +112,8 @@ type Mirror struct {
 	// requests (internal/flight: detached, bounded by ManifestTimeout).
 	manifests *flight.Group[*manifest]
 	links     *flight.Group[struct{}]
+	// tagLists shares one upstream listing per repository (listing.go).
+	tagLists *flight.Group[[]string]
 
 	mu    sync.Mutex
 	fills map[string]*fill // digest → fill in flight
@@ -210,6 +218,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	tagListDefaults(&opts)
 	if opts.Access == nil {
 		opts.Access = open{}
 	}
@@ -221,7 +230,8 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
-		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout)}
+		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
+		tagLists: flight.New[[]string](opts.ManifestTimeout)}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {

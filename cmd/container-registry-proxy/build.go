@@ -179,6 +179,8 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		Observer:              a.metrics,
 		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
 		Redirect:              cfg.StorageRedirect,
+		TagListMaxBytes:       int64(cfg.TagList.MaxBytes),
+		TagListMaxTags:        cfg.TagList.MaxTags,
 	})
 	if err != nil {
 		return &configError{err}

@@ -70,6 +70,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 		r.serveBlobBody(sw, req)
 		return
 	}
+	if kind == KindTags && r.serveTagPages(sw, req, repo) {
+		return
+	}
 	if kind == KindManifest && req.Method == http.MethodGet && r.opts.CanonicalManifestDigest {
 		serveCanonicalDigest(sw, req, r.app)
 		return
