@@ -133,8 +133,8 @@ func (m *Mirror) tagList(ctx context.Context, t target) (tags []string, cache, w
 	if tl.Digest != "" {
 		m.opts.Cache.Hit(tl.Digest)
 	}
-	logx.From(ctx).WithError(err).Warn("upstream unavailable; serving the last tag list, which may be stale")
-	return uniqueSorted(tl.Tags), CacheStale, staleWarningFor(reasonUnavailable, tl.FetchedAt), nil
+	logx.From(ctx).WithError(err).Warn(staleReason(err) + "; serving the last tag list, which may be stale")
+	return uniqueSorted(tl.Tags), CacheStale, staleWarningFor(staleReason(err), tl.FetchedAt), nil
 }
 
 // storeTagList keeps tags as t's last tag list, for the answers while
