@@ -33,8 +33,7 @@ const (
 )
 
 // FaultStatus makes every /v2/ request except /v2/ itself answer code with
-// an OCI error body (429 also carries Retry-After: 7, or what
-// SetRetryAfter set). Auth is not checked.
+// an OCI error body (429 also carries Retry-After: 7). Auth is not checked.
 func FaultStatus(code int) Fault {
 	if code < 100 || code > 599 {
 		panic(fmt.Sprintf("testreg: FaultStatus(%d): not an HTTP status", code))
@@ -73,7 +72,11 @@ type faultState struct {
 
 	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
 	blobBytes atomic.Int64 // blob body bytes sent by the front
-	load      loadFaults   // hostile_load.go
+
+	reval    revalFaults   // Throttle and Stall (hostile_reval.go)
+	tagPages *TagPages     // made-up tags/list pages (hostile_tags.go)
+	tagGate  chan struct{} // closed: held tags/list requests may go
+	tagsHeld atomic.Int64  // tags/list requests waiting at tagGate
 }
 
 func (s *faultState) init() {

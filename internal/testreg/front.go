@@ -49,9 +49,12 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			sw.Header()[http.CanonicalHeaderKey(k)] = v
 		}
 	}
+	if isV2 && req.URL.Path != "/v2/" && r.serveRevalFault(sw, req) {
+		return
+	}
 	if f := r.faults.get(); f > 0 && isV2 && req.URL.Path != "/v2/" {
 		if f == http.StatusTooManyRequests {
-			sw.Header().Set("Retry-After", r.retryAfter())
+			sw.Header().Set("Retry-After", "7")
 		}
 		writeOCIError(sw, int(f), errorCode(int(f)), fmt.Sprintf("testreg fault: status %d", int(f)))
 		return
@@ -65,6 +68,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.serveBlobBody(sw, req)
+		return
+	}
+	if kind == KindTags && r.serveTagPages(sw, req, repo) {
 		return
 	}
 	if kind == KindManifest && req.Method == http.MethodGet && r.opts.CanonicalManifestDigest {

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync/atomic"
 )
 
 // More body faults (issue 14, faults pinned against the binary). Their
@@ -29,23 +28,6 @@ const (
 	// ends them cleanly after the whole blob and 1 KiB more.
 	FaultLongChunked Fault = -104
 )
-
-// loadFaults is the state of these faults, kept in faultState.
-type loadFaults struct {
-	retryAfter atomic.Pointer[string] // Retry-After of FaultStatus(429)
-}
-
-// SetRetryAfter sets the Retry-After header that FaultStatus(429)
-// answers with (default "7").
-func (r *Registry) SetRetryAfter(v string) { r.faults.load.retryAfter.Store(&v) }
-
-// retryAfter is the Retry-After of a 429 fault.
-func (r *Registry) retryAfter() string {
-	if v := r.faults.load.retryAfter.Load(); v != nil {
-		return *v
-	}
-	return "7"
-}
 
 // loadFaultName names these faults for Fault.String.
 func loadFaultName(f Fault) (string, bool) {

@@ -85,23 +85,3 @@ func TestStallMidBlob(t *testing.T) {
 		t.Fatalf("after ReleaseBlobs: %d bytes, %v", len(rest), err)
 	}
 }
-
-// TestSetRetryAfter: a 429 fault carries the Retry-After asked for.
-func TestSetRetryAfter(t *testing.T) {
-	t.Parallel()
-	reg := Start(t, Options{TLS: true})
-	reg.SetFault(FaultStatus(http.StatusTooManyRequests))
-	for _, want := range []string{"7", "1"} {
-		if want != "7" {
-			reg.SetRetryAfter(want)
-		}
-		resp, err := reg.Client().Get(reg.URL + "/v2/app/manifests/v1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != want {
-			t.Fatalf("status %d, Retry-After %q; want 429, %q", resp.StatusCode, resp.Header.Get("Retry-After"), want)
-		}
-	}
-}

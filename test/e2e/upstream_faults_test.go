@@ -39,9 +39,11 @@ func TestUpstreamFaultsAgainstTheBinary(t *testing.T) {
 	requireProxy(t)
 	for _, tc := range []struct {
 		name       string
-		fault      testreg.Fault
+		fault      testreg.Fault // a body fault: the client is cut short
 		http1      bool
-		wantStatus int // 0: a body fault (the client is cut short)
+		throttle   int    // or Throttle with this status
+		retryAfter string // and this Retry-After
+		wantStatus int
 		wantCode   string
 	}{
 		{name: "reset mid-body, HTTP/1.1", fault: testreg.FaultResetMidBlob, http1: true},
@@ -51,19 +53,30 @@ func TestUpstreamFaultsAgainstTheBinary(t *testing.T) {
 		{name: "short, no length", fault: testreg.FaultShortChunked},
 		{name: "long, no length", fault: testreg.FaultLongChunked},
 		{name: "one byte flipped", fault: testreg.FaultWrongBytes},
-		{name: "429", fault: testreg.FaultStatus(http.StatusTooManyRequests), wantStatus: http.StatusTooManyRequests, wantCode: "TOOMANYREQUESTS"},
-		{name: "503", fault: testreg.FaultStatus(http.StatusServiceUnavailable), wantStatus: http.StatusBadGateway, wantCode: "UNAVAILABLE"},
+		{name: "429 with Retry-After", throttle: http.StatusTooManyRequests, retryAfter: "1", wantStatus: http.StatusTooManyRequests, wantCode: "TOOMANYREQUESTS"},
+		{name: "503", throttle: http.StatusServiceUnavailable, wantStatus: http.StatusBadGateway, wantCode: "UNAVAILABLE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			upstreamFault(t, tc.fault, tc.http1, tc.wantStatus, tc.wantCode)
+			reg := testreg.Start(t, testreg.Options{TLS: true, DisableHTTP2: tc.http1})
+			fault := func(on bool) {
+				switch {
+				case tc.throttle != 0 && on:
+					reg.Throttle(tc.throttle, tc.retryAfter)
+				case tc.throttle != 0:
+					reg.Throttle(0, "")
+				case on:
+					reg.SetFault(tc.fault)
+				default:
+					reg.SetFault(testreg.FaultNone)
+				}
+			}
+			upstreamFault(t, reg, fault, tc.wantStatus, tc.wantCode)
 		})
 	}
 }
 
-func upstreamFault(t *testing.T, fault testreg.Fault, http1 bool, wantStatus int, wantCode string) {
-	reg := testreg.Start(t, testreg.Options{TLS: true, DisableHTTP2: http1})
-	reg.SetRetryAfter("1")
+func upstreamFault(t *testing.T, reg *testreg.Registry, fault func(on bool), wantStatus int, wantCode string) {
 	const repo = "library/e2e-fault"
 	blob := reg.PushBlob(t, repo, testreg.RandomLayer(t, 2<<20))
 	cached := reg.PushImage(t, repo, "cached", testreg.RandomLayer(t, 10<<10))
@@ -84,8 +97,8 @@ func upstreamFault(t *testing.T, fault testreg.Fault, http1 bool, wantStatus int
 	getManifest(t, base+"/manifests/cached", cached)
 	waitFile(t, filepath.Join(cacheDir, "blobs", "sha256", cached.Layers[0].Digest.Encoded()[:2], cached.Layers[0].Digest.Encoded(), "data"), 20*time.Second)
 
-	reg.SetFault(fault)
-	t.Cleanup(func() { reg.SetFault(testreg.FaultNone) })
+	fault(true)
+	t.Cleanup(func() { fault(false) })
 	reg.ResetCounts()
 	resp, err := plainClient().Do(mustRequest(http.MethodGet, blobPath))
 	if err != nil {
@@ -93,14 +106,14 @@ func upstreamFault(t *testing.T, fault testreg.Fault, http1 bool, wantStatus int
 	}
 	body, readErr := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	t.Logf("during %s: status %d, %d of %d bytes, read error %v", fault, resp.StatusCode, len(body), blob.Size, readErr)
+	t.Logf("during the fault: status %d, %d of %d bytes, read error %v", resp.StatusCode, len(body), blob.Size, readErr)
 	if wantStatus == 0 {
 		if readErr == nil && resp.StatusCode == http.StatusOK {
 			t.Errorf("a complete-looking answer (status 200, %d bytes, digest %s) from a faulty upstream", len(body), digest.FromBytes(body))
 		}
 	} else {
 		requireOCIError(t, resp, body, wantStatus, wantCode)
-		if fault == testreg.FaultStatus(http.StatusTooManyRequests) && resp.Header.Get("Retry-After") == "" {
+		if wantStatus == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
 			t.Errorf("429 without Retry-After")
 		}
 	}
@@ -127,7 +140,7 @@ func upstreamFault(t *testing.T, fault testreg.Fault, http1 bool, wantStatus int
 	}
 
 	// Healthy again: one upstream GET, verified, then a hit.
-	reg.SetFault(testreg.FaultNone)
+	fault(false)
 	reg.ResetCounts()
 	status, n, sum, err := fetchUntilOK(blobPath)
 	if err != nil || status != http.StatusOK || n != blob.Size || sum != blob.Digest {
@@ -186,8 +199,8 @@ func requireOCIError(t *testing.T, resp *http.Response, body []byte, status int,
 }
 
 // fetchUntilOK GETs url until it answers something else than 429 or 503
-// (an upstream that named a Retry-After may be held that long), for at most
-// 30 s.
+// (an upstream that asked to wait with Retry-After is left alone that
+// long: the proxy answers for it without asking), for at most 30 s.
 func fetchUntilOK(url string) (int, int64, digest.Digest, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
