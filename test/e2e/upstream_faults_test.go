@@ -25,11 +25,13 @@ const faultReadTimeout = 2 * time.Second
 // the connection reset (TCP RST over HTTP/1.1, a stream reset over h2)
 // halfway, the body stalled halfway, cut short (Content-Length promised,
 // connection closed), short or long with no Content-Length (a clean,
-// chunked end), one byte flipped, and 429 or 503 for everything.
+// chunked end), one byte flipped, and 429 (with Retry-After) or 503 for
+// everything.
 //
 // The client never gets a complete-looking wrong body: a body fault cuts
 // it short (a read error), a status fault answers an error status with an
-// OCI error body (429 with Retry-After). Nothing partial is visible in the
+// OCI error body (429 with Retry-After, and while that lasts the proxy
+// answers without asking upstream). Nothing partial is visible in the
 // cache (no blob file, no upload left), content cached before the fault
 // still answers from the cache without asking upstream, and once upstream
 // is healthy again the pull succeeds with one upstream GET, verified, and
@@ -71,12 +73,12 @@ func TestUpstreamFaultsAgainstTheBinary(t *testing.T) {
 					reg.SetFault(testreg.FaultNone)
 				}
 			}
-			upstreamFault(t, reg, fault, tc.wantStatus, tc.wantCode)
+			upstreamFault(t, reg, fault, tc.retryAfter != "", tc.wantStatus, tc.wantCode)
 		})
 	}
 }
 
-func upstreamFault(t *testing.T, reg *testreg.Registry, fault func(on bool), wantStatus int, wantCode string) {
+func upstreamFault(t *testing.T, reg *testreg.Registry, fault func(on bool), held bool, wantStatus int, wantCode string) {
 	const repo = "library/e2e-fault"
 	blob := reg.PushBlob(t, repo, testreg.RandomLayer(t, 2<<20))
 	cached := reg.PushImage(t, repo, "cached", testreg.RandomLayer(t, 10<<10))
@@ -115,6 +117,20 @@ func upstreamFault(t *testing.T, reg *testreg.Registry, fault func(on bool), wan
 		requireOCIError(t, resp, body, wantStatus, wantCode)
 		if wantStatus == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
 			t.Errorf("429 without Retry-After")
+		}
+	}
+	if held {
+		// Upstream asked to wait: the next request is answered for it.
+		n := len(reg.Requests())
+		again, err := plainClient().Do(mustRequest(http.MethodGet, blobPath))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(again.Body)
+		again.Body.Close()
+		requireOCIError(t, again, b, wantStatus, wantCode)
+		if m := len(reg.Requests()); m != n {
+			t.Errorf("a request while upstream asked to wait made %d upstream requests, want none", m-n)
 		}
 	}
 
