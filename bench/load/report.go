@@ -80,7 +80,7 @@ func (r *Result) mbps() float64 {
 func (r *Result) Markdown(command string) string {
 	var b strings.Builder
 	o, m := r.Options, r.Machine
-	fmt.Fprintf(&b, "## Load: %s clients on warm content for %s\n\n", thousands(int64(o.Clients)), o.Duration)
+	fmt.Fprintf(&b, "## Load: %s clients on warm content for %s\n\n", thousands(int64(o.Clients)), secs(o.Duration))
 	b.WriteString("Written by `bench/run.sh --only load` (program `bench/cmd/load`, package `bench/load`); the full `bench/run.sh` keeps this section as it is.\n\n")
 	b.WriteString("```sh\n" + command + "\n```\n\n")
 	fmt.Fprintf(&b, "- date: %s; load average (1, 5, 15 min) at start: %s; at end: %s\n", r.Date.Format("2006-01-02 15:04 UTC"), m.Load0, m.Load1)
@@ -90,7 +90,7 @@ func (r *Result) Markdown(command string) string {
 	fmt.Fprintf(&b, "- clients: %d, each with one keep-alive connection of its own (%d connections opened in the run), each picking requests at random: %s. A request fails on a transport error, a non-2xx status, a wrong Content-Length or body length, or a wrong digest (manifests always, every %dth blob body of each client)\n",
 		o.Clients, r.Conns, mixText(), o.VerifyEvery)
 	fmt.Fprintf(&b, "- before: after a warm-up (every manifest and blob fetched once, then %s of the same load, the clients closed, %s of rest); peak: the highest reading (every 200 ms) during the run; after: once the clients closed, polled every 250 ms until goroutines and descriptors are back within 10 %% of before (at most %s)\n",
-		o.Warm, o.Settle, o.AfterMax)
+		secs(o.Warm), secs(o.Settle), secs(o.AfterMax))
 	fmt.Fprintf(&b, "- open files: the generator raises its soft limit to the hard one (now %d/%d): each client holds a descriptor here and one in the proxy (%d/%d, the Go runtime raises its soft limit too)\n\n",
 		m.FDLimit.Soft, m.FDLimit.Hard, m.ProxyFDLimit.Soft, m.ProxyFDLimit.Hard)
 	b.WriteString("| request | requests | req/s | errors | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|---|---|\n")
@@ -101,7 +101,8 @@ func (r *Result) Markdown(command string) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %d | %s | %s | %s | %s |\n", name, thousands(k.Requests), r.PerSecond(k), k.Errors, ms(k.P50), ms(k.P90), ms(k.P99), ms(k.Max))
 	}
-	fmt.Fprintf(&b, "\nBody bytes: %.0f MB/s. X-Cache of the GETs: %s. Upstream requests during the run: %s.\n\n", r.mbps(), counts(r.Cache), counts(r.Upstream))
+	fmt.Fprintf(&b, "\nBody bytes: %.0f MB/s. X-Cache of the GETs: %s. Upstream requests during the run: %s. The clients are a closed loop (each sends its next request when the last one ended), so with every CPU busy the latency is mostly the wait for a turn: %s clients ÷ %.0f req/s = %s.\n\n",
+		r.mbps(), counts(r.Cache), counts(r.Upstream), thousands(int64(o.Clients)), r.PerSecond(r.Total), ms(time.Duration(float64(o.Clients)/max(r.PerSecond(r.Total), 1)*float64(time.Second))))
 	b.WriteString("| proxy process | before | peak | after |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| RSS (VmRSS) | %s | %s | %s |\n", mib(r.Before.RSS), mib(r.Peak.RSS), mib(r.After.RSS))
 	fmt.Fprintf(&b, "| goroutines (`go_goroutines`) | %d | %d | %d |\n", r.Before.Goroutines, r.Peak.Goroutines, r.After.Goroutines)
@@ -119,6 +120,14 @@ func (r *Result) Markdown(command string) string {
 		}
 	}
 	return b.String()
+}
+
+// secs prints a duration of whole seconds as "60 s".
+func secs(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%d s", int64(d/time.Second))
+	}
+	return d.String()
 }
 
 func mixText() string {
