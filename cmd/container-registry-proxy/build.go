@@ -91,7 +91,8 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 // openStore creates the storage driver from cfg.Storage and clears uploads
 // that fills abandoned (a crash): all of them when this process holds the
 // filesystem driver's cache directory alone, else only those idle longer
-// than a fill may take (other processes may share the storage).
+// than a fill may take (other processes may share the storage); and the
+// temporary files of writes that a crash cut short.
 func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 	var root string
 	if a.store, root, err = newStore(ctx, cfg); err != nil {
@@ -113,6 +114,12 @@ func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 		a.log.WithError(err).Warn("clearing abandoned uploads")
 	} else if n > 0 {
 		a.log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
+	}
+	// A driver's temporary file lives for one write: a minute is old.
+	if n, err := a.store.PurgeTemp(ctx, min(age, time.Minute)); err != nil {
+		a.log.WithError(err).Warn("clearing temporary files")
+	} else if n > 0 {
+		a.log.WithField("count", n).Info("cleared temporary files left by writes of an earlier run")
 	}
 	purgeDriverUploads(ctx, a.log, name, params, time.Duration(cfg.FillTimeout))
 	a.log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
