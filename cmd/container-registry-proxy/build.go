@@ -74,15 +74,20 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 	if err = a.buildMirror(cfg); err != nil {
 		return nil, err
 	}
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	admin := adminGC(a.life, token)
 	page := newStatusPage(cfg, a.mirror, a.life, a.metrics, a.cluster)
 	tracked := page.Track(a.mirror)
 	if a.shim, a.setup, err = buildShim(cfg, log, tracked, a.ups, a.mirror, a.metrics); err != nil {
 		return nil, err
 	}
 	a.health = newHealth(a.store, a.life, a.cluster)
-	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics, a.cluster.peerHandler(a.mirror)))
+	a.handler = a.front(rootHandler(tracked, page, a.setup, admin, a.metrics, a.cluster.peerHandler(a.mirror)))
 	a.reload = newReloader(cfg, a.ups)
-	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler()); err != nil {
+	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler(), admin); err != nil {
 		return nil, err
 	}
 	return a, nil

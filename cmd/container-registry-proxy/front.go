@@ -1,18 +1,13 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
-	"net"
 	"net/http"
 
-	"github.com/gmarcy/container-registry-proxy/cache"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/shim"
-	"github.com/gmarcy/container-registry-proxy/storage"
 )
 
 // front sends CONNECT and absolute-form requests (HTTPS_PROXY and
@@ -28,14 +23,15 @@ func (a *app) front(root http.Handler) http.Handler {
 }
 
 // rootHandler serves the origin-form endpoints: the mirror under /v2/,
-// the CA and setup scripts, /metrics, the admin gc, the other replicas'
-// blob requests (peer, when advertised) and the status page at /. (/healthz and /readyz are answered before the access log.)
-func rootHandler(registry, page, setup http.Handler, life *cache.Lifecycle, mt *metrics.Metrics, peer http.Handler) http.Handler {
+// the CA and setup scripts, /metrics, the admin gc (admin.go), the other
+// replicas' blob requests (peer, when advertised) and the status page at
+// /. (/healthz and /readyz are answered before the access log.)
+func rootHandler(registry, page, setup, admin http.Handler, mt *metrics.Metrics, peer http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	if peer != nil {
 		mux.Handle(mirror.PeerPath, peer)
 	}
-	mux.Handle("/_admin/gc", adminGC(life))
+	mux.Handle(adminGCPath, admin)
 	mux.Handle("/ca.crt", setup)
 	mux.Handle("/setup/", setup)
 	mux.Handle("/v2/", registry)
@@ -51,29 +47,4 @@ func rootHandler(registry, page, setup http.Handler, life *cache.Lifecycle, mt *
 		page.ServeHTTP(w, r)
 	})
 	return mux
-}
-
-// adminGC serves POST /_admin/gc from loopback: one eviction pass now
-// (the gc subcommand beside a running proxy).
-func adminGC(life *cache.Lifecycle) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr) //nolint:errcheck // an unparsable address is no loopback address
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || r.Method != http.MethodPost {
-			http.Error(w, "POST from loopback only", http.StatusForbidden)
-			return
-		}
-		rep, err := life.Collect(r.Context())
-		switch {
-		case errors.Is(err, storage.ErrEvictingElsewhere):
-			http.Error(w, err.Error(), http.StatusConflict)
-			return
-		case err != nil:
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if err := json.NewEncoder(w).Encode(rep); err != nil {
-			logx.From(r.Context()).WithError(err).Debug("admin gc: answer cut short")
-		}
-	}
 }
