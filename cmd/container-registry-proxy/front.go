@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
@@ -15,12 +16,54 @@ import (
 func (a *app) front(root http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if shim.Handles(r) {
-			a.shim.ServeHTTP(w, r)
+			a.toShim(w, r)
 			return
 		}
 		root.ServeHTTP(w, r)
 	})
 }
+
+// toShim hands r to the shim under the failed-login limit of the proxy
+// users (auth.Guard): a Proxy-Authorization from an address past it is
+// answered 429 with Retry-After unchecked, and one the shim refuses (407)
+// counts as a failure.
+func (a *app) toShim(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Proxy-Authorization") == "" {
+		a.shim.ServeHTTP(w, r)
+		return
+	}
+	if err := a.ups.guard.LoginBlocked(r); err != nil {
+		logx.InfoFrom(r.Context()).Set("decision", "too-many-failed-logins")
+		var oe *oci.Error
+		if errors.As(err, &oe) && oe.RetryAfter != "" {
+			w.Header().Set("Retry-After", oe.RetryAfter)
+		}
+		w.Header().Set("Connection", "close")
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+		return
+	}
+	sw := &statusWatch{ResponseWriter: w}
+	a.shim.ServeHTTP(sw, r)
+	if sw.status == http.StatusProxyAuthRequired {
+		a.ups.guard.LoginFailed(r)
+	}
+}
+
+// statusWatch records the status of an answer; Unwrap keeps the writer's
+// Hijacker and Flusher reachable (http.ResponseController).
+type statusWatch struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWatch) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWatch) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // rootHandler serves the origin-form endpoints: the mirror under /v2/,
 // the CA and setup scripts, /metrics, the admin gc (admin.go), the other
