@@ -152,15 +152,15 @@ func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) er
 	return leftErr(ctx, err)
 }
 
-// link records that t's repository contains the cached blob d.
+// link records that t's repository contains the cached blob d. A failure
+// (a full disk) is logged once a minute: it may recur on every hit.
 func (m *Mirror) link(ctx context.Context, t target, d digest.Digest, size int64) {
-	log := logx.From(ctx).WithField(logx.FieldDigest, d)
-	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
-		log.WithError(err).Warn("linking blob to repository")
-		return
+	err := m.store.Link(ctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()})
+	if err == nil {
+		err = m.opts.Cache.Linked(ctx, d, t.reg.Namespace, t.repo)
 	}
-	if err := m.opts.Cache.Linked(ctx, d, t.reg.Namespace, t.repo); err != nil {
-		log.WithError(err).Warn("linking blob to repository")
+	if err != nil {
+		logx.Every(logx.From(ctx), "linking blob to repository", time.Minute).WithField(logx.FieldDigest, d).WithError(err).Warn("linking blob to repository")
 	}
 }
 

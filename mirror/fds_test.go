@@ -85,3 +85,47 @@ func TestOutOfFileDescriptors(t *testing.T) {
 		t.Fatalf("upstream was asked for the blob %d more times", n-fetched)
 	}
 }
+
+// TestRepeatedLinkFailuresLogOnce: when repository links cannot be
+// written (a full disk), every hit of a blob through a repository it is
+// not linked to yet fails to link it again; the log gets one line for all
+// of them, not one per request, and each request is still served.
+func TestRepeatedLinkFailuresLogOnce(t *testing.T) {
+	t.Parallel()
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	layer := testreg.RandomLayer(t, 10_000)
+	b := reg.PushBlob(t, "app", layer)
+	reg.PushBlob(t, "other", layer)
+	fd := &testutil.FaultDriver{Match: "/_links/"}
+	wrap := func(sd storagedriver.StorageDriver) storagedriver.StorageDriver { fd.StorageDriver = sd; return fd }
+	e := newEnv(t, envOptions{backend: "filesystem", wrap: wrap}, upstreamSpec{host: "registry.test", reg: reg})
+	if resp, _ := e.do("GET", "/v2/registry.test/app/blobs/"+b.Digest.String()); resp.StatusCode != 200 {
+		t.Fatalf("the first GET: %d", resp.StatusCode)
+	}
+	e.drain()
+	fd.Fail("PutContent", syscall.ENOSPC)
+
+	var logs testutil.SyncBuffer
+	log := logrus.New()
+	log.SetOutput(&logs)
+	logx.SetClock(log, testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)).Now)
+	srv := httptest.NewServer(logx.AccessLog(log, e.mirror))
+	defer srv.Close()
+	for i := range 20 {
+		resp, err := srv.Client().Get(srv.URL + "/v2/registry.test/other/blobs/" + b.Digest.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || sha(body) != b.Digest.String() {
+			t.Fatalf("GET %d through the unlinked repository: %d", i, resp.StatusCode)
+		}
+	}
+	if n := strings.Count(logs.String(), "linking blob to repository"); n != 1 {
+		t.Fatalf("%d lines for 20 failed links, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "no space left on device") {
+		t.Fatalf("the line does not give the cause:\n%s", logs.String())
+	}
+}
