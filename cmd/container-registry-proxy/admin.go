@@ -37,12 +37,20 @@ func adminToken(cfg *config.Config) (string, error) {
 	p := filepath.Join(cfg.CacheDir, adminTokenFile)
 	tmp := p + ".new"
 	if err := os.WriteFile(tmp, []byte(t+"\n"), 0o600); err != nil { //nolint:gosec // G703: the operator's cache directory
-		return "", &configError{fmt.Errorf("cacheDir %s: writing the admin token: %w", cfg.CacheDir, err)}
+		return "", &configError{errors.Join(fmt.Errorf("cacheDir %s: writing the admin token: %w", cfg.CacheDir, err), removeIfThere(tmp))}
 	}
 	if err := os.Rename(tmp, p); err != nil { //nolint:gosec // G703: the operator's cache directory
-		return "", &configError{errors.Join(fmt.Errorf("cacheDir %s: writing the admin token: %w", cfg.CacheDir, err), os.Remove(tmp))} //nolint:gosec // G703: as above
+		return "", &configError{errors.Join(fmt.Errorf("cacheDir %s: writing the admin token: %w", cfg.CacheDir, err), removeIfThere(tmp))}
 	}
 	return t, nil
+}
+
+// removeIfThere removes the file p; a missing one is no error.
+func removeIfThere(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) { //nolint:gosec // G703: a path of ours in the cache directory
+		return err
+	}
+	return nil
 }
 
 // configuredAdminToken returns admin.token or the content of
