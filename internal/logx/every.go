@@ -23,7 +23,8 @@ const FieldSuppressed = "suppressed"
 //	logx.Every(logx.From(ctx), "cache storage unreadable", time.Minute).WithError(err).Warn("…")
 //
 // Each logger has its own record (SetClock sets its clock for tests); at
-// most maxCauses causes are remembered per logger.
+// most maxCauses causes are remembered per logger. For warnings and
+// errors only: a dropped Fatal would still exit.
 func Every(e *logrus.Entry, key string, interval time.Duration) *logrus.Entry {
 	if e == nil || e.Logger == nil {
 		return e
