@@ -1,10 +1,12 @@
 package mirror_test
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
@@ -13,8 +15,9 @@ import (
 // TestFullDiskManifestPull: on a disk that is already full (a real tmpfs),
 // pulling a manifest by tag still answers the verified manifest, the log
 // names the cause "disk full" (not a generic storage error), and the
-// failed writes of the manifest, its link and its tag record leave no
-// file behind: no driver temporary file "*.tmp", no upload.
+// failed writes of the manifest, its link and its tag record, and of the
+// readiness probe, leave no file behind: no driver temporary file "*.tmp",
+// no upload.
 func TestFullDiskManifestPull(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
@@ -34,6 +37,12 @@ func TestFullDiskManifestPull(t *testing.T) {
 		resp, body := e.do("GET", "/v2/registry.test/app/manifests/v1", "Accept", img.MediaType)
 		if resp.StatusCode != 200 || sha(body) != img.ManifestDigest.String() {
 			t.Fatalf("GET %d on a full disk: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	// /readyz's probe on the full disk: not ready, and nothing left.
+	for range 3 {
+		if err := e.store.Probe(t.Context()); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("the readiness probe on a full disk: %v; want ENOSPC", err)
 		}
 	}
 	logs := e.logs.String()
