@@ -12,8 +12,8 @@ type Config struct {
 	// Listen is the main listener address, host:port (--listen, LISTEN,
 	// YAML listen; default ":3128"). Port 0 picks a free port.
 	Listen string `yaml:"listen"`
-	// MetricsListen is an extra listener serving only /metrics, /healthz
-	// and /readyz, host:port (--metrics-listen, METRICS_LISTEN, YAML
+	// MetricsListen is an extra listener serving only /metrics, /healthz,
+	// /readyz and POST /_admin/gc, host:port (--metrics-listen, METRICS_LISTEN, YAML
 	// metricsListen; default empty: off). They are on the main listener
 	// in any case.
 	MetricsListen string `yaml:"metricsListen"`
@@ -116,6 +116,10 @@ type Config struct {
 	Redis Redis `yaml:"redis"`
 	// Cluster is how replicas sharing one Redis reach each other.
 	Cluster Cluster `yaml:"cluster"`
+	// Status holds the status page's settings.
+	Status Status `yaml:"status"`
+	// Admin holds the admin endpoints' settings.
+	Admin Admin `yaml:"admin"`
 
 	// src maps a setting's YAML path ("manifestCache.primaryTime") to the
 	// key the user wrote it under (the YAML path, an environment variable or
@@ -305,6 +309,30 @@ type ClientAuth struct {
 	// remembered per client and repository (YAML clientAuth.upstreamCheckTTL;
 	// default 5m).
 	UpstreamCheckTTL Duration `yaml:"upstreamCheckTTL"`
+	// MaxFailedLogins is how many refused logins a client address may make
+	// per minute before its credentials are answered 429 unchecked until
+	// the minute ends (YAML clientAuth.maxFailedLogins; default 10; 0 turns
+	// the limit off).
+	MaxFailedLogins int `yaml:"maxFailedLogins"`
+}
+
+// Status holds the status page's settings.
+type Status struct {
+	// ShowRepositories lists repository names on the status page (the
+	// most pulled ones, and those of downloads in flight); false shows
+	// the registries only (YAML status.showRepositories,
+	// STATUS_SHOW_REPOSITORIES; default true).
+	ShowRepositories bool `yaml:"showRepositories"`
+}
+
+// Admin holds the admin endpoints' settings (POST /_admin/gc).
+type Admin struct {
+	// Token is the bearer token the admin endpoints require on the main
+	// listener (YAML admin.token, ADMIN_TOKEN). Exclusive with TokenFile.
+	Token string `yaml:"token"`
+	// TokenFile is a file holding Token (one trailing newline dropped),
+	// read at start (YAML admin.tokenFile, ADMIN_TOKEN_FILE).
+	TokenFile string `yaml:"tokenFile"`
 }
 
 // Client holds the nginx-style client-side timeouts.
@@ -390,7 +418,8 @@ func Default() *Config {
 		RateLimit:             RateLimit{MinRemaining: 10},
 		TagList:               TagList{MaxBytes: Size(16 << 20), MaxTags: 100000},
 		Redis:                 Redis{Prefix: "crp"},
-		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
+		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute), MaxFailedLogins: 10},
+		Status:                Status{ShowRepositories: true},
 	}
 }
 

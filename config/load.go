@@ -159,6 +159,9 @@ func envSettings(c *Config) []envSetting {
 		{"CLUSTER_ADVERTISE", "cluster.advertise", setString(&c.Cluster.Advertise)},
 		{"CLUSTER_SECRET", "cluster.secret", setString(&c.Cluster.Secret)},
 		{"STORAGE_REDIRECT", "storage.redirect", setBool(&c.StorageRedirect)},
+		{"STATUS_SHOW_REPOSITORIES", "status.showRepositories", setBool(&c.Status.ShowRepositories)},
+		{"ADMIN_TOKEN", "admin.token", setString(&c.Admin.Token)},
+		{"ADMIN_TOKEN_FILE", "admin.tokenFile", setString(&c.Admin.TokenFile)},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -88,6 +89,10 @@ func (m *Mirror) serveIfStored(w http.ResponseWriter, r *http.Request, t target,
 		linked = true
 	}
 	rc, size, err := m.openStored(ctx, d)
+	if errors.Is(err, storage.ErrResourceExhausted) {
+		outOfDescriptors(w, r, err)
+		return true, nil
+	}
 	if err != nil {
 		unstored(ctx, err)
 		return false, nil
@@ -102,11 +107,24 @@ func (m *Mirror) serveIfStored(w http.ResponseWriter, r *http.Request, t target,
 }
 
 // unstored logs why a blob could not be read from the cache, unless it is
-// simply not there; the blob is then fetched from upstream.
+// simply not there (once a minute: it may fail every request); the blob is
+// then fetched from upstream.
 func unstored(ctx context.Context, err error) {
 	if !errors.Is(err, storage.ErrNotFound) {
-		logx.From(ctx).WithError(err).Warn("cache storage unreadable; fetching from upstream")
+		logx.Every(logx.From(ctx), "cache storage unreadable", time.Minute).WithError(err).Warn("cache storage unreadable; fetching from upstream")
 	}
+}
+
+// outOfDescriptors answers a stored blob that cannot be opened because the
+// process ran out of file descriptors: 503 with Retry-After (fetching it
+// again would need descriptors too), logged once a minute with the count
+// of the requests answered so meanwhile.
+func outOfDescriptors(w http.ResponseWriter, r *http.Request, err error) {
+	logx.Every(logx.From(r.Context()), "out of file descriptors", time.Minute).WithError(err).
+		Error("out of file descriptors: cached blobs are answered 503; raise the limit (ulimit -n, systemd LimitNOFILE) or lower the load")
+	e := oci.Wrap(http.StatusServiceUnavailable, oci.CodeUnavailable, err, "the proxy is out of file descriptors; retry")
+	e.RetryAfter = "1"
+	oci.WriteError(w, r, e)
 }
 
 // ensureLinked makes sure repo may be served d: it was fetched for it, or
@@ -120,7 +138,7 @@ func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) er
 	}
 	if err != nil {
 		// Not knowing is not being linked: upstream is asked.
-		logx.From(ctx).WithError(err).Warn("repository link unreadable; asking upstream")
+		logx.Every(logx.From(ctx), "repository link unreadable", time.Minute).WithError(err).Warn("repository link unreadable; asking upstream")
 	}
 	key := t.reg.Host + "|" + t.repo + "|" + d.String()
 	_, err = m.links.Do(ctx, key, func(fctx context.Context) (struct{}, error) {
@@ -134,15 +152,15 @@ func (m *Mirror) ensureLinked(ctx context.Context, t target, d digest.Digest) er
 	return leftErr(ctx, err)
 }
 
-// link records that t's repository contains the cached blob d.
+// link records that t's repository contains the cached blob d. A failure
+// (a full disk) is logged once a minute: it may recur on every hit.
 func (m *Mirror) link(ctx context.Context, t target, d digest.Digest, size int64) {
-	log := logx.From(ctx).WithField(logx.FieldDigest, d)
-	if err := m.store.Link(ctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()}); err != nil {
-		log.WithError(err).Warn("linking blob to repository")
-		return
+	err := m.store.Link(ctx, t.reg.Namespace, t.repo, d, storage.LinkInfo{Size: size, LinkedAt: m.opts.Now().UTC()})
+	if err == nil {
+		err = m.opts.Cache.Linked(ctx, d, t.reg.Namespace, t.repo)
 	}
-	if err := m.opts.Cache.Linked(ctx, d, t.reg.Namespace, t.repo); err != nil {
-		log.WithError(err).Warn("linking blob to repository")
+	if err != nil {
+		logx.Every(logx.From(ctx), "linking blob to repository", time.Minute).WithField(logx.FieldDigest, d).WithError(err).Warn("linking blob to repository")
 	}
 }
 

@@ -74,15 +74,20 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 	if err = a.buildMirror(cfg); err != nil {
 		return nil, err
 	}
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	admin := adminGC(a.life, token)
 	page := newStatusPage(cfg, a.mirror, a.life, a.metrics, a.cluster)
 	tracked := page.Track(a.mirror)
 	if a.shim, a.setup, err = buildShim(cfg, log, tracked, a.ups, a.mirror, a.metrics); err != nil {
 		return nil, err
 	}
 	a.health = newHealth(a.store, a.life, a.cluster)
-	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics, a.cluster.peerHandler(a.mirror)))
+	a.handler = a.front(rootHandler(tracked, page, a.setup, admin, a.metrics, a.cluster.peerHandler(a.mirror)))
 	a.reload = newReloader(cfg, a.ups)
-	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler()); err != nil {
+	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler(), admin); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -91,7 +96,8 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 // openStore creates the storage driver from cfg.Storage and clears uploads
 // that fills abandoned (a crash): all of them when this process holds the
 // filesystem driver's cache directory alone, else only those idle longer
-// than a fill may take (other processes may share the storage).
+// than a fill may take (other processes may share the storage); and the
+// temporary files of writes that a crash cut short.
 func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 	var root string
 	if a.store, root, err = newStore(ctx, cfg); err != nil {
@@ -113,6 +119,12 @@ func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 		a.log.WithError(err).Warn("clearing abandoned uploads")
 	} else if n > 0 {
 		a.log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
+	}
+	// A driver's temporary file lives for one write: a minute is old.
+	if n, err := a.store.PurgeTemp(ctx, min(age, time.Minute)); err != nil {
+		a.log.WithError(err).Warn("clearing temporary files")
+	} else if n > 0 {
+		a.log.WithField("count", n).Info("cleared temporary files left by writes of an earlier run")
 	}
 	purgeDriverUploads(ctx, a.log, name, params, time.Duration(cfg.FillTimeout))
 	a.log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")

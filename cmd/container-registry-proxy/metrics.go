@@ -29,9 +29,10 @@ func newMetrics(cfg *config.Config, tokens *auth.TokenCache) *metrics.Metrics {
 }
 
 // serveMetrics starts the --metrics-listen listener, serving only
-// /metrics and health's /healthz and /readyz, until ctx ends; without the
-// setting it does nothing.
-func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health http.Handler) error {
+// /metrics, health's /healthz and /readyz and the admin gc (which needs
+// its token there too), until ctx ends; without the setting it does
+// nothing.
+func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health, admin http.Handler) error {
 	if cfg.MetricsListen == "" {
 		return nil
 	}
@@ -43,6 +44,7 @@ func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, m
 	mux.Handle(metricsPath, mt.Handler())
 	mux.Handle("/healthz", health)
 	mux.Handle("/readyz", health)
+	mux.Handle(adminGCPath, admin)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

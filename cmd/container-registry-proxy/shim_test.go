@@ -51,6 +51,9 @@ func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *testutil.S
 	logs = &testutil.SyncBuffer{}
 	log := logrus.New()
 	log.SetOutput(logs)
+	if cfg.Debug { // as main does
+		log.SetLevel(logrus.DebugLevel)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	a, err = build(ctx, cfg, log)
 	if err != nil {

@@ -56,6 +56,7 @@ func newUpstreams(cfg *config.Config, tokens *auth.TokenCache, obs upstream.Obse
 		return nil, &configError{err}
 	}
 	u.guard = auth.NewGuard(policy, cfg.AllowOwnAuth)
+	u.guard.LimitLogins(cfg.ClientAuth.MaxFailedLogins, 0)
 	return u, nil
 }
 
