@@ -68,9 +68,12 @@ func TestFailedWritesLeaveNothing(t *testing.T) {
 			manifest := []byte(`{"schemaVersion":2}`)
 			d := digest.FromBytes(manifest)
 			writes := map[string]func() error{
-				"tag":      func() error { return s.PutTag(ctx, "docker.io", "library/alpine", "3.20", TagRecord{Digest: d}) },
-				"tag list": func() error { return s.PutTagList(ctx, "docker.io", "library/alpine", TagList{Tags: []string{"3.20"}}) },
-				"link":     func() error { return s.Link(ctx, "docker.io", "library/alpine", d, LinkInfo{Size: 5}) },
+				"tag": func() error { return s.PutTag(ctx, "docker.io", "library/alpine", "3.20", TagRecord{Digest: d}) },
+				"tag list": func() error {
+					body := []byte(`{"name":"library/alpine","tags":["3.20"]}`)
+					return s.PutTagList(ctx, "docker.io", "library/alpine", digest.FromBytes(body), body, time.Now())
+				},
+				"link": func() error { return s.Link(ctx, "docker.io", "library/alpine", d, LinkInfo{Size: 5}) },
 				"referrers": func() error {
 					return s.PutReferrers(ctx, "docker.io", "library/alpine", d, ReferrersRecord{Index: []byte(`{"manifests":[]}`)})
 				},
