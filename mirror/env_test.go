@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ type upstreamSpec struct {
 	host string
 	reg  *testreg.Registry
 	// endpoint, when reg is nil, is the URL of another real registry
-	// (plain HTTP).
+	// (plain HTTP); with reg, another URL of reg (a name for its address).
 	endpoint string
 }
 
@@ -68,6 +69,9 @@ type envOptions struct {
 	// cache.Lifecycle over the env's storage (with a MemIndex).
 	cache     mirror.Cache
 	lifecycle bool
+	// allowNetworks sets the upstream clients' AllowNetworks (internal
+	// networks redirects and token realms may reach).
+	allowNetworks []netip.Prefix
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -107,8 +111,11 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	var regs []mirror.Registry
 	for _, u := range ups {
 		endpoint, caFile := u.endpoint, ""
+		if u.reg != nil && endpoint == "" {
+			endpoint = u.reg.URL
+		}
 		if u.reg != nil {
-			endpoint, caFile = u.reg.URL, u.reg.CAFile
+			caFile = u.reg.CAFile
 		}
 		client, err := upstream.New(upstream.Options{
 			Host:           u.host,
@@ -119,6 +126,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
 			Credentials:    opts.creds,
+			AllowNetworks:  opts.allowNetworks,
 			Log:            logx.From,
 			Now:            e.clock.Now,
 		})
