@@ -33,7 +33,7 @@ type upstreamSpec struct {
 	host string
 	reg  *testreg.Registry
 	// endpoint, when reg is nil, is the URL of another real registry
-	// (plain HTTP); with reg, another URL of reg (a name for its address).
+	// (plain HTTP).
 	endpoint string
 }
 
@@ -111,11 +111,8 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 	var regs []mirror.Registry
 	for _, u := range ups {
 		endpoint, caFile := u.endpoint, ""
-		if u.reg != nil && endpoint == "" {
-			endpoint = u.reg.URL
-		}
 		if u.reg != nil {
-			caFile = u.reg.CAFile
+			endpoint, caFile = u.reg.URL, u.reg.CAFile
 		}
 		client, err := upstream.New(upstream.Options{
 			Host:           u.host,

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
 )
 
@@ -87,20 +86,21 @@ func TestUpstreamRedirectToUnopenedStorage(t *testing.T) {
 	}
 }
 
-// TestTokenRealmOnEndpointHostOtherPort: a registry served as
-// localhost:<port> whose challenge names a realm on localhost at another
-// port sends it no credentials: the realm is refused, the token server
-// sees no request, the client gets a 502.
+// TestTokenRealmOnEndpointHostOtherPort: a registry named
+// localhost:<port> (its endpoint 127.0.0.1 at that port) whose challenge
+// names a realm on localhost at another port sends it no credentials: the
+// realm is refused, the token server sees no request, the client gets a
+// 502.
 func TestTokenRealmOnEndpointHostOtherPort(t *testing.T) {
 	t.Parallel()
-	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, RealmHost: "localhost", Names: []string{"localhost"}, Username: "robot", Password: "robot-pw"})
+	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, RealmHost: "localhost", Username: "robot", Password: "robot-pw"})
 	reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 1024))
 	_, port, err := net.SplitHostPort(reg.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	host := "localhost:" + port
-	e := newEnv(t, envOptions{creds: auth.Credentials{Username: "robot", Password: "robot-pw"}}, upstreamSpec{host: host, reg: reg, endpoint: "https://" + host})
+	e := newEnvWithCreds(t, host, reg, "robot", "robot-pw")
 	resp, body := e.do(http.MethodGet, "/v2/"+host+"/team/app/manifests/v1", "Accept", accept)
 	wantStatus(t, resp, body, http.StatusBadGateway, "UNAVAILABLE")
 	if n := reg.Count(http.MethodGet, testreg.KindToken); n != 0 {
