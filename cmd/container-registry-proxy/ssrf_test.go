@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,8 +24,9 @@ import (
 // TestHostileUpstreamRedirects: through the running proxy, a registry
 // that redirects blob GETs and HEADs to another port on loopback gets its
 // clients a 502 OCI error, and the internal service there sees nothing;
-// a registry whose blob storage is on a network opened with its
-// allowNetworks is followed there.
+// one that redirects to the proxy's metrics listener is refused although
+// loopback is opened for it; a registry whose blob storage is on a
+// network opened with its allowNetworks is followed there.
 func TestHostileUpstreamRedirects(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int64
@@ -34,21 +36,34 @@ func TestHostileUpstreamRedirects(t *testing.T) {
 		_, _ = io.WriteString(w, "internal secret")
 	}))
 	t.Cleanup(internal.Close)
+	var metricsAddr atomic.Value
 	hostile := testreg.Start(t, testreg.Options{TLS: true, RedirectBlob: func(string, string) string { return internal.URL + "/admin" }})
+	toMetrics := testreg.Start(t, testreg.Options{TLS: true, RedirectBlob: func(string, string) string { return "http://" + metricsAddr.Load().(string) + "/metrics" }})
 	storage := testreg.Start(t, testreg.Options{TLS: true, BlobRedirect: true})
 	bad := hostile.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 4096))
+	self := toMetrics.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 4096))
 	good := storage.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 4096))
 	addr, logs, _, _ := runProxy(t, fmt.Sprintf(`
 dockerHub: false
+metricsListen: 127.0.0.1:0
 registries:
   - host: hostile.test
     endpoint: %s
     caFile: %s
+  - host: metrics.test
+    endpoint: %s
+    caFile: %s
+    allowNetworks: [127.0.0.0/8]
   - host: storage.test
     endpoint: %s
     caFile: %s
     allowNetworks: [127.0.0.0/8]
-`, hostile.URL, hostile.CAFile, storage.URL, storage.CAFile))
+`, hostile.URL, hostile.CAFile, toMetrics.URL, toMetrics.CAFile, storage.URL, storage.CAFile))
+	m := regexp.MustCompile(`msg="serving /metrics on the metrics listener" listen="?([0-9.:]+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no metrics listener in the log:\n%s", logs)
+	}
+	metricsAddr.Store(m[1])
 	base := "http://" + addr + "/v2/"
 	for _, method := range []string{http.MethodGet, http.MethodHead} {
 		status, hdr, body := send(t, method, base+"hostile.test/team/app/blobs/"+bad.Layers[0].Digest.String())
@@ -62,7 +77,11 @@ registries:
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the internal service got %d requests, want 0; proxy log:\n%s", n, logs)
 	}
-	status, _, body := send(t, http.MethodGet, base+"storage.test/team/app/blobs/"+good.Layers[0].Digest.String())
+	status, _, body := send(t, http.MethodGet, base+"metrics.test/team/app/blobs/"+self.Layers[0].Digest.String())
+	if status != http.StatusBadGateway || !strings.Contains(body, "one of the proxy's own listeners") {
+		t.Fatalf("redirect to the metrics listener: %d %s", status, body)
+	}
+	status, _, body = send(t, http.MethodGet, base+"storage.test/team/app/blobs/"+good.Layers[0].Digest.String())
 	if sum := sha256.Sum256([]byte(body)); status != http.StatusOK || "sha256:"+hex.EncodeToString(sum[:]) != good.Layers[0].Digest.String() {
 		t.Fatalf("blob from opened storage: %d, %d bytes; proxy log:\n%s", status, len(body), logs)
 	}

@@ -186,3 +186,37 @@ func countingListener(t *testing.T) (string, *atomic.Int64) {
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String(), &n
 }
+
+// TestSelfOnEveryAddress: a real listener on the unspecified address
+// covers loopback and every address of the host's interfaces at its port,
+// and nothing at another port.
+func TestSelfOnEveryAddress(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var self Self
+	self.Add(ln.Addr())
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	addrs, err := interfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range append(addrs, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.53"), netip.MustParseAddr("::ffff:127.0.0.1")) {
+		if !self.Has(a, port) {
+			t.Errorf("%s at the listener's port %d is not taken as the listener", a, port)
+		}
+		if self.Has(a, port+1) {
+			t.Errorf("%s at port %d is taken as the listener at %d", a, port+1, port)
+		}
+	}
+	if self.Has(netip.MustParseAddr("192.0.2.77"), port) {
+		t.Error("an address of no interface is taken as the listener")
+	}
+	var none *Self
+	if none.Has(netip.MustParseAddr("127.0.0.1"), port) {
+		t.Error("a nil Self holds an address")
+	}
+}
