@@ -68,6 +68,8 @@ type Config struct {
 	ShutdownGrace Duration `yaml:"shutdownGrace"`
 	// RateLimit holds the upstream rate-limit awareness settings.
 	RateLimit RateLimit `yaml:"rateLimit"`
+	// TagList bounds the tag lists gathered from upstream.
+	TagList TagList `yaml:"tagList"`
 	// Client holds the client-side timeouts of the listener.
 	Client Client `yaml:"client"`
 	// Connect holds the CONNECT shim's tunnel settings.
@@ -212,6 +214,12 @@ type ManifestCache struct {
 	SecondaryTime Duration `yaml:"secondaryTime"`
 	// DefaultTime is every other tag's TTL (MANIFEST_CACHE_DEFAULT_TIME).
 	DefaultTime Duration `yaml:"defaultTime"`
+	// RevalidateWait bounds how long a pull of a cached tag waits for its
+	// revalidation upstream before the cached copy is answered stale and
+	// the revalidation finishes in the background
+	// (MANIFEST_CACHE_REVALIDATE_WAIT; default 2s; 0 waits for upstream).
+	// It applies whether or not Enabled is set.
+	RevalidateWait Duration `yaml:"revalidateWait"`
 
 	// Primary is PrimaryRegex compiled as "^(?:" + PrimaryRegex + ")", set
 	// by Validate; nil when the tier is disabled.
@@ -264,6 +272,17 @@ type RateLimit struct {
 	// (RATE_LIMIT_MIN_REMAINING, YAML rateLimit.minRemaining; default 10;
 	// 0 turns it off).
 	MinRemaining int `yaml:"minRemaining"`
+}
+
+// TagList bounds one tags/list answer gathered from upstream over all its
+// pages: a list past either bound is answered 502 and not stored.
+type TagList struct {
+	// MaxBytes bounds the bytes read from upstream for one list
+	// (TAG_LIST_MAX_BYTES, YAML tagList.maxBytes; default 16m).
+	MaxBytes Size `yaml:"maxBytes"`
+	// MaxTags bounds its tags (TAG_LIST_MAX_TAGS, YAML tagList.maxTags;
+	// default 100000).
+	MaxTags int `yaml:"maxTags"`
 }
 
 // AuthEntry is one AUTH_REGISTRIES entry: credentials used towards Host,
@@ -349,6 +368,7 @@ func Default() *Config {
 			SecondaryRegex: `(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+`,
 			SecondaryTime:  Duration(60 * 24 * time.Hour),
 			DefaultTime:    Duration(time.Hour),
+			RevalidateWait: Duration(2 * time.Second),
 		},
 		Upstream: Upstream{
 			VerifySSL:      true,
@@ -378,6 +398,7 @@ func Default() *Config {
 		},
 		ProxyRequestBuffering: true,
 		RateLimit:             RateLimit{MinRemaining: 10},
+		TagList:               TagList{MaxBytes: Size(16 << 20), MaxTags: 100000},
 		Redis:                 Redis{Prefix: "crp"},
 		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
 	}

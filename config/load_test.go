@@ -137,6 +137,7 @@ func TestLoadEnv(t *testing.T) {
 		"MANIFEST_CACHE_SECONDARY_REGEX": `v\d`,
 		"MANIFEST_CACHE_SECONDARY_TIME":  "1d",
 		"MANIFEST_CACHE_DEFAULT_TIME":    "1h30m",
+		"MANIFEST_CACHE_REVALIDATE_WAIT": "500ms",
 		"CACHE_MAX_SIZE":                 "100g",
 		"CACHE_MIN_FREE":                 "512m",
 		"CACHE_INACTIVE_TIME":            "1w",
@@ -162,6 +163,7 @@ func TestLoadEnv(t *testing.T) {
 	want.ManifestCache = ManifestCache{
 		Enabled: true, PrimaryRegex: "(main)", PrimaryTime: Duration(5 * time.Minute),
 		SecondaryRegex: `v\d`, SecondaryTime: Duration(day), DefaultTime: Duration(90 * time.Minute),
+		RevalidateWait: Duration(500 * time.Millisecond),
 	}
 	want.Cache = Cache{MaxSize: 100 << 30, MinFree: 512 << 20, InactiveTime: Duration(7 * day)}
 	want.Upstream = Upstream{VerifySSL: false, ForceHTTP11: true, ConnectTimeout: Duration(5 * time.Second),

@@ -23,6 +23,7 @@ func (c *Config) Validate() error {
 		c.validateBasics,
 		c.validateManifestCache,
 		c.validateLimits,
+		c.validateTagList,
 		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
@@ -78,6 +79,9 @@ func checkListen(s string) error {
 
 func (c *Config) validateManifestCache() error {
 	m := &c.ManifestCache
+	if m.RevalidateWait < 0 {
+		return &KeyError{Key: c.keyFor("manifestCache.revalidateWait"), Value: m.RevalidateWait.String(), Err: errors.New("must not be negative (0 waits for upstream)")}
+	}
 	var err error
 	if m.Primary, err = c.compileTier("manifestCache.primaryRegex", m.PrimaryRegex); err != nil {
 		return err
@@ -174,6 +178,17 @@ func checkNetworks(key string, list []string) error {
 				return &KeyError{Key: fmt.Sprintf("%s[%d]", key, i), Value: n, Err: errors.New("want a CIDR such as 10.0.0.0/8 or an IP address")}
 			}
 		}
+	}
+	return nil
+}
+
+// validateTagList checks the bounds of a tag listing: both positive.
+func (c *Config) validateTagList() error {
+	if c.TagList.MaxBytes <= 0 {
+		return &KeyError{Key: c.keyFor("tagList.maxBytes"), Value: c.TagList.MaxBytes.String(), Err: errors.New("must be positive")}
+	}
+	if c.TagList.MaxTags <= 0 {
+		return &KeyError{Key: c.keyFor("tagList.maxTags"), Value: strconv.Itoa(c.TagList.MaxTags), Err: errors.New("must be positive")}
 	}
 	return nil
 }

@@ -80,6 +80,20 @@ type Options struct {
 	// timeout of a hanging upstream) before its stale answer. 0 means
 	// DefaultDownHold, negative never holds.
 	DownHold time.Duration
+	// RevalidateWait bounds how long a request for a cached tag (or
+	// referrers index) waits for its revalidation upstream: past it the
+	// cached copy is answered stale (a Warning says why) and the
+	// revalidation finishes in the background, one per record, so that a
+	// hanging upstream does not hold pulls for its whole timeout. A miss
+	// still waits for upstream. 0 means DefaultRevalidateWait, negative
+	// waits as long as upstream takes (up to its timeouts).
+	RevalidateWait time.Duration
+	// TagListMaxBytes bounds the bytes one tags/list reads from upstream
+	// over all its pages, TagListMaxTags the tags it gathers: a list past
+	// either is answered 502 and not stored. 0 means
+	// DefaultTagListMaxBytes and DefaultTagListMaxTags.
+	TagListMaxBytes int64
+	TagListMaxTags  int
 }
 
 // DefaultDownHold is Options.DownHold's default.
@@ -98,6 +112,8 @@ type Mirror struct {
 	// requests (internal/flight: detached, bounded by ManifestTimeout).
 	manifests *flight.Group[*manifest]
 	links     *flight.Group[struct{}]
+	// tagLists shares one upstream listing per repository (listing.go).
+	tagLists *flight.Group[[]string]
 
 	mu    sync.Mutex
 	fills map[string]*fill // digest → fill in flight
@@ -116,8 +132,12 @@ type Mirror struct {
 
 	// rates holds the rate-limit windows that postpone tag revalidation.
 	rates rateGate
-	// outages holds the upstreams left alone after a failed revalidation.
+	// outages holds the upstreams left alone after a failed revalidation
+	// or after they asked to wait.
 	outages outageGate
+	// revals runs revalidations of cached records, in the background
+	// once they outlast RevalidateWait.
+	revals revalidations
 
 	// abandoned is closed by Abandon: every fill then ends.
 	abandoned   chan struct{}
@@ -128,13 +148,22 @@ type Mirror struct {
 // removes its upload (nothing partial is kept) and cuts its waiting
 // clients short. It is for a shutdown whose grace period is over; Drain
 // then waits for the fills to end.
-func (m *Mirror) Abandon() { m.abandonOnce.Do(func() { close(m.abandoned) }) }
+// Revalidations running in the background are cancelled too.
+func (m *Mirror) Abandon() {
+	m.abandonOnce.Do(func() { close(m.abandoned) })
+	m.revals.stop()
+}
 
 // Drain waits until every fill in flight has ended (committed or
 // abandoned), or ctx is done: a graceful shutdown does not throw away a
 // download that clients already received. Fills that start meanwhile are
-// waited for too.
+// waited for too. Revalidations running in the background (no client
+// waits for them) are cancelled, not waited for: the next pull asks
+// upstream again.
 func (m *Mirror) Drain(ctx context.Context) error {
+	if err := m.revals.drain(ctx, true); err != nil {
+		return err
+	}
 	for {
 		m.mu.Lock()
 		n, idle := m.running, m.idle
@@ -183,9 +212,13 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.DownHold == 0 {
 		opts.DownHold = DefaultDownHold
 	}
+	if opts.RevalidateWait == 0 {
+		opts.RevalidateWait = DefaultRevalidateWait
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	tagListDefaults(&opts)
 	if opts.Access == nil {
 		opts.Access = open{}
 	}
@@ -197,7 +230,8 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
-		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout)}
+		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
+		tagLists: flight.New[[]string](opts.ManifestTimeout)}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {
@@ -207,6 +241,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 		if r.Namespace == "" {
 			r.Namespace = oci.NamespaceFor(r.Host)
 		}
+		r.Client = &heldUpstream{Upstream: r.Client, m: m, host: r.Host}
 		if strings.ContainsAny(r.Namespace, ":/") {
 			return nil, fmt.Errorf("mirror: registry %q: namespace %q may not contain ':' or '/'", r.Host, r.Namespace)
 		}

@@ -230,24 +230,6 @@ func (s *Store) DeleteTag(ctx context.Context, ns, repo, tag string) error {
 	return nil
 }
 
-// TagList is the last tags/list answer of a repository.
-type TagList struct {
-	Tags      []string  `json:"tags"`
-	FetchedAt time.Time `json:"fetchedAt"`
-}
-
-// GetTagList returns the last stored tag list, or ErrNotFound.
-func (s *Store) GetTagList(ctx context.Context, ns, repo string) (TagList, error) {
-	var tl TagList
-	err := s.getJSON(ctx, tagListPath(ns, repo), &tl)
-	return tl, err
-}
-
-// PutTagList stores a tag list.
-func (s *Store) PutTagList(ctx context.Context, ns, repo string, tl TagList) error {
-	return s.putJSON(ctx, tagListPath(ns, repo), tl)
-}
-
 // maxRecord bounds every JSON record read back from storage.
 const maxRecord = 4 << 20
 

@@ -176,12 +176,15 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		TagTTL:                tagTTL,
 		FillTimeout:           time.Duration(cfg.FillTimeout),
 		DownHold:              downHold(cfg),
+		RevalidateWait:        revalidateWait(cfg),
 		Access:                a.ups.guard,
 		Cache:                 a.life,
 		Fetcher:               a.cluster.fetcherOf(),
 		Observer:              a.metrics,
 		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
 		Redirect:              cfg.StorageRedirect,
+		TagListMaxBytes:       int64(cfg.TagList.MaxBytes),
+		TagListMaxTags:        cfg.TagList.MaxTags,
 	})
 	if err != nil {
 		return &configError{err}
@@ -211,6 +214,16 @@ func (a *app) close() error {
 		a.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// revalidateWait maps manifestCache.revalidateWait (0: wait for
+// upstream) to mirror.Options.RevalidateWait (0 is the default there,
+// negative waits).
+func revalidateWait(cfg *config.Config) time.Duration {
+	if cfg.ManifestCache.RevalidateWait == 0 {
+		return -1
+	}
+	return time.Duration(cfg.ManifestCache.RevalidateWait)
 }
 
 // downHold maps outageHold (0: off) to mirror.Options.DownHold (0 is the

@@ -69,6 +69,11 @@ type faultState struct {
 
 	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
 	blobBytes atomic.Int64 // blob body bytes sent by the front
+
+	reval    revalFaults   // Throttle and Stall (hostile_reval.go)
+	tagPages *TagPages     // made-up tags/list pages (hostile_tags.go)
+	tagGate  chan struct{} // closed: held tags/list requests may go
+	tagsHeld atomic.Int64  // tags/list requests waiting at tagGate
 }
 
 func (s *faultState) init() {

@@ -49,6 +49,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			sw.Header()[http.CanonicalHeaderKey(k)] = v
 		}
 	}
+	if isV2 && req.URL.Path != "/v2/" && r.serveRevalFault(sw, req) {
+		return
+	}
 	if f := r.faults.get(); f > 0 && isV2 && req.URL.Path != "/v2/" {
 		if f == http.StatusTooManyRequests {
 			sw.Header().Set("Retry-After", "7")
@@ -72,6 +75,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.serveBlobBody(sw, req)
+		return
+	}
+	if kind == KindTags && r.serveTagPages(sw, req, repo) {
 		return
 	}
 	if kind == KindManifest && req.Method == http.MethodGet && r.opts.CanonicalManifestDigest {
