@@ -167,7 +167,7 @@ connect:
 		target string
 		status string
 	}{
-		{"127.0.0.1:" + port, "403"},
+		{"127.0.0.2:" + port, "403"}, // 127.0.0.1:port is the registry's endpoint: intercepted
 		{"[::1]:443", "403"},
 		{"localhost:443", "502"}, // loopback is opened by allowNetworks; nothing listens
 		{"no-port", "400"},
