@@ -188,6 +188,10 @@ type Registry struct {
 	// TokenRealms lists extra hosts (host[:port]) allowed as Bearer token
 	// realms besides the registry's own domain.
 	TokenRealms []string `yaml:"tokenRealms"`
+	// AllowNetworks are CIDRs (or IPs) that this registry's redirect hops
+	// and token realms may reach although they are internal, besides
+	// upstream.allowNetworks.
+	AllowNetworks []string `yaml:"allowNetworks"`
 
 	// from is the key that added this entry when it did not come from the
 	// YAML list ("REGISTRIES", "--registries"), for error messages.
@@ -243,6 +247,12 @@ type Upstream struct {
 	// SendTimeout bounds each write of a request body to upstream
 	// (PROXY_SEND_TIMEOUT, 60s).
 	SendTimeout Duration `yaml:"sendTimeout"`
+	// AllowNetworks are CIDRs (or IPs) that every upstream's redirect
+	// hops and token realms may reach although they are internal
+	// (private, loopback, link-local, …) — blob storage on a private
+	// network (UPSTREAM_ALLOW_NETWORKS). A registry's endpoint is always
+	// reachable at its own address and port.
+	AllowNetworks []string `yaml:"allowNetworks"`
 }
 
 // Cache holds the cache's bounds (nginx sizes and durations).

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/pflag"
 )
@@ -136,6 +137,7 @@ func envSettings(c *Config) []envSetting {
 		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", setDuration(&u.ConnectTimeout)},
 		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", setDuration(&u.ReadTimeout)},
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", setDuration(&u.SendTimeout)},
+		{"UPSTREAM_ALLOW_NETWORKS", "upstream.allowNetworks", setList(&u.AllowNetworks)},
 		{"FILL_TIMEOUT", "fillTimeout", setDuration(&c.FillTimeout)},
 		{"OUTAGE_HOLD", "outageHold", setDuration(&c.OutageHold)},
 		{"SHUTDOWN_GRACE", "shutdownGrace", setDuration(&c.ShutdownGrace)},
@@ -200,6 +202,14 @@ func setDuration(p *Duration) func(string) error {
 			return err
 		}
 		*p = Duration(v)
+		return nil
+	}
+}
+
+// setList reads a list separated by spaces or commas.
+func setList(p *[]string) func(string) error {
+	return func(s string) error {
+		*p = strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 		return nil
 	}
 }

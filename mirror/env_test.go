@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,9 @@ type envOptions struct {
 	evict storage.EvictOptions
 	// tune, when set, changes the Options last.
 	tune func(*mirror.Options)
+	// allowNetworks sets the upstream clients' AllowNetworks (internal
+	// networks redirects and token realms may reach).
+	allowNetworks []netip.Prefix
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -131,6 +135,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
 			Credentials:    opts.creds,
+			AllowNetworks:  opts.allowNetworks,
 			Log:            logx.From,
 			Now:            e.clock.Now,
 		})

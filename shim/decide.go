@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
@@ -77,17 +78,6 @@ type Verdict struct {
 
 // ErrBadTarget reports a CONNECT target that is not host:port.
 var ErrBadTarget = errors.New("bad CONNECT target")
-
-// metadataAddrs are the cloud instance metadata services.
-var metadataAddrs = []netip.Addr{
-	netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, OpenStack…
-	netip.MustParseAddr("169.254.170.2"),   // AWS ECS task metadata
-	netip.MustParseAddr("fd00:ec2::254"),   // AWS IPv6
-	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
-}
-
-// metadataNames are host names of metadata services.
-var metadataNames = []string{"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
 
 // Decide chooses what to do with CONNECT target ("host:port"), parsed
 // into its one spelling first (ParseTarget: errors wrap ErrBadTarget).
@@ -168,39 +158,15 @@ func deniedName(host string) bool {
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
-	return slices.Contains(metadataNames, h)
+	return slices.Contains(netguard.MetadataNames, h)
 }
 
 // Allowed reports whether a tunnel may reach addr: never loopback,
-// link-local, unspecified, multicast or metadata addresses, unless one of
-// allow contains it.
+// link-local, unspecified, multicast or metadata addresses
+// (netguard.LocalReason), unless one of allow contains it.
 func Allowed(addr netip.Addr, allow []netip.Prefix) bool {
-	addr = addr.Unmap()
-	for _, p := range allow {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	if addr.IsLoopback() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
-		addr.IsUnspecified() || addr.IsMulticast() || addr.IsInterfaceLocalMulticast() {
-		return false
-	}
-	return !slices.Contains(metadataAddrs, addr)
+	return netguard.Contains(allow, addr) || netguard.LocalReason(addr) == ""
 }
 
 // ParseNetworks parses CIDRs or single addresses.
-func ParseNetworks(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("network %q: want a CIDR or an IP address: %w", s, err)
-		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
+func ParseNetworks(ss []string) ([]netip.Prefix, error) { return netguard.ParseNetworks(ss) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/shim"
@@ -64,6 +65,28 @@ func (s *statusWatch) WriteHeader(code int) {
 }
 
 func (s *statusWatch) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// refuseLoops answers 508 Loop Detected to a request this proxy sent
+// upstream itself (its Via entry, netguard.Loop): an upstream that
+// redirects to the proxy through a load balancer or another name would
+// otherwise make each hop a new fill. Other requests go to next with the
+// proxies of this kind they came through in their context, so requests
+// sent upstream on their behalf carry them on (a loop through several
+// proxies is cut too).
+func refuseLoops(loop *netguard.Loop, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if loop.Looped(r.Header) {
+			err := oci.Errorf(http.StatusLoopDetected, oci.CodeUnavailable, "request loop: this request was sent upstream by this proxy itself (its Via entry); an upstream redirected the proxy to itself")
+			logx.From(r.Context()).WithError(err).Warn("request loop refused")
+			oci.WriteError(w, r, err)
+			return
+		}
+		if hops := netguard.Hops(r.Header); len(hops) > 0 {
+			r = r.WithContext(netguard.WithHops(r.Context(), hops))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // rootHandler serves the origin-form endpoints: the mirror under /v2/,
 // the CA and setup scripts, /metrics, the admin gc (admin.go), the other

@@ -10,6 +10,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/sirupsen/logrus"
 )
@@ -31,8 +32,8 @@ func newMetrics(cfg *config.Config, tokens *auth.TokenCache) *metrics.Metrics {
 // serveMetrics starts the --metrics-listen listener, serving only
 // /metrics, health's /healthz and /readyz and the admin gc (which needs
 // its token there too), until ctx ends; without the setting it does
-// nothing.
-func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health, admin http.Handler) error {
+// nothing. Its address joins self, which upstream connections never reach.
+func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health, admin http.Handler, self *netguard.Self) error {
 	if cfg.MetricsListen == "" {
 		return nil
 	}
@@ -40,6 +41,7 @@ func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, m
 	if err != nil {
 		return &configError{err: &config.KeyError{Key: "metricsListen", Value: cfg.MetricsListen, Err: err}}
 	}
+	self.Add(ln.Addr())
 	mux := http.NewServeMux()
 	mux.Handle(metricsPath, mt.Handler())
 	mux.Handle("/healthz", health)
