@@ -56,6 +56,11 @@ func (g *Guard) Authorize(r *http.Request, host, repo, kind, ref string) (contex
 // to the registry base endpoint (/v2/).
 func (g *Guard) AuthorizeBase(r *http.Request) error { return g.Policy().CheckBase(r) }
 
+// Restricted reports whether the policy in force serves what is cached
+// from host to fewer clients than everyone who reaches the proxy (an
+// access mode other than public).
+func (g *Guard) Restricted(host string) bool { return g.Policy().Mode(host) != Public }
+
 // ProxyUser checks a Proxy-Authorization header value against the proxy
 // users of the policy in force and returns the user it names; ok is false
 // when the header is not a valid Basic one of a proxy user, or when there

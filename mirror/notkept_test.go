@@ -28,6 +28,10 @@ func (c *boundedCache) Unlinked(context.Context, digest.Digest, string, string) 
 }
 func (c *boundedCache) Hit(digest.Digest)                {}
 func (c *boundedCache) Pin(digest.Digest) (unpin func()) { return func() {} }
+func (c *boundedCache) LowOnDisk() bool                  { return false }
+func (c *boundedCache) Repos(context.Context, digest.Digest) ([]string, bool, error) {
+	return nil, false, nil
+}
 
 // TestBlobWithoutLengthLargerThanTheCacheIsNotKept: a blob sent without
 // a Content-Length (chunked) that turns out larger than the cache's whole
