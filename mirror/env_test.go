@@ -68,6 +68,10 @@ type envOptions struct {
 	// cache.Lifecycle over the env's storage (with a MemIndex).
 	cache     mirror.Cache
 	lifecycle bool
+	// evict are the lifecycle's bounds (with lifecycle).
+	evict storage.EvictOptions
+	// maxFills and maxFillsPerUpstream set the Options of those names.
+	maxFills, maxFillsPerUpstream int
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -128,13 +132,13 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect}
+		Access: opts.access, Redirect: opts.redirect, MaxFills: opts.maxFills, MaxFillsPerUpstream: opts.maxFillsPerUpstream}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}
 	var lc *cache.Lifecycle
 	if opts.lifecycle {
-		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{}); err != nil {
+		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{Evict: opts.evict}); err != nil {
 			t.Fatal(err)
 		}
 		mopts.Cache = lc
