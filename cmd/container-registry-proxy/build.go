@@ -178,6 +178,8 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		Observer:              a.metrics,
 		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
 		Redirect:              cfg.StorageRedirect,
+		MaxFills:              cfg.MaxFills,
+		MaxFillsPerUpstream:   cfg.MaxFillsPerUpstream,
 	})
 	if err != nil {
 		return &configError{err}
