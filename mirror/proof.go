@@ -26,10 +26,11 @@ var errProve = errors.New("the blob's link needs a verified fill through this up
 func (m *Mirror) needsProof(ctx context.Context, t target, d digest.Digest) bool {
 	repos, known, err := m.opts.Cache.Repos(ctx, d)
 	if err != nil {
-		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, d).Warn("cache index unreadable; linking the blob only after a verified fill")
-		return true
+		// The index's own failures are reported where they happen (a
+		// shared index says once that Redis does not answer).
+		logx.From(ctx).WithError(err).WithField(logx.FieldDigest, d).Debug("cache index unreadable: which repositories link the blob is unknown")
 	}
-	if !known {
+	if err != nil || !known {
 		return m.othersRestricted(t.reg)
 	}
 	for _, key := range repos {
