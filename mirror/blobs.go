@@ -311,7 +311,7 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 		return errNoCache // too late for the relay: a relay of its own
 	}
 	if rd != nil {
-		f.seek(rd, br.start)
+		f.seek(rd, br.start, br.end)
 	}
 	cache := CacheMiss
 	if relaying {
@@ -326,13 +326,13 @@ func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *
 // streamFill sends the bytes br of the fill f to rd's response. The
 // headers go out first, not with the first bytes: a client (or a replica
 // streaming this fill) learns the blob is coming while upstream is slow
-// to send it. An answer that took bytes the fill relayed, or that is
-// finished from upstream, is logged PASS: they were not cached.
+// to send it. An answer from a fill that ended up relaying, or finished
+// from upstream, is logged PASS: the blob was not cached.
 func (m *Mirror) streamFill(w http.ResponseWriter, r *http.Request, t target, f *fill, rd *fillReader, br byteRange) error {
 	ctx := r.Context()
 	_ = http.NewResponseController(w).Flush() //nolint:errcheck // a writer that cannot flush sends the headers with the body
 	off, err := copyFill(ctx, w, f, rd, br.start, br.end)
-	if f.relayedTo(rd) {
+	if f.relaying() {
 		setCache(w, r, CachePass)
 	}
 	if errors.Is(err, errNoCache) {

@@ -1,8 +1,11 @@
 package mirror_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,7 +97,10 @@ func TestDiskErrorsStillServeUpstreamBytes(t *testing.T) {
 // middle of a fill that 4 clients read, the fill goes on relaying the
 // rest of that same upstream download to all of them: each gets the
 // verified blob, upstream sends it once, nothing is kept, and the access
-// log says cache=PASS for each (the bytes were not cached).
+// log says cache=PASS for each (the bytes were not cached). Two more
+// clients read ranges that end long before the blob does, one within the
+// spooled bytes and one within the relayed ones: their last byte waits
+// for the verification without holding the others up.
 func TestDiskFullMidFillSharesOneUpstreamStream(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true})
@@ -104,8 +110,21 @@ func TestDiskFullMidFillSharesOneUpstreamStream(t *testing.T) {
 	reg.SetFault(testreg.FaultBlobDelay)
 	path := "/v2/registry.test/app/blobs/" + d.String()
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range errs {
+	ranges := []string{"bytes=0-99", "bytes=4000000-4000099"}
+	rangeBodies := make([][]byte, len(ranges))
+	errs := make([]error, 4+len(ranges))
+	for i, rng := range ranges {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body, err := e.try("GET", path, "Range", rng)
+			if err == nil && (resp.StatusCode != 206 || len(body) != 100) {
+				err = fmt.Errorf("%s: status %d, %d bytes", rng, resp.StatusCode, len(body))
+			}
+			rangeBodies[i], errs[4+i] = body, err
+		}()
+	}
+	for i := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -117,7 +136,7 @@ func TestDiskFullMidFillSharesOneUpstreamStream(t *testing.T) {
 		}()
 	}
 	reg.WaitBlobsParked(t, 1)
-	waitFillClients(t, e, 4)
+	waitFillClients(t, e, len(errs))
 	reg.ReleaseBlobs()
 	wg.Wait()
 	e.drain()
@@ -135,7 +154,32 @@ func TestDiskFullMidFillSharesOneUpstreamStream(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(root, "_uploads")); len(ents) != 0 {
 		t.Fatalf("%d partial uploads left on the full disk", len(ents))
 	}
-	waitLogCount(t, e, "cache=PASS", 4)
+	waitLogCount(t, e, "cache=PASS", len(errs))
+	for i, rng := range ranges {
+		if want := upstreamRange(t, reg, "app", d.String(), rng); !bytes.Equal(rangeBodies[i], want) {
+			t.Fatalf("%s: the bytes differ from upstream's", rng)
+		}
+	}
+}
+
+// upstreamRange reads a range of a blob straight from the test registry.
+func upstreamRange(t *testing.T, reg *testreg.Registry, repo, d, rng string) []byte {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", reg.URL+"/v2/"+repo+"/blobs/"+d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Range", rng)
+	resp, err := reg.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 206 {
+		t.Fatalf("upstream %s: %d %v", rng, resp.StatusCode, err)
+	}
+	return body
 }
 
 // waitLogCount waits (bounded) until the log holds n lines with s: the

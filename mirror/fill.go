@@ -72,11 +72,10 @@ type fillKey struct {
 	d  digest.Digest
 }
 
-// fillReader is one response reading a fill, at offset off (guarded by
-// the fill's mu); relayed says it was sent bytes the fill relayed.
+// fillReader is one response reading a fill, at offset off, up to end
+// (-1: the blob's end). Guarded by the fill's mu.
 type fillReader struct {
-	off     int64
-	relayed bool
+	off, end int64
 }
 
 // errNoCache tells waiting clients that the cache cannot take the blob
@@ -121,13 +120,13 @@ func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest, forPee
 	defer m.mu.Unlock()
 	if f := m.fills[k]; f != nil {
 		f.refs++
-		rd, _ := f.attach(0)
+		rd, _ := f.attach()
 		return f, rd, false, nil
 	}
 	if err := m.fillRoom(t); err != nil {
 		return nil, nil, false, err
 	}
-	rd = &fillReader{}
+	rd = &fillReader{end: -1}
 	tctx, cancelTimeout := detached(ctx, m.opts.FillTimeout)
 	fctx, stop := context.WithCancelCause(tctx)
 	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1, forPeer: forPeer, stop: stop,
@@ -540,24 +539,25 @@ func closeReady(f *fill) {
 	}
 }
 
-// attach registers a reader that starts at off. It is refused (false)
-// when the fill relays and no longer holds every byte from off on: a
+// attach registers a reader that starts at offset 0 (until seek). It is
+// refused (false) when the fill relays and no longer holds every byte: a
 // reader that came too late for the relay. Mirror.mu may be held.
-func (f *fill) attach(off int64) (*fillReader, bool) {
+func (f *fill) attach() (*fillReader, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if w := f.relay; w != nil && w.start > max(off, w.spooled) {
+	if w := f.relay; w != nil && w.start > w.spooled {
 		return nil, false
 	}
-	rd := &fillReader{off: off}
+	rd := &fillReader{end: -1}
 	f.readers[rd] = struct{}{}
 	return rd, true
 }
 
-// seek moves rd, still at offset 0, to off: where its answer starts.
-func (f *fill) seek(rd *fillReader, off int64) {
+// seek sets the bytes [off, end) rd answers (end -1: to the blob's end),
+// once the blob's size is known; rd is still at offset 0.
+func (f *fill) seek(rd *fillReader, off, end int64) {
 	f.mu.Lock()
-	rd.off = off
+	rd.off, rd.end = off, end
 	f.mu.Unlock()
 }
 
@@ -575,11 +575,12 @@ func (f *fill) detach(rd *fillReader) {
 	}
 }
 
-// relayedTo reports whether rd was sent bytes the fill relayed.
-func (f *fill) relayedTo(rd *fillReader) bool {
+// relaying reports whether f relays instead of spooling: nothing of it
+// is kept.
+func (f *fill) relaying() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return rd.relayed
+	return f.relay != nil
 }
 
 // view is what a reader may do with a fill right now.
@@ -588,9 +589,11 @@ type view struct {
 	// fill is verified, else all but the last byte, so that a failed fill
 	// always cuts a response short.
 	avail int64
-	// spooled is how many of them are in the spool; the others are in
-	// the relay's window.
+	// written is how many bytes arrived; spooled is how many of them are in the spool; the others are in
+	// the relay's window (relaying).
+	written  int64
 	spooled  int64
+	relaying bool
 	verified bool
 	done     bool
 	err      error // the fill failed before its bytes were verified
@@ -607,9 +610,9 @@ func (f *fill) step(rd *fillReader, off int64) view {
 			f.relay.wake()
 		}
 	}
-	v := view{avail: f.written, spooled: f.written, verified: f.verified, done: f.done, changed: f.changed}
+	v := view{avail: f.written, written: f.written, spooled: f.written, verified: f.verified, done: f.done, changed: f.changed}
 	if f.relay != nil {
-		v.spooled = f.relay.spooled
+		v.spooled, v.relaying = f.relay.spooled, true
 	}
 	if f.err != nil && !f.verified {
 		v.err = f.err
@@ -672,6 +675,9 @@ func copyFill(ctx context.Context, w io.Writer, f *fill, rd *fillReader, off, en
 			}
 			continue
 		}
+		if v.relaying && !v.verified && end >= 0 && off == end-1 && off >= v.spooled && off < v.written {
+			return c.finishTail(ctx, off)
+		}
 		if v.done {
 			if end >= 0 && off < end {
 				return off, io.ErrUnexpectedEOF
@@ -692,6 +698,35 @@ type fillCopy struct {
 	w     io.Writer
 	spool *os.File
 	bufp  *[]byte
+}
+
+// finishTail ends a range whose last byte, at off, a relaying fill holds
+// in its window: the byte is taken out of the window (which then keeps
+// nothing for this reader, and cannot be held up by it) and sent once the
+// whole blob is verified.
+func (c *fillCopy) finishTail(ctx context.Context, off int64) (int64, error) {
+	var last [1]byte
+	if _, err := c.f.fromWindow(last[:], off); err != nil {
+		return off, err
+	}
+	c.f.seek(c.rd, off+1, off+1)
+	for {
+		v := c.f.step(c.rd, off+1)
+		switch {
+		case v.err != nil:
+			return off, v.err
+		case v.verified:
+			if _, err := c.w.Write(last[:]); err != nil {
+				return off, err
+			}
+			return off + 1, nil
+		case v.done:
+			return off, io.ErrUnexpectedEOF
+		}
+		if err := wait(ctx, v.changed); err != nil {
+			return off, err
+		}
+	}
 }
 
 // open opens the reader's own file on the spool, at off; without one
@@ -732,7 +767,7 @@ func (c *fillCopy) close() {
 func (c *fillCopy) copy(off, limit, spooled int64) (int64, error) {
 	if off >= spooled {
 		buf := c.buf()
-		k, err := c.f.fromWindow(c.rd, buf[:min(int64(len(buf)), limit-off)], off)
+		k, err := c.f.fromWindow(buf[:min(int64(len(buf)), limit-off)], off)
 		if err != nil {
 			return 0, err
 		}

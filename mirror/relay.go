@@ -217,13 +217,16 @@ func (f *fill) startRelay(spooled, size int64) {
 	}
 }
 
-// lowest is the first byte of the window that a reader still needs; f.mu
-// is held.
+// lowest is the first byte of the window that a reader still needs: a
+// reader in the spool needs the window from its start, one whose range
+// ends before the window's bytes needs none of them. f.mu is held.
 func (f *fill) lowest() int64 {
 	w := f.relay
 	low := w.end
 	for rd := range f.readers {
-		low = min(low, max(rd.off, w.spooled))
+		if need := max(rd.off, w.spooled); rd.end < 0 || need < rd.end {
+			low = min(low, need)
+		}
 	}
 	return low
 }
@@ -259,11 +262,10 @@ func (f *fill) publish(ctx context.Context, p []byte) error {
 // attach and lowest see that it never happens.
 var errBehind = errors.New("reader fell behind the relayed bytes")
 
-// fromWindow copies the relayed bytes from off on into p for rd.
-func (f *fill) fromWindow(rd *fillReader, p []byte, off int64) (int, error) {
+// fromWindow copies the relayed bytes from off on into p.
+func (f *fill) fromWindow(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rd.relayed = true
 	if off < f.relay.start || off >= f.relay.end {
 		return 0, errBehind
 	}
@@ -323,15 +325,17 @@ func (m *Mirror) relayChunk(ctx context.Context, t target, f *fill, h hash.Hash,
 	if len(p) == 0 {
 		return nil
 	}
-	h.Write(p)
-	if err := f.publish(ctx, p); err != nil {
-		return m.failFill(ctx, nil, oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "relaying %s", f.digest))
-	}
 	f.mu.Lock()
 	n := f.written
 	f.mu.Unlock()
-	if size >= 0 && n > size {
+	if size >= 0 && n+int64(len(p)) > size {
+		// Checked before the bytes are published: readers never take a
+		// byte past the announced size, so the window would never drain.
 		return m.failFill(ctx, nil, oci.Errorf(http.StatusBadGateway, oci.CodeBlobUnknown, "upstream %s sent more than the %d bytes it announced for %s", t.reg.Host, size, f.digest))
+	}
+	h.Write(p)
+	if err := f.publish(ctx, p); err != nil {
+		return m.failFill(ctx, nil, oci.Wrap(http.StatusGatewayTimeout, oci.CodeUnavailable, err, "relaying %s", f.digest))
 	}
 	return nil
 }
