@@ -269,8 +269,10 @@ func (m *Mirror) headUpstream(w http.ResponseWriter, r *http.Request, t target, 
 // the fill (its answer is a MISS even when the fill is already complete).
 // It releases the caller's reference on f, and rd.
 func (m *Mirror) serveFill(w http.ResponseWriter, r *http.Request, t target, f *fill, rd *fillReader, started bool) error {
-	defer m.release(f)
+	// Released first, then detached: a fill this reader leaves alone
+	// stops before its window lets it read on.
 	defer f.detach(rd)
+	defer m.release(f)
 	ctx := r.Context()
 	if f.repo != t.repo {
 		// Another repository of the same upstream: upstream says whether

@@ -286,36 +286,44 @@ func wantRefused(t *testing.T, e *env, path, msg string) {
 }
 
 // TestUnkeptFillStopsWithoutClients: a fill of a blob too large for the
-// cache stops when its only client leaves (the upstream request is given
-// up, the spool removed, nothing stored); a fill that will be kept goes
-// on after its client left and is committed.
+// cache, or one that relays because the disk is low, stops when its only
+// client leaves (the upstream request is given up, the spool removed,
+// nothing stored); a fill that will be kept goes on after its client left
+// and is committed.
 func TestUnkeptFillStopsWithoutClients(t *testing.T) {
 	t.Parallel()
-	for _, kept := range []bool{false, true} {
-		t.Run(map[bool]string{false: "not kept", true: "kept"}[kept], func(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		max       int64
+		low, kept bool
+	}{
+		{name: "larger than the cache", max: 1 << 20},
+		{name: "relayed", max: 1 << 30, low: true},
+		{name: "kept", max: 1 << 30, kept: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			reg := testreg.Start(t, testreg.Options{TLS: true})
 			d, size := reg.PushBigBlob(t, "app", 4)
-			c := &boundedCache{max: 1 << 20}
-			if kept {
-				c.max = 1 << 30
-			}
+			c := &boundedCache{max: tc.max}
+			c.low.Store(tc.low)
 			e := newEnv(t, envOptions{backend: "filesystem", cache: c}, upstreamSpec{host: "registry.test", reg: reg})
 			reg.SetFault(testreg.FaultStallMidBlob)
-			readSomeAndLeave(t, e, reg, "/v2/registry.test/app/blobs/"+d.String())
-			if !kept {
+			// A relay goes at its reader's pace: upstream stalls, or not.
+			readSomeAndLeave(t, e, reg, "/v2/registry.test/app/blobs/"+d.String(), !tc.low)
+			if !tc.kept {
 				reg.WaitNoBlobsParked(t) // the fill gave its upstream request up
 			}
 			reg.ReleaseBlobs()
 			e.drain()
-			if stopped := strings.Contains(e.logs.String(), "blob fill stopped: nobody waits for a blob that will not be kept"); stopped == kept {
-				t.Fatalf("the fill stopped for want of clients: %v, want %v", stopped, !kept)
+			if stopped := strings.Contains(e.logs.String(), "blob fill stopped: nobody waits for a blob that will not be kept"); stopped == tc.kept {
+				t.Fatalf("the fill stopped for want of clients: %v, want %v", stopped, !tc.kept)
 			}
 			_, err := e.store.StatBlob(t.Context(), d)
-			if stored := err == nil; stored != kept {
-				t.Fatalf("blob stored: %v, want %v", stored, kept)
+			if stored := err == nil; stored != tc.kept {
+				t.Fatalf("blob stored: %v, want %v", stored, tc.kept)
 			}
-			if sent := reg.BlobBytes(); (sent == size) != kept {
+			if sent := reg.BlobBytes(); (sent == size) != tc.kept {
 				t.Fatalf("upstream sent %d of %d bytes", sent, size)
 			}
 			if ents, _ := os.ReadDir(filepath.Join(e.root, "_uploads")); len(ents) != 0 {
@@ -325,9 +333,9 @@ func TestUnkeptFillStopsWithoutClients(t *testing.T) {
 	}
 }
 
-// readSomeAndLeave starts a GET, reads the first bytes of its body and,
-// once upstream stalls in the middle of the blob, hangs up.
-func readSomeAndLeave(t *testing.T, e *env, reg *testreg.Registry, path string) {
+// readSomeAndLeave starts a GET, reads the first bytes of its body and
+// hangs up: with stalled, once upstream stalls in the middle of the blob.
+func readSomeAndLeave(t *testing.T, e *env, reg *testreg.Registry, path string, stalled bool) {
 	t.Helper()
 	resp, err := e.srv.Client().Get(e.srv.URL + path)
 	if err != nil {
@@ -337,7 +345,9 @@ func readSomeAndLeave(t *testing.T, e *env, reg *testreg.Registry, path string) 
 	if _, err := resp.Body.Read(buf); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET: %d %v", resp.StatusCode, err)
 	}
-	reg.WaitBlobsParked(t, 1)
+	if stalled {
+		reg.WaitBlobsParked(t, 1)
+	}
 	resp.Body.Close()
 	e.srv.CloseClientConnections()
 }
