@@ -162,8 +162,8 @@ const relayWindow = 1 << 20
 // window holds the latest bytes of a fill that relays instead of
 // spooling: bytes [start, end) of the blob, in a ring. Bytes below
 // spooled are in the spool. A registered reader at offset off keeps every
-// byte from max(off, spooled) on until it moved past it. Guarded by the
-// fill's mu.
+// byte from max(off, spooled) on, up to the end of its answer, until it
+// moved past it. Guarded by the fill's mu.
 type window struct {
 	spooled    int64
 	buf        []byte
@@ -201,11 +201,16 @@ func (w *window) get(p []byte, off int64) int {
 }
 
 // startRelay switches f from spooling to relaying: the bytes past the
-// spooled ones go through a window in memory. A fill that never spooled
-// (no upload) learns its size here and lets its readers in.
+// spooled ones go through a window in memory (no larger than they are).
+// A fill that never spooled (no upload) learns its size here and lets its
+// readers in.
 func (f *fill) startRelay(spooled, size int64) {
+	n := int64(relayWindow)
+	if size >= 0 {
+		n = max(min(n, size-spooled), 1)
+	}
 	f.mu.Lock()
-	f.relay = &window{spooled: spooled, buf: make([]byte, relayWindow), start: spooled, end: spooled, moved: make(chan struct{})}
+	f.relay = &window{spooled: spooled, buf: make([]byte, n), start: spooled, end: spooled, moved: make(chan struct{})}
 	fresh := f.upload == nil
 	if fresh {
 		f.size = size
