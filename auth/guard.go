@@ -101,6 +101,11 @@ func (g *Guard) LoginBlocked(r *http.Request) error { return g.logins.blocked(r)
 // LoginFailed counts a failed login of r's address (see LoginBlocked).
 func (g *Guard) LoginFailed(r *http.Request) { g.logins.failed(r) }
 
+// Restricted reports whether the policy in force serves what is cached
+// from host to fewer clients than everyone who reaches the proxy (an
+// access mode other than public).
+func (g *Guard) Restricted(host string) bool { return g.Policy().Mode(host) != Public }
+
 // ProxyUser checks a Proxy-Authorization header value against the proxy
 // users of the policy in force and returns the user it names; ok is false
 // when the header is not a valid Basic one of a proxy user, or when there

@@ -56,6 +56,13 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// MaxFills bounds the blob downloads from upstream in flight, all
+	// upstreams together, and MaxFillsPerUpstream those from one upstream
+	// (YAML maxFills, maxFillsPerUpstream; MAX_FILLS,
+	// MAX_FILLS_PER_UPSTREAM; defaults 256 and 64): a pull that would
+	// start one more is answered 503 with Retry-After.
+	MaxFills            int `yaml:"maxFills"`
+	MaxFillsPerUpstream int `yaml:"maxFillsPerUpstream"`
 	// OutageHold is how long, after a tag revalidation failed because
 	// upstream was unreachable or answered 5xx/429, that upstream's cached
 	// tags are answered stale without asking it (YAML outageHold,
@@ -412,6 +419,10 @@ func Default() *Config {
 		FillTimeout:   Duration(30 * time.Minute),
 		OutageHold:    Duration(10 * time.Second),
 		ShutdownGrace: Duration(30 * time.Second),
+
+		MaxFills:            256,
+		MaxFillsPerUpstream: 64,
+
 		Client: Client{
 			SendTimeout:      Duration(60 * time.Second),
 			BodyTimeout:      Duration(60 * time.Second),

@@ -139,6 +139,8 @@ func envSettings(c *Config) []envSetting {
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", setDuration(&u.SendTimeout)},
 		{"UPSTREAM_ALLOW_NETWORKS", "upstream.allowNetworks", setList(&u.AllowNetworks)},
 		{"FILL_TIMEOUT", "fillTimeout", setDuration(&c.FillTimeout)},
+		{"MAX_FILLS", "maxFills", setInt(&c.MaxFills)},
+		{"MAX_FILLS_PER_UPSTREAM", "maxFillsPerUpstream", setInt(&c.MaxFillsPerUpstream)},
 		{"OUTAGE_HOLD", "outageHold", setDuration(&c.OutageHold)},
 		{"SHUTDOWN_GRACE", "shutdownGrace", setDuration(&c.ShutdownGrace)},
 		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", setBool(&c.ProxyRequestBuffering)},

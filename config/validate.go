@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 		c.validateManifestCache,
 		c.validateLimits,
 		c.validateTagList,
+		c.validateFills,
 		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
@@ -106,6 +107,19 @@ func (c *Config) compileTier(path, src string) (*regexp.Regexp, error) {
 // compileTier anchors src at the start of the tag only.
 func compileTier(src string) (*regexp.Regexp, error) {
 	return regexp.Compile(`^(?:` + src + `)`)
+}
+
+// validateFills checks the caps on blob downloads in flight.
+func (c *Config) validateFills() error {
+	for _, k := range []struct {
+		path string
+		n    int
+	}{{"maxFills", c.MaxFills}, {"maxFillsPerUpstream", c.MaxFillsPerUpstream}} {
+		if k.n <= 0 {
+			return &KeyError{Key: c.keyFor(k.path), Value: strconv.Itoa(k.n), Err: errors.New("must be positive")}
+		}
+	}
+	return nil
 }
 
 func (c *Config) validateLimits() error {

@@ -80,6 +80,8 @@ type envOptions struct {
 	// allowNetworks sets the upstream clients' AllowNetworks (internal
 	// networks redirects and token realms may reach).
 	allowNetworks []netip.Prefix
+	// maxFills and maxFillsPerUpstream set the Options of those names.
+	maxFills, maxFillsPerUpstream int
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -145,7 +147,8 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait}
+		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait,
+		MaxFills: opts.maxFills, MaxFillsPerUpstream: opts.maxFillsPerUpstream}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

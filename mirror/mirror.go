@@ -94,10 +94,22 @@ type Options struct {
 	// DefaultTagListMaxBytes and DefaultTagListMaxTags.
 	TagListMaxBytes int64
 	TagListMaxTags  int
+	// MaxFills bounds the blob downloads in flight (fills), all upstreams
+	// together, and MaxFillsPerUpstream those from one upstream: a
+	// request that would start one more is answered 503 with Retry-After
+	// (joining a download in flight and hits never are). 0 means
+	// DefaultMaxFills and DefaultMaxFillsPerUpstream, negative no bound.
+	MaxFills, MaxFillsPerUpstream int
 }
 
 // DefaultDownHold is Options.DownHold's default.
 const DefaultDownHold = 10 * time.Second
+
+// Defaults of Options.MaxFills and Options.MaxFillsPerUpstream.
+const (
+	DefaultMaxFills            = 256
+	DefaultMaxFillsPerUpstream = 64
+)
 
 // Mirror is the pull-through registry. It is an http.Handler.
 type Mirror struct {
@@ -115,14 +127,22 @@ type Mirror struct {
 	// tagLists shares one upstream listing per repository (listing.go).
 	tagLists *flight.Group[[]string]
 
-	mu    sync.Mutex
-	fills map[string]*fill // digest → fill in flight
+	mu sync.Mutex
+	// fills are the fills in flight, by upstream namespace and digest: a
+	// client only ever reads bytes from the upstream it asked for.
+	fills map[fillKey]*fill
+	// perUpstream counts the fill goroutines of each upstream namespace
+	// (Options.MaxFillsPerUpstream).
+	perUpstream map[string]int
 	// running counts fill goroutines, so that a shutdown can let them
 	// end; idle is closed (and replaced) whenever it drops to zero. Both
 	// are guarded by mu: a counter, not a WaitGroup, because fills may
 	// start while Drain waits.
 	running int
 	idle    chan struct{}
+	// commits orders the commits of one digest (fills of it from several
+	// upstreams): the first stores the blob, the others link it.
+	commits [16]sync.Mutex
 	// purging orders a purge of a fill in flight (a blob deleted through
 	// the shim) and the fill's commit: see purge.go.
 	purging sync.RWMutex
@@ -179,13 +199,19 @@ func (m *Mirror) Drain(ctx context.Context) error {
 	}
 }
 
-// fillStarted and fillEnded count fill goroutines; m.mu is held by the
-// caller of fillStarted.
-func (m *Mirror) fillStarted() { m.running++ }
+// fillStarted and fillEnded count fill goroutines, in all and of the
+// upstream namespace ns; m.mu is held by the caller of fillStarted.
+func (m *Mirror) fillStarted(ns string) {
+	m.running++
+	m.perUpstream[ns]++
+}
 
-func (m *Mirror) fillEnded() {
+func (m *Mirror) fillEnded(ns string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.perUpstream[ns]--; m.perUpstream[ns] == 0 {
+		delete(m.perUpstream, ns)
+	}
 	if m.running--; m.running == 0 {
 		close(m.idle)
 		m.idle = make(chan struct{})
@@ -215,6 +241,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.RevalidateWait == 0 {
 		opts.RevalidateWait = DefaultRevalidateWait
 	}
+	opts.MaxFills, opts.MaxFillsPerUpstream = orDefault(opts.MaxFills, DefaultMaxFills), orDefault(opts.MaxFillsPerUpstream, DefaultMaxFillsPerUpstream)
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -228,7 +255,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Fetcher == nil {
 		opts.Fetcher = fromUpstream{}
 	}
-	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
+	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[fillKey]*fill{}, perUpstream: map[string]int{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
 		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
 		tagLists: flight.New[[]string](opts.ManifestTimeout)}
@@ -255,6 +282,14 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	m.router = m.routes()
 	return m, nil
+}
+
+// orDefault is n, or def when n is 0.
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
 }
 
 // Registries returns the served upstreams with their path prefixes.

@@ -197,6 +197,8 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		Redirect:              cfg.StorageRedirect,
 		TagListMaxBytes:       int64(cfg.TagList.MaxBytes),
 		TagListMaxTags:        cfg.TagList.MaxTags,
+		MaxFills:              cfg.MaxFills,
+		MaxFillsPerUpstream:   cfg.MaxFillsPerUpstream,
 	})
 	if err != nil {
 		return &configError{err}

@@ -59,6 +59,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 		writeOCIError(sw, int(f), errorCode(int(f)), fmt.Sprintf("testreg fault: status %d", int(f)))
 		return
 	}
+	if kind == KindBlob && r.serveClaimed(sw, req) {
+		return
+	}
 	if isV2 && !r.authorize(sw, req, repo) {
 		return
 	}
