@@ -223,38 +223,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if store == nil {
 		return nil, errors.New("mirror: nil store")
 	}
-	if opts.TagTTL == nil {
-		opts.TagTTL = func(string) time.Duration { return 0 }
-	}
-	if opts.FillTimeout <= 0 {
-		opts.FillTimeout = 30 * time.Minute
-	}
-	if opts.ManifestTimeout <= 0 {
-		opts.ManifestTimeout = 2 * time.Minute
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.DownHold == 0 {
-		opts.DownHold = DefaultDownHold
-	}
-	if opts.RevalidateWait == 0 {
-		opts.RevalidateWait = DefaultRevalidateWait
-	}
-	opts.MaxFills, opts.MaxFillsPerUpstream = orDefault(opts.MaxFills, DefaultMaxFills), orDefault(opts.MaxFillsPerUpstream, DefaultMaxFillsPerUpstream)
-	if opts.Observer == nil {
-		opts.Observer = nopObserver{}
-	}
-	tagListDefaults(&opts)
-	if opts.Access == nil {
-		opts.Access = open{}
-	}
-	if opts.Cache == nil {
-		opts.Cache = unbounded{}
-	}
-	if opts.Fetcher == nil {
-		opts.Fetcher = fromUpstream{}
-	}
+	setDefaults(&opts)
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[fillKey]*fill{}, perUpstream: map[string]int{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
 		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
@@ -282,6 +251,42 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	m.router = m.routes()
 	return m, nil
+}
+
+// setDefaults fills the unset Options with their defaults.
+func setDefaults(opts *Options) {
+	if opts.TagTTL == nil {
+		opts.TagTTL = func(string) time.Duration { return 0 }
+	}
+	if opts.FillTimeout <= 0 {
+		opts.FillTimeout = 30 * time.Minute
+	}
+	if opts.ManifestTimeout <= 0 {
+		opts.ManifestTimeout = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DownHold == 0 {
+		opts.DownHold = DefaultDownHold
+	}
+	if opts.RevalidateWait == 0 {
+		opts.RevalidateWait = DefaultRevalidateWait
+	}
+	opts.MaxFills, opts.MaxFillsPerUpstream = orDefault(opts.MaxFills, DefaultMaxFills), orDefault(opts.MaxFillsPerUpstream, DefaultMaxFillsPerUpstream)
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	tagListDefaults(opts)
+	if opts.Access == nil {
+		opts.Access = open{}
+	}
+	if opts.Cache == nil {
+		opts.Cache = unbounded{}
+	}
+	if opts.Fetcher == nil {
+		opts.Fetcher = fromUpstream{}
+	}
 }
 
 // orDefault is n, or def when n is 0.
