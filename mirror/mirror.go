@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/flight"
@@ -126,6 +127,11 @@ type Mirror struct {
 	links     *flight.Group[struct{}]
 	// tagLists shares one upstream listing per repository (listing.go).
 	tagLists *flight.Group[[]string]
+	// listingSlots bounds the upstream listings of different
+	// repositories running at once (maxListings); listingsQueued counts
+	// those waiting for a slot.
+	listingSlots   chan struct{}
+	listingsQueued atomic.Int64
 
 	mu sync.Mutex
 	// fills are the fills in flight, by upstream namespace and digest: a
@@ -227,7 +233,7 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[fillKey]*fill{}, perUpstream: map[string]int{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
 		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
-		tagLists: flight.New[[]string](opts.ManifestTimeout)}
+		tagLists: flight.New[[]string](opts.ManifestTimeout), listingSlots: make(chan struct{}, maxListings)}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {
