@@ -272,6 +272,10 @@ type Cache struct {
 	MinFree Size `yaml:"minFree"`
 	// InactiveTime removes blobs unused this long (CACHE_INACTIVE_TIME, 60d).
 	InactiveTime Duration `yaml:"inactiveTime"`
+	// GroupReadable lets the proxy's group read what it writes: files
+	// 0640 and directories 0750 instead of 0600 and 0700
+	// (CACHE_GROUP_READABLE, false) — for a backup agent in that group.
+	GroupReadable bool `yaml:"groupReadable"`
 }
 
 // RateLimit is how the proxy spares upstreams' rate limits (Docker Hub's

@@ -130,6 +130,7 @@ func envSettings(c *Config) []envSetting {
 		{"CACHE_MAX_SIZE", "cache.maxSize", setSize(&c.Cache.MaxSize)},
 		{"CACHE_MIN_FREE", "cache.minFree", setSize(&c.Cache.MinFree)},
 		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", setDuration(&c.Cache.InactiveTime)},
+		{"CACHE_GROUP_READABLE", "cache.groupReadable", setBool(&c.Cache.GroupReadable)},
 		{"TAG_LIST_MAX_BYTES", "tagList.maxBytes", setSize(&c.TagList.MaxBytes)},
 		{"TAG_LIST_MAX_TAGS", "tagList.maxTags", setInt(&c.TagList.MaxTags)},
 		{"VERIFY_SSL", "upstream.verifySSL", setBool(&u.VerifySSL)},

@@ -85,7 +85,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm, opts Upload
 		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the cache's root and an upload ID of ours
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640) //nolint:gosec // G302, G304: the cache's root and an upload ID of ours; the umask (0077, or 0027 with cache.groupReadable) narrows the mode
 		if err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
