@@ -12,8 +12,8 @@ type Config struct {
 	// Listen is the main listener address, host:port (--listen, LISTEN,
 	// YAML listen; default ":3128"). Port 0 picks a free port.
 	Listen string `yaml:"listen"`
-	// MetricsListen is an extra listener serving only /metrics, /healthz
-	// and /readyz, host:port (--metrics-listen, METRICS_LISTEN, YAML
+	// MetricsListen is an extra listener serving only /metrics, /healthz,
+	// /readyz and POST /_admin/gc, host:port (--metrics-listen, METRICS_LISTEN, YAML
 	// metricsListen; default empty: off). They are on the main listener
 	// in any case.
 	MetricsListen string `yaml:"metricsListen"`
@@ -56,6 +56,13 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// MaxFills bounds the blob downloads from upstream in flight, all
+	// upstreams together, and MaxFillsPerUpstream those from one upstream
+	// (YAML maxFills, maxFillsPerUpstream; MAX_FILLS,
+	// MAX_FILLS_PER_UPSTREAM; defaults 256 and 64): a pull that would
+	// start one more is answered 503 with Retry-After.
+	MaxFills            int `yaml:"maxFills"`
+	MaxFillsPerUpstream int `yaml:"maxFillsPerUpstream"`
 	// OutageHold is how long, after a tag revalidation failed because
 	// upstream was unreachable or answered 5xx/429, that upstream's cached
 	// tags are answered stale without asking it (YAML outageHold,
@@ -116,6 +123,10 @@ type Config struct {
 	Redis Redis `yaml:"redis"`
 	// Cluster is how replicas sharing one Redis reach each other.
 	Cluster Cluster `yaml:"cluster"`
+	// Status holds the status page's settings.
+	Status Status `yaml:"status"`
+	// Admin holds the admin endpoints' settings.
+	Admin Admin `yaml:"admin"`
 
 	// src maps a setting's YAML path ("manifestCache.primaryTime") to the
 	// key the user wrote it under (the YAML path, an environment variable or
@@ -184,6 +195,10 @@ type Registry struct {
 	// TokenRealms lists extra hosts (host[:port]) allowed as Bearer token
 	// realms besides the registry's own domain.
 	TokenRealms []string `yaml:"tokenRealms"`
+	// AllowNetworks are CIDRs (or IPs) that this registry's redirect hops
+	// and token realms may reach although they are internal, besides
+	// upstream.allowNetworks.
+	AllowNetworks []string `yaml:"allowNetworks"`
 
 	// from is the key that added this entry when it did not come from the
 	// YAML list ("REGISTRIES", "--registries"), for error messages.
@@ -239,6 +254,12 @@ type Upstream struct {
 	// SendTimeout bounds each write of a request body to upstream
 	// (PROXY_SEND_TIMEOUT, 60s).
 	SendTimeout Duration `yaml:"sendTimeout"`
+	// AllowNetworks are CIDRs (or IPs) that every upstream's redirect
+	// hops and token realms may reach although they are internal
+	// (private, loopback, link-local, …) — blob storage on a private
+	// network (UPSTREAM_ALLOW_NETWORKS). A registry's endpoint is always
+	// reachable at its own address and port.
+	AllowNetworks []string `yaml:"allowNetworks"`
 }
 
 // Cache holds the cache's bounds (nginx sizes and durations).
@@ -251,6 +272,10 @@ type Cache struct {
 	MinFree Size `yaml:"minFree"`
 	// InactiveTime removes blobs unused this long (CACHE_INACTIVE_TIME, 60d).
 	InactiveTime Duration `yaml:"inactiveTime"`
+	// GroupReadable lets the proxy's group read what it writes: files
+	// 0640 and directories 0750 instead of 0600 and 0700
+	// (CACHE_GROUP_READABLE, false) — for a backup agent in that group.
+	GroupReadable bool `yaml:"groupReadable"`
 }
 
 // RateLimit is how the proxy spares upstreams' rate limits (Docker Hub's
@@ -305,6 +330,30 @@ type ClientAuth struct {
 	// remembered per client and repository (YAML clientAuth.upstreamCheckTTL;
 	// default 5m).
 	UpstreamCheckTTL Duration `yaml:"upstreamCheckTTL"`
+	// MaxFailedLogins is how many refused logins a client address may make
+	// per minute before its credentials are answered 429 unchecked until
+	// the minute ends (YAML clientAuth.maxFailedLogins; default 10; 0 turns
+	// the limit off).
+	MaxFailedLogins int `yaml:"maxFailedLogins"`
+}
+
+// Status holds the status page's settings.
+type Status struct {
+	// ShowRepositories lists repository names on the status page (the
+	// most pulled ones, and those of downloads in flight); false shows
+	// the registries only (YAML status.showRepositories,
+	// STATUS_SHOW_REPOSITORIES; default true).
+	ShowRepositories bool `yaml:"showRepositories"`
+}
+
+// Admin holds the admin endpoints' settings (POST /_admin/gc).
+type Admin struct {
+	// Token is the bearer token the admin endpoints require on the main
+	// listener (YAML admin.token, ADMIN_TOKEN). Exclusive with TokenFile.
+	Token string `yaml:"token"`
+	// TokenFile is a file holding Token (one trailing newline dropped),
+	// read at start (YAML admin.tokenFile, ADMIN_TOKEN_FILE).
+	TokenFile string `yaml:"tokenFile"`
 }
 
 // Client holds the nginx-style client-side timeouts.
@@ -374,6 +423,10 @@ func Default() *Config {
 		FillTimeout:   Duration(30 * time.Minute),
 		OutageHold:    Duration(10 * time.Second),
 		ShutdownGrace: Duration(30 * time.Second),
+
+		MaxFills:            256,
+		MaxFillsPerUpstream: 64,
+
 		Client: Client{
 			SendTimeout:      Duration(60 * time.Second),
 			BodyTimeout:      Duration(60 * time.Second),
@@ -390,7 +443,8 @@ func Default() *Config {
 		RateLimit:             RateLimit{MinRemaining: 10},
 		TagList:               TagList{MaxBytes: Size(16 << 20), MaxTags: 100000},
 		Redis:                 Redis{Prefix: "crp"},
-		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
+		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute), MaxFailedLogins: 10},
+		Status:                Status{ShowRepositories: true},
 	}
 }
 

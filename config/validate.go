@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 		c.validateManifestCache,
 		c.validateLimits,
 		c.validateTagList,
+		c.validateFills,
 		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
@@ -108,6 +109,19 @@ func compileTier(src string) (*regexp.Regexp, error) {
 	return regexp.Compile(`^(?:` + src + `)`)
 }
 
+// validateFills checks the caps on blob downloads in flight.
+func (c *Config) validateFills() error {
+	for _, k := range []struct {
+		path string
+		n    int
+	}{{"maxFills", c.MaxFills}, {"maxFillsPerUpstream", c.MaxFillsPerUpstream}} {
+		if k.n <= 0 {
+			return &KeyError{Key: c.keyFor(k.path), Value: strconv.Itoa(k.n), Err: errors.New("must be positive")}
+		}
+	}
+	return nil
+}
+
 func (c *Config) validateLimits() error {
 	durations := []struct {
 		path string
@@ -157,10 +171,25 @@ func (c *Config) validateLimits() error {
 			return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowPorts"), i), Value: strconv.Itoa(p), Err: errors.New("not a TCP port")}
 		}
 	}
+	if err := checkNetworks(c.keyFor("upstream.allowNetworks"), c.Upstream.AllowNetworks); err != nil {
+		return err
+	}
 	for i, n := range c.Connect.AllowNetworks {
 		if _, err := netip.ParsePrefix(n); err != nil {
 			if _, err2 := netip.ParseAddr(n); err2 != nil {
 				return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowNetworks"), i), Value: n, Err: errors.New("want a CIDR such as 127.0.0.1/32 or an IP address")}
+			}
+		}
+	}
+	return nil
+}
+
+// checkNetworks checks a list of CIDRs or IPs given by key.
+func checkNetworks(key string, list []string) error {
+	for i, n := range list {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			if _, err2 := netip.ParseAddr(n); err2 != nil {
+				return &KeyError{Key: fmt.Sprintf("%s[%d]", key, i), Value: n, Err: errors.New("want a CIDR such as 10.0.0.0/8 or an IP address")}
 			}
 		}
 	}

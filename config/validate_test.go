@@ -241,6 +241,14 @@ func TestLoadErrors(t *testing.T) {
 			yaml: "cache:\n  maxSize: 0\n",
 			key:  "cache.maxSize",
 			want: `cache.maxSize: invalid value "0": must be positive`},
+		{name: "zero fill cap in env",
+			env:  map[string]string{"MAX_FILLS": "0"},
+			key:  "MAX_FILLS",
+			want: `MAX_FILLS: invalid value "0": must be positive`},
+		{name: "negative fill cap per upstream",
+			yaml: "maxFillsPerUpstream: -1\n",
+			key:  "maxFillsPerUpstream",
+			want: `maxFillsPerUpstream: invalid value "-1": must be positive`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

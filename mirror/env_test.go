@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,11 @@ type envOptions struct {
 	evict storage.EvictOptions
 	// tune, when set, changes the Options last.
 	tune func(*mirror.Options)
+	// allowNetworks sets the upstream clients' AllowNetworks (internal
+	// networks redirects and token realms may reach).
+	allowNetworks []netip.Prefix
+	// maxFills and maxFillsPerUpstream set the Options of those names.
+	maxFills, maxFillsPerUpstream int
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -131,6 +137,7 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
 			Credentials:    opts.creds,
+			AllowNetworks:  opts.allowNetworks,
 			Log:            logx.From,
 			Now:            e.clock.Now,
 		})
@@ -140,7 +147,8 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait}
+		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait,
+		MaxFills: opts.maxFills, MaxFillsPerUpstream: opts.maxFillsPerUpstream}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}

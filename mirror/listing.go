@@ -213,6 +213,11 @@ type tagListing struct {
 }
 
 func (m *Mirror) fetchTags(ctx context.Context, t target) ([]string, error) {
+	release, err := m.listingSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	l := &tagListing{m: m, t: t, budget: m.opts.TagListMaxBytes, seen: map[string]bool{}, set: map[string]bool{}}
 	log := logx.From(ctx).WithFields(map[string]any{logx.FieldUpstream: t.reg.Host, logx.FieldRepo: t.repo})
 	query := url.Values{}
@@ -308,6 +313,30 @@ func (l *tagListing) add(tags []string) int {
 func (l *tagListing) overBound(what string) error {
 	return oci.Wrap(http.StatusBadGateway, oci.CodeUnsupported, errTagListBound,
 		"the tag list of %s on %s is larger than this proxy serves (%s)", l.t.repo, l.t.reg.Host, what)
+}
+
+// maxListings bounds the upstream tag listings running at once, all
+// repositories and upstreams together: each may hold up to
+// Options.TagListMaxBytes of pages and their tags, so that many listings
+// of different repositories of a hostile upstream cannot add up to
+// gigabytes. Listings past it wait for a slot (as long as their clients
+// wait).
+const maxListings = 8
+
+// listingSlot waits for one of the maxListings slots; release frees it.
+func (m *Mirror) listingSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case m.listingSlots <- struct{}{}:
+	default:
+		m.listingsQueued.Add(1)
+		defer m.listingsQueued.Add(-1)
+		select {
+		case m.listingSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return func() { <-m.listingSlots }, nil
 }
 
 // nextQuery returns the query of the page that link (a Link header value

@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -229,6 +230,39 @@ func TestTagListCoalesced(t *testing.T) {
 	}
 	if n := reg.Count("GET", testreg.KindTags); n != 3 {
 		t.Fatalf("%d upstream tags/list requests for %d clients, want 3 (one listing of 3 pages)", n, clients)
+	}
+}
+
+// TestTagListingsBounded: listings of different repositories share a
+// bound (a hostile upstream's pages of up to TagListMaxBytes each cannot
+// add up past it): with 12 listings parked upstream, only MaxListings
+// reach upstream at once and the others wait for a slot; once upstream
+// answers, every client gets its list.
+func TestTagListingsBounded(t *testing.T) {
+	t.Parallel()
+	reg := testreg.Start(t, testreg.Options{TLS: true})
+	e := newEnv(t, envOptions{}, upstreamSpec{host: "registry.test", reg: reg})
+	reg.SetTagPages(&testreg.TagPages{PerPage: 10, Pages: 1, Hold: true})
+	const clients = mirror.MaxListings + 4
+	answers := make([]tagsAnswer, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { answers[i] = listTags(t, e, fmt.Sprintf("team/app%d", i)) })
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for reg.TagsHeld() < mirror.MaxListings || e.mirror.TagListingsQueued() < clients-mirror.MaxListings {
+		if held := reg.TagsHeld(); held > mirror.MaxListings || time.Now().After(deadline) {
+			reg.ReleaseTags()
+			t.Fatalf("%d listings upstream at once, %d waiting for a slot; want %d and %d", held, e.mirror.TagListingsQueued(), mirror.MaxListings, clients-mirror.MaxListings)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	reg.ReleaseTags()
+	wg.Wait()
+	for i, a := range answers {
+		if a.status != http.StatusOK || len(a.tags) != 10 {
+			t.Fatalf("client %d: status %d, %d tags; want 200 with 10", i, a.status, len(a.tags))
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/flight"
@@ -94,10 +95,22 @@ type Options struct {
 	// DefaultTagListMaxBytes and DefaultTagListMaxTags.
 	TagListMaxBytes int64
 	TagListMaxTags  int
+	// MaxFills bounds the blob downloads in flight (fills), all upstreams
+	// together, and MaxFillsPerUpstream those from one upstream: a
+	// request that would start one more is answered 503 with Retry-After
+	// (joining a download in flight and hits never are). 0 means
+	// DefaultMaxFills and DefaultMaxFillsPerUpstream, negative no bound.
+	MaxFills, MaxFillsPerUpstream int
 }
 
 // DefaultDownHold is Options.DownHold's default.
 const DefaultDownHold = 10 * time.Second
+
+// Defaults of Options.MaxFills and Options.MaxFillsPerUpstream.
+const (
+	DefaultMaxFills            = 256
+	DefaultMaxFillsPerUpstream = 64
+)
 
 // Mirror is the pull-through registry. It is an http.Handler.
 type Mirror struct {
@@ -114,15 +127,28 @@ type Mirror struct {
 	links     *flight.Group[struct{}]
 	// tagLists shares one upstream listing per repository (listing.go).
 	tagLists *flight.Group[[]string]
+	// listingSlots bounds the upstream listings of different
+	// repositories running at once (maxListings); listingsQueued counts
+	// those waiting for a slot.
+	listingSlots   chan struct{}
+	listingsQueued atomic.Int64
 
-	mu    sync.Mutex
-	fills map[string]*fill // digest → fill in flight
+	mu sync.Mutex
+	// fills are the fills in flight, by upstream namespace and digest: a
+	// client only ever reads bytes from the upstream it asked for.
+	fills map[fillKey]*fill
+	// perUpstream counts the fill goroutines of each upstream namespace
+	// (Options.MaxFillsPerUpstream).
+	perUpstream map[string]int
 	// running counts fill goroutines, so that a shutdown can let them
 	// end; idle is closed (and replaced) whenever it drops to zero. Both
 	// are guarded by mu: a counter, not a WaitGroup, because fills may
 	// start while Drain waits.
 	running int
 	idle    chan struct{}
+	// commits orders the commits of one digest (fills of it from several
+	// upstreams): the first stores the blob, the others link it.
+	commits [16]sync.Mutex
 	// purging orders a purge of a fill in flight (a blob deleted through
 	// the shim) and the fill's commit: see purge.go.
 	purging sync.RWMutex
@@ -179,13 +205,19 @@ func (m *Mirror) Drain(ctx context.Context) error {
 	}
 }
 
-// fillStarted and fillEnded count fill goroutines; m.mu is held by the
-// caller of fillStarted.
-func (m *Mirror) fillStarted() { m.running++ }
+// fillStarted and fillEnded count fill goroutines, in all and of the
+// upstream namespace ns; m.mu is held by the caller of fillStarted.
+func (m *Mirror) fillStarted(ns string) {
+	m.running++
+	m.perUpstream[ns]++
+}
 
-func (m *Mirror) fillEnded() {
+func (m *Mirror) fillEnded(ns string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.perUpstream[ns]--; m.perUpstream[ns] == 0 {
+		delete(m.perUpstream, ns)
+	}
 	if m.running--; m.running == 0 {
 		close(m.idle)
 		m.idle = make(chan struct{})
@@ -197,41 +229,11 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if store == nil {
 		return nil, errors.New("mirror: nil store")
 	}
-	if opts.TagTTL == nil {
-		opts.TagTTL = func(string) time.Duration { return 0 }
-	}
-	if opts.FillTimeout <= 0 {
-		opts.FillTimeout = 30 * time.Minute
-	}
-	if opts.ManifestTimeout <= 0 {
-		opts.ManifestTimeout = 2 * time.Minute
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.DownHold == 0 {
-		opts.DownHold = DefaultDownHold
-	}
-	if opts.RevalidateWait == 0 {
-		opts.RevalidateWait = DefaultRevalidateWait
-	}
-	if opts.Observer == nil {
-		opts.Observer = nopObserver{}
-	}
-	tagListDefaults(&opts)
-	if opts.Access == nil {
-		opts.Access = open{}
-	}
-	if opts.Cache == nil {
-		opts.Cache = unbounded{}
-	}
-	if opts.Fetcher == nil {
-		opts.Fetcher = fromUpstream{}
-	}
-	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
+	setDefaults(&opts)
+	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[fillKey]*fill{}, perUpstream: map[string]int{},
 		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
 		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
-		tagLists: flight.New[[]string](opts.ManifestTimeout)}
+		tagLists: flight.New[[]string](opts.ManifestTimeout), listingSlots: make(chan struct{}, maxListings)}
 	for i := range registries {
 		r := registries[i]
 		if r.Client == nil {
@@ -255,6 +257,50 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	}
 	m.router = m.routes()
 	return m, nil
+}
+
+// setDefaults fills the unset Options with their defaults.
+func setDefaults(opts *Options) {
+	if opts.TagTTL == nil {
+		opts.TagTTL = func(string) time.Duration { return 0 }
+	}
+	if opts.FillTimeout <= 0 {
+		opts.FillTimeout = 30 * time.Minute
+	}
+	if opts.ManifestTimeout <= 0 {
+		opts.ManifestTimeout = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DownHold == 0 {
+		opts.DownHold = DefaultDownHold
+	}
+	if opts.RevalidateWait == 0 {
+		opts.RevalidateWait = DefaultRevalidateWait
+	}
+	opts.MaxFills, opts.MaxFillsPerUpstream = orDefault(opts.MaxFills, DefaultMaxFills), orDefault(opts.MaxFillsPerUpstream, DefaultMaxFillsPerUpstream)
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	tagListDefaults(opts)
+	if opts.Access == nil {
+		opts.Access = open{}
+	}
+	if opts.Cache == nil {
+		opts.Cache = unbounded{}
+	}
+	if opts.Fetcher == nil {
+		opts.Fetcher = fromUpstream{}
+	}
+}
+
+// orDefault is n, or def when n is 0.
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
 }
 
 // Registries returns the served upstreams with their path prefixes.

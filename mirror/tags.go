@@ -122,7 +122,7 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 	m.markUp(ctx, t.reg.Host)
 	nrec := storage.TagRecord{Digest: mf.digest, MediaType: mf.mediaType, Size: int64(len(mf.body)), FetchedAt: m.opts.Now().UTC()}
 	if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, nrec); err != nil {
-		log.WithError(err).Warn("storing tag record")
+		logx.Every(log, "storing tag record", time.Minute).WithError(err).Warn("storing tag record")
 	}
 	return mf, nil
 }

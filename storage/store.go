@@ -55,7 +55,7 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: spool directory %s: %w", opts.SpoolDir, err)
 	}
-	return &Store{driver: d, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
+	return &Store{driver: causeDriver{d}, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
 }
 
 func notFound(err error) bool {
@@ -137,7 +137,7 @@ func (s *Store) PutSmallBlob(ctx context.Context, d digest.Digest, content []byt
 	}
 	id := newUploadID()
 	if err := s.driver.PutContent(ctx, uploadPath(id), content); err != nil {
-		return fmt.Errorf("blob %s: write upload: %w", d, err)
+		return errors.Join(fmt.Errorf("blob %s: write upload: %w", d, err), s.removeUpload(context.WithoutCancel(ctx), id))
 	}
 	if err := s.driver.Move(ctx, uploadPath(id), BlobPath(d)); err != nil {
 		return errors.Join(fmt.Errorf("blob %s: commit: %w", d, err), s.removeUpload(ctx, id))

@@ -65,6 +65,9 @@ type UploadOptions struct {
 	Deferred bool
 }
 
+// spoolPrefix starts the names of spool files (remote drivers).
+const spoolPrefix = "crp-spool-"
+
 func newUploadID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -82,7 +85,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm, opts Upload
 		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the cache's root and an upload ID of ours
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640) //nolint:gosec // G302, G304: the cache's root and an upload ID of ours; the umask (0077, or 0027 with cache.groupReadable) narrows the mode
 		if err != nil {
 			return nil, fmt.Errorf("upload: %w", err)
 		}
@@ -90,7 +93,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm, opts Upload
 		u.hash = newHasher(f, u.digest.Hash())
 		return u, nil
 	}
-	f, err := os.CreateTemp(s.spoolDir, "crp-spool-*")
+	f, err := os.CreateTemp(s.spoolDir, spoolPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("upload: spool: %w", err)
 	}

@@ -24,8 +24,9 @@ var (
 	ErrInvalidOptions = errors.New("invalid upstream options")
 	// ErrNoCertificates means a CA file held no PEM certificate.
 	ErrNoCertificates = errors.New("no PEM certificates found")
-	// ErrForbiddenAddress refuses a connection to a link-local, multicast
-	// or unspecified address other than the configured endpoint's.
+	// ErrForbiddenAddress refuses a connection to an internal address
+	// (internal/netguard) other than the configured endpoint's, or to the
+	// proxy's own listeners.
 	ErrForbiddenAddress = errors.New("address not allowed")
 	// ErrTooManyRedirects stops a redirect chain longer than maxRedirects.
 	ErrTooManyRedirects = errors.New("too many redirects")

@@ -63,6 +63,7 @@ func run(args []string, env func(string) string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "container-registry-proxy: configuration error: %s\n", oneLine(err))
 		return 2
 	}
+	syscall.Umask(fileMask(cfg))
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,6 +77,18 @@ func run(args []string, env func(string) string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// fileMask is the process's umask: what the proxy writes (cache files
+// through every storage driver, the index, the CA, spool files) is
+// readable by its user only, or its group too with cache.groupReadable,
+// whatever umask it was started with — private layers must not be
+// world-readable on a shared host.
+func fileMask(cfg *config.Config) int {
+	if cfg.Cache.GroupReadable {
+		return 0o027
+	}
+	return 0o077
 }
 
 func oneLine(err error) string {

@@ -59,8 +59,18 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 		writeOCIError(sw, int(f), errorCode(int(f)), fmt.Sprintf("testreg fault: status %d", int(f)))
 		return
 	}
+	if kind == KindBlob && r.serveClaimed(sw, req) {
+		return
+	}
 	if isV2 && !r.authorize(sw, req, repo) {
 		return
+	}
+	if kind == KindBlob && r.opts.RedirectBlob != nil && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+		if loc := r.opts.RedirectBlob(req.Method, req.URL.Path); loc != "" {
+			sw.Header().Set("Location", loc)
+			sw.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
 	}
 	if kind == KindBlob && req.Method == http.MethodGet {
 		if r.opts.BlobRedirect {
