@@ -6,27 +6,23 @@ import (
 	"net/http"
 )
 
-// More body faults (issue 14, faults pinned against the binary). Their
-// values stay clear of the ones in faults.go.
+// More body faults (issue 14, faults pinned against the binary; a stall
+// mid-body is FaultStallMidBlob in faults.go). Their values stay clear of
+// the ones in faults.go.
 const (
 	// FaultResetMidBlob sends blob GET headers with the full
 	// Content-Length and half the body, then resets the connection
 	// (HTTP/1.1: a TCP RST, SO_LINGER 0, which may also drop the last
 	// bytes sent; HTTP/2: a stream reset).
 	FaultResetMidBlob Fault = -101
-	// FaultStallMidBlob sends blob GET headers and half the body, then
-	// stalls (the connection stays open, silent) until ReleaseBlobs or
-	// SetFault, then sends the rest; it counts as parked
-	// (WaitBlobsParked).
-	FaultStallMidBlob Fault = -102
 	// FaultShortChunked sends blob GET bodies without Content-Length
 	// (chunked) and ends them cleanly after half the bytes: a complete
 	// HTTP answer with a short body, which only the size or digest check
 	// notices.
-	FaultShortChunked Fault = -103
+	FaultShortChunked Fault = -102
 	// FaultLongChunked sends blob GET bodies without Content-Length and
 	// ends them cleanly after the whole blob and 1 KiB more.
-	FaultLongChunked Fault = -104
+	FaultLongChunked Fault = -103
 )
 
 // loadFaultName names these faults for Fault.String.
@@ -34,8 +30,6 @@ func loadFaultName(f Fault) (string, bool) {
 	switch f {
 	case FaultResetMidBlob:
 		return "reset-mid-blob", true
-	case FaultStallMidBlob:
-		return "stall-mid-blob", true
 	case FaultShortChunked:
 		return "short-chunked", true
 	case FaultLongChunked:
@@ -74,13 +68,6 @@ func (r *Registry) applyLoadFault(w http.ResponseWriter, req *http.Request, resp
 			return true
 		}
 		_ = conn.Close()
-	case FaultStallMidBlob:
-		_, _ = io.CopyN(w, resp.Body, half)
-		_ = rc.Flush()
-		r.park(req)
-		if req.Context().Err() == nil {
-			r.copyBlob(w, req, resp.Body)
-		}
 	case FaultShortChunked:
 		_, _ = io.CopyN(w, resp.Body, half)
 	case FaultLongChunked:

@@ -60,28 +60,3 @@ func TestLoadBodyFaults(t *testing.T) {
 		}
 	}
 }
-
-// TestStallMidBlob: half the body, then silence until ReleaseBlobs; the
-// rest follows.
-func TestStallMidBlob(t *testing.T) {
-	t.Parallel()
-	reg := Start(t, Options{TLS: true})
-	layer := RandomLayer(t, 64<<10)
-	img := reg.PushImage(t, "app", "v1", layer)
-	reg.SetFault(FaultStallMidBlob)
-	resp, err := reg.Client().Get(reg.URL + "/v2/app/blobs/" + img.Layers[0].Digest.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	half := make([]byte, len(layer)/2)
-	if _, err := io.ReadFull(resp.Body, half); err != nil || !bytes.Equal(half, layer[:len(half)]) {
-		t.Fatalf("first half: %v", err)
-	}
-	reg.WaitBlobsParked(t, 1)
-	reg.ReleaseBlobs()
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || !bytes.Equal(rest, layer[len(half):]) {
-		t.Fatalf("after ReleaseBlobs: %d bytes, %v", len(rest), err)
-	}
-}
