@@ -11,6 +11,11 @@
 #
 # Common flags (bench/run.sh --help lists them all):
 #   --only cold,image,scaling,warm,tls,manifest,memory,replicas   run a subset
+#   --only load [--duration 60s] [--clients 1000]   the load generator
+#                              (bench/cmd/load) alone: 1,000 keep-alive
+#                              clients on warm content; writes its section
+#                              into docs/benchmarks.md (bench/cmd/load
+#                              -help lists its flags; about 1.5 minutes)
 #   --systems direct,ours,distribution,nginx,nginx-static
 #   --size-mib 256 --clients 8 --warm-clients 8,64 --scaling-mib 16,256,1024
 #   --layers 20 --layer-mib 4 --mem-clients 100 --manifest-clients 100
@@ -36,6 +41,53 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+
+# --only load: the load generator (bench/cmd/load), on its own. It needs
+# none of the peers: it runs its upstream (distribution v3) in process and
+# starts the proxy built from the working tree (the lean build, as in the
+# image); it writes its section into docs/benchmarks.md.
+only=""
+prev=""
+for a in "$@"; do
+	case "$a" in
+	--only=*) only="${a#--only=}" ;;
+	*) [ "$prev" = --only ] && only="$a" ;;
+	esac
+	prev="$a"
+done
+if [[ ",$only," == *,load,* ]]; then
+	if [ "$only" != load ]; then
+		echo "run.sh: --only load runs on its own (not with other groups)" >&2
+		exit 2
+	fi
+	args=()
+	skip=""
+	for a in "$@"; do
+		if [ -n "$skip" ]; then
+			skip=""
+			continue
+		fi
+		case "$a" in
+		--only) skip=1 ;;
+		--only=*) ;;
+		*) args+=("$a") ;;
+		esac
+	done
+	work="$(mktemp -d "${TMPDIR:-/tmp}/crp-load-build.XXXXXX")"
+	trap 'rm -rf "$work"' EXIT
+	commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	if [ "$commit" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then
+		commit="$commit+dirty"
+	fi
+	echo "run.sh: building the proxy (lean) and the load generator" >&2
+	go build -tags "${PROXY_TAGS-lean}" -ldflags "-X main.Commit=$commit" -o "$work/container-registry-proxy" ./cmd/container-registry-proxy
+	go build -o "$work/load" ./bench/cmd/load
+	# Not exec: the EXIT trap must still remove $work. Flags given to
+	# run.sh come last and override these.
+	"$work/load" --proxy-bin "$work/container-registry-proxy" --page docs/benchmarks.md \
+		--command "bench/run.sh $*" "${args[@]}"
+	exit
+fi
 
 registry_bin=/usr/bin/docker-registry
 nginx_bin=/usr/sbin/nginx

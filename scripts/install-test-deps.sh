@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real clients the end-to-end tests drive: skopeo, podman,
 # containerd (with ctr), shellcheck, chromium (the status page test),
-# redis-server (the replicas' shared state) and docker-registry
-# (distribution 2.8, an upstream without the referrers API) from Debian;
+# redis-server (the replicas' shared state), docker-registry
+# (distribution 2.8, an upstream without the referrers API) and strace (the
+# crash tests' kill points) from Debian;
 # crane, oras (the referrers tests), versitygw (a real S3 server for the
 # storage and replica tests) and helm (the chart's rendering test) via
 # `go install`; and the linter scripts/test.sh
@@ -18,7 +19,7 @@ HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 
 missing=()
-for pkg in skopeo podman containerd shellcheck chromium redis-server docker-registry; do
+for pkg in skopeo podman containerd shellcheck chromium redis-server docker-registry strace; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		missing+=("$pkg")
 	fi

@@ -146,6 +146,8 @@ func TestLeanBuildWithoutCloudSDKs(t *testing.T) {
 var unconstrained = map[string]bool{
 	"cmd/container-registry-proxy": true,
 	"bench/cmd/bench":              true,
+	"bench/cmd/load":               true,
+	"bench/load":                   true,
 	"test/e2e":                     true,
 	"internal/testreg":             true,
 	"internal/deploytest":          true,

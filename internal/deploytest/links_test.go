@@ -18,6 +18,7 @@ var linkedDocs = []string{
 	"docs/kubernetes.md",
 	"docs/troubleshooting.md",
 	"docs/security.md",
+	"docs/reliability.md",
 }
 
 var (

@@ -63,6 +63,9 @@ func (f Fault) String() string {
 	case FaultStallMidBlob:
 		return "stall-mid-blob"
 	default:
+		if name, ok := loadFaultName(f); ok {
+			return name
+		}
 		return fmt.Sprintf("status-%d", int(f))
 	}
 }
@@ -99,7 +102,8 @@ func (s *faultState) get() Fault {
 
 // SetFault switches the registry's behaviour; safe for concurrent use. Any
 // blob bodies parked by an earlier FaultBlobDelay are released first, and
-// FaultBlobDelay installs a fresh gate for ReleaseBlobs to open.
+// FaultBlobDelay (and FaultStallMidBlob) installs a fresh gate for
+// ReleaseBlobs to open.
 func (r *Registry) SetFault(f Fault) {
 	s := &r.faults
 	s.mu.Lock()
@@ -188,6 +192,9 @@ func (r *Registry) park(req *http.Request) {
 // applyBodyFault copies a successful blob body to w (headers already
 // written) the way the current fault says.
 func (r *Registry) applyBodyFault(w http.ResponseWriter, req *http.Request, resp *http.Response) {
+	if r.applyLoadFault(w, req, resp, r.faults.get()) {
+		return
+	}
 	rc := http.NewResponseController(w)
 	total := resp.ContentLength
 	switch r.faults.get() {

@@ -147,7 +147,7 @@ func (r *Registry) serveBlobBody(w http.ResponseWriter, req *http.Request) {
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
-	if r.faults.get() == FaultNoLength {
+	if r.faults.get().dropsLength() {
 		w.Header().Del("Content-Length")
 	}
 	w.WriteHeader(resp.StatusCode)

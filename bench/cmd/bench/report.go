@@ -793,7 +793,7 @@ func (r *report) writeMethod(b *strings.Builder) {
 		cmd = strings.Join(os.Args, " ")
 	}
 	b.WriteString("## Command\n\n```sh\n" + cmd + "\n```\n\n")
-	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory,replicas` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--hit-kib`, `--hit-requests`, `--repeat` change sizes and concurrency.\n\n")
+	b.WriteString("`bench/run.sh --help` lists the flags: `--only cold,image,scaling,warm,tls,manifest,memory,replicas` runs a subset, `--systems` picks the peers, `--size-mib`, `--clients`, `--warm-clients`, `--scaling-mib`, `--layers`/`--layer-mib`, `--mem-clients`, `--manifest-clients`, `--hit-kib`, `--hit-requests`, `--repeat` change sizes and concurrency. `bench/run.sh --only load` runs the load generator alone (`bench/cmd/load`: 1,000 keep-alive clients on warm content; its section below is kept by the full run).\n\n")
 	b.WriteString("## Systems\n\n")
 	b.WriteString("All on 127.0.0.1, started by the benchmark with temporary directories and stopped by PID. The upstream is one docker-registry holding the pushed images (random, incompressible layers).\n\n")
 	fmt.Fprintf(b, "- **ours**: `container-registry-proxy` built from the working tree, filesystem cache, upstream `%s` mapped to the counting proxy (`insecure: true`); clients use `/v2/%s/<repo>/…`. Defaults otherwise (manifest cache off, as shipped), except in the manifest rows that say so.\n", upstreamHost, upstreamNS)

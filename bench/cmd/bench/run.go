@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/bench/load"
 )
 
 // run sets up the upstream, pushes the images, runs the selected groups
@@ -79,7 +81,15 @@ func (r *report) publish() error {
 	fmt.Println()
 	fmt.Print(r.targetTable())
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(r.markdown()), 0o644); err != nil {
+		page := r.markdown()
+		// The load section (bench/run.sh --only load) is measured apart:
+		// keep it.
+		if old, err := os.ReadFile(o.out); err == nil {
+			if block := load.Section(string(old)); block != "" {
+				page = load.SpliceBlock(page, block)
+			}
+		}
+		if err := os.WriteFile(o.out, []byte(page), 0o644); err != nil {
 			return err
 		}
 		r.b.log("wrote %s", o.out)
