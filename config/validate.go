@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 )
@@ -101,7 +102,13 @@ func (c *Config) compileTier(path, src string) (*regexp.Regexp, error) {
 
 // compileTier anchors src at the start of the tag only.
 func compileTier(src string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^(?:` + src + `)`)
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	// From the parsed form, not src: a \Q in src (literal text to its
+	// end) would swallow the closing parenthesis of `^(?:` + src + `)`.
+	return regexp.Compile(`^(?:` + re.String() + `)`)
 }
 
 func (c *Config) validateLimits() error {
