@@ -133,8 +133,14 @@ func checkHost(h string) error {
 		}
 	}
 	if port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+		}
+		if strconv.Itoa(n) != port {
+			// "0443" or "+443" would name the host under a second key,
+			// namespace and cache.
+			return fmt.Errorf("port %q: write it as %d", port, n)
 		}
 	}
 	return nil
