@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,4 +153,43 @@ func canonicalPort(host string) bool {
 	}
 	n, err := strconv.Atoi(host[i+1:])
 	return err == nil && strconv.Itoa(n) == host[i+1:]
+}
+
+// FuzzAdvertise: cluster.advertise is accepted only as http(s)://host:port
+// with a port from 1 to 65535, and the peer URLs the other replicas build
+// from it keep their path out of any query.
+func FuzzAdvertise(f *testing.F) {
+	for _, s := range []string{
+		"http://10.0.0.7:3128", "https://proxy-0.proxy:3128/", "http://[fd00::7]:3128", "http://a:3128/x", "http://a", "ftp://a:1",
+		// Found by FuzzValidAdvertise (cluster), the same rule: an empty
+		// query, a fragment, and ports outside 1 to 65535.
+		"http://a:1?", "http://a:1#", "http://a:1#f", "http://a:0", "http://a:99999", "http://a:080",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c := &Config{Cluster: Cluster{Advertise: s, Secret: strings.Repeat("s", 16)}}
+		err := c.validateAdvertise()
+		if s == "" { // not advertised: a replica that only follows
+			if err != nil {
+				t.Fatalf("no cluster.advertise: %v", err)
+			}
+			return
+		}
+		if err != nil {
+			var ke *KeyError
+			if !errors.As(err, &ke) || ke.Key != "cluster.advertise" {
+				t.Fatalf("cluster.advertise %q: %v", s, err)
+			}
+			return
+		}
+		u, err := url.Parse(s)
+		if err != nil || checkPort(u.Port()) != nil || u.User != nil {
+			t.Fatalf("cluster.advertise %q accepted", s)
+		}
+		peer, err := url.Parse(strings.TrimSuffix(s, "/") + "/_cluster/blobs/x?repo=y")
+		if err != nil || peer.Host != u.Host || peer.Path != "/_cluster/blobs/x" || peer.Query().Get("repo") != "y" {
+			t.Fatalf("cluster.advertise %q: peer URL %v (%v)", s, peer, err)
+		}
+	})
 }

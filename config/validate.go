@@ -211,8 +211,8 @@ func (c *Config) validateAdvertise() error {
 		return nil
 	}
 	u, err := url.Parse(adv)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || checkPort(u.Port()) != nil ||
+		(u.Path != "" && u.Path != "/") || strings.ContainsAny(adv, "?#") || u.User != nil {
 		return &KeyError{Key: c.keyFor("cluster.advertise"), Value: adv, Err: errors.New("want http://host:port (the address other replicas reach, e.g. http://$(POD_IP):3128)")}
 	}
 	if len(c.Cluster.Secret) < 16 {
