@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/opencontainers/go-digest"
@@ -45,6 +46,31 @@ func FuzzValidAdvertise(f *testing.F) {
 		peer, err := url.Parse(strings.TrimSuffix(s, "/") + mirror.PeerPath + d.String() + "?repo=x")
 		if err != nil || peer.Host != u.Host || peer.Path != mirror.PeerPath+d.String() || peer.User != nil || peer.Query().Get("repo") != "x" {
 			t.Fatalf("ValidAdvertise(%q): the peer URL is %v (%v)", s, peer, err)
+		}
+	})
+}
+
+// FuzzAccessMember: the members of the cluster index's access set sort
+// as their access times do, whatever the time (before 1970, after 2262,
+// nanoseconds apart), so that eviction takes the least recently used.
+func FuzzAccessMember(f *testing.F) {
+	for _, seed := range []struct{ s1, s2 int64 }{
+		{1767225600, 1767225601}, {-1, 0}, {0, 1}, {-62135596800, 253402300799},
+		// Found by FuzzIndexEntry (storage), the same key: a time after
+		// 2262 wrapped around and sorted before the present.
+		{9223372036, 9223372037}, {1767225600, 19880000000},
+	} {
+		f.Add(seed.s1, int64(0), seed.s2, int64(0))
+	}
+	d := digest.FromString("x")
+	f.Fuzz(func(t *testing.T, s1, n1, s2, n2 int64) {
+		t1, t2 := time.Unix(s1, n1), time.Unix(s2, n2)
+		if t2.Before(t1) {
+			t1, t2 = t2, t1
+		}
+		m1, m2 := accessMember(d, t1), accessMember(d, t2)
+		if m1 > m2 || len(m1) != accessMemberLen+len(d) {
+			t.Fatalf("%v sorts as %s, after %v as %s", t1, m1[:accessMemberLen], t2, m2[:accessMemberLen])
 		}
 	})
 }
