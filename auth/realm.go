@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -10,50 +11,53 @@ import (
 
 // RealmAllowed returns the default policy for Bearer token realms of one
 // registry, which receive the registry's credentials. A realm is allowed
-// when its host (port ignored) equals the registry host or the endpoint
-// host, shares their registrable domain (auth.docker.io for
-// registry-1.docker.io, gitlab.com for registry.gitlab.com), or is listed
-// in extra (hosts, ports ignored). Registrable domains come from the
-// public suffix list, private section included: tenants of a shared
-// suffix (a.github.io and b.github.io, two *.herokuapp.com apps, two
-// storage accounts under blob.core.windows.net) are strangers to each
-// other. A realm that is an IP literal is allowed only when it is the
-// endpoint's own IP and port (a port left out is the scheme's default) or
-// its IP is listed in extra. Only http and https realms pass; Transport
-// further requires https unless the registry itself is plain http.
+// when its host and port are the registry's or the endpoint's (a port
+// left out is the scheme's default), when its host shares their
+// registrable domain (auth.docker.io for registry-1.docker.io, gitlab.com
+// for registry.gitlab.com), or when it is listed in extra (host: any
+// port; host:port: that port). Registrable domains come from the public
+// suffix list, private section included: tenants of a shared suffix
+// (a.github.io and b.github.io, two *.herokuapp.com apps, two storage
+// accounts under blob.core.windows.net) are strangers to each other.
+// Hosts without a registrable domain — IP literals and single-label names
+// such as localhost — are compared with their port, never alone: the
+// endpoint's IP at another port is another service. Only http and https
+// realms pass; Transport further requires https unless the registry
+// itself is plain http.
 //
 // registryHost is the registry's name (host[:port]); endpointHost is
 // where requests go, as host[:port] (https assumed) or
 // scheme://host[:port].
 func RealmAllowed(registryHost, endpointHost string, extra []string) func(*url.URL) bool {
-	reg := hostOnly(registryHost)
+	reg, regPort := hostAndPort(registryHost)
 	ep, epPort := hostAndPort(endpointHost)
-	epIP := net.ParseIP(ep)
+	exact := map[string]bool{net.JoinHostPort(reg, regPort): true, net.JoinHostPort(ep, epPort): true}
 	domains := map[string]bool{}
 	for _, h := range []string{reg, ep} {
 		if d := registrableDomain(h); d != "" {
 			domains[d] = true
 		}
 	}
-	extras := map[string]bool{}
+	extras := map[string]string{} // host → port, "" for any
 	for _, e := range extra {
-		if h := hostOnly(e); h != "" {
-			extras[h] = true
+		if h, p := hostAndExplicitPort(e); h != "" {
+			if old, seen := extras[h]; !seen || (old != "" && p == "") {
+				extras[h] = p
+			}
 		}
 	}
 	return func(u *url.URL) bool {
 		if u == nil || (u.Scheme != "https" && u.Scheme != "http") {
 			return false
 		}
-		h := hostOnly(u.Host)
-		switch {
-		case h == "":
+		h, p := hostOnly(u.Host), urlPort(u)
+		if h == "" {
 			return false
-		case extras[h]:
+		}
+		if ep, listed := extras[h]; listed && (ep == "" || ep == p) {
 			return true
-		case net.ParseIP(h) != nil:
-			return epIP != nil && epIP.Equal(net.ParseIP(h)) && urlPort(u) == epPort
-		case h == reg || h == ep:
+		}
+		if exact[net.JoinHostPort(h, p)] {
 			return true
 		}
 		d := registrableDomain(h)
@@ -87,8 +91,28 @@ func hostAndPort(s string) (host, port string) {
 	if port == "" {
 		port = defaultPort(scheme)
 	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	return strings.TrimSuffix(s, "."), port
+	s = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), ".")
+	if a, err := netip.ParseAddr(s); err == nil {
+		s = a.Unmap().WithZone("").String() // one spelling per address
+	}
+	return s, port
+}
+
+// hostAndExplicitPort is hostAndPort with the port as written: "" when
+// s names none.
+func hostAndExplicitPort(s string) (host, port string) {
+	host, port = hostAndPort(s)
+	rest := strings.ToLower(strings.TrimSpace(s))
+	if _, after, ok := strings.Cut(rest, "://"); ok {
+		rest = after
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	if _, _, err := net.SplitHostPort(rest); err != nil {
+		port = ""
+	}
+	return host, port
 }
 
 // urlPort is u's port, or its scheme's default.
@@ -110,9 +134,14 @@ func defaultPort(scheme string) string {
 // registrableDomain is the registrable domain of a DNS name by the public
 // suffix list (eTLD+1): gitlab.com for registry.gitlab.com, foo.co.uk for
 // reg.foo.co.uk, a.github.io for a.github.io. IP literals, single-label
-// names and public suffixes themselves have none.
+// names, numeric forms and public suffixes themselves have none.
 func registrableDomain(h string) string {
 	if h == "" || net.ParseIP(h) != nil || !strings.Contains(h, ".") {
+		return ""
+	}
+	// No top-level domain starts with a digit: 127.1, 0x7f.1 and
+	// 2130706433.0 are addresses in a resolver's eyes, not names.
+	if last := h[strings.LastIndexByte(h, '.')+1:]; last == "" || (last[0] >= '0' && last[0] <= '9') {
 		return ""
 	}
 	d, err := publicsuffix.EffectiveTLDPlusOne(h)

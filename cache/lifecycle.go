@@ -48,6 +48,11 @@ type Lifecycle struct {
 
 	usageTimeout time.Duration
 	usageErr     onceEvery
+
+	// minFree and freeSpace are the free-space floor of the cache's disk
+	// (storage.EvictOptions), for LowOnDisk.
+	minFree   int64
+	freeSpace func() (int64, error)
 }
 
 // rebuildable is an index that knows it starts empty or was replaced
@@ -84,7 +89,8 @@ func Open(ctx context.Context, store *storage.Store, idx storage.Index, opts Opt
 	if opts.UsageTimeout <= 0 {
 		opts.UsageTimeout = 5 * time.Second
 	}
-	l := &Lifecycle{store: store, idx: idx, now: opts.Now, log: opts.Log, usageTimeout: opts.UsageTimeout}
+	l := &Lifecycle{store: store, idx: idx, now: opts.Now, log: opts.Log, usageTimeout: opts.UsageTimeout,
+		minFree: opts.Evict.MinFree, freeSpace: opts.Evict.FreeSpace}
 	l.usageErr.every = time.Minute
 	evict := opts.Evict
 	evict.Pinned = l.pins.held
@@ -232,6 +238,31 @@ func (l *Lifecycle) Hit(d digest.Digest) { l.idx.Touch(d, l.now()) }
 // Pin marks d as in use (being filled or served) until the returned
 // function is called: eviction never removes pinned content.
 func (l *Lifecycle) Pin(d digest.Digest) (unpin func()) { return l.pins.pin(d) }
+
+// Repos returns the repositories the index knows to link d (RepoKey
+// values, possibly some that were unlinked since); known is false while
+// the index is being rebuilt or when it has no entry for d.
+func (l *Lifecycle) Repos(ctx context.Context, d digest.Digest) ([]string, bool, error) {
+	if l.rebuilding.Load() {
+		return nil, false, nil
+	}
+	e, ok, err := l.idx.Get(ctx, d)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return e.Repos, true, nil
+}
+
+// LowOnDisk reports whether the cache's disk has less free space than
+// the minimum it must keep (storage.EvictOptions.MinFree): one statfs.
+// Without that rule, or when the free space is unknown, it is false.
+func (l *Lifecycle) LowOnDisk() bool {
+	if l.minFree <= 0 || l.freeSpace == nil {
+		return false
+	}
+	free, err := l.freeSpace()
+	return err == nil && free < l.minFree
+}
 
 // Rebuilding reports whether the index is being rebuilt from the storage
 // (readiness is withheld meanwhile).

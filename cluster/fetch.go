@@ -19,6 +19,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -102,13 +103,21 @@ func peerClient() *http.Client {
 	}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
+// LeaseKey names the lease, and the rendezvous key, of the fill of blob d
+// from upstream: fills of one digest from different upstreams are
+// different fills (a client only ever gets bytes from the upstream it
+// asked), each with its owner.
+func LeaseKey(upstream string, d digest.Digest) string {
+	return "fill:" + upstream + "/" + d.String()
+}
+
 // Fetch implements mirror.Fetcher.
 func (f *Fetcher) Fetch(ctx context.Context, req mirror.FillRequest) (io.ReadCloser, int64, error) {
 	log := f.opts.Log
 	if log == nil {
 		log = logx.From(ctx)
 	}
-	s := &stream{f: f, req: req, ctx: ctx, size: -1, key: "fill:" + req.Digest.String(), log: log}
+	s := &stream{f: f, req: req, ctx: ctx, size: -1, key: LeaseKey(req.Upstream, req.Digest), log: log}
 	if err := s.open(); err != nil {
 		s.dropLease()
 		return nil, -1, err

@@ -80,15 +80,26 @@ func startCounted(t *testing.T, n int, up *testreg.Registry, redisAddr string) (
 
 func startReplica(t *testing.T, driver storagedriver.StorageDriver, up *testreg.Registry, redisAddr, prefix string) *replica {
 	t.Helper()
+	return startReplicaOf(t, driver, map[string]*testreg.Registry{"registry.test": up}, redisAddr, prefix, 20*time.Second)
+}
+
+// startReplicaOf is startReplica in front of several upstreams, by host,
+// whose answers may take readTimeout.
+func startReplicaOf(t *testing.T, driver storagedriver.StorageDriver, ups map[string]*testreg.Registry, redisAddr, prefix string, readTimeout time.Duration) *replica {
+	t.Helper()
 	store, err := storage.New(driver, storage.Options{SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := upstream.New(upstream.Options{Host: "registry.test", Endpoint: up.URL, CAFile: up.CAFile,
-		ConnectTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second, SendTimeout: 20 * time.Second,
-		Tokens: auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{}), Log: logx.From})
-	if err != nil {
-		t.Fatal(err)
+	var regs []mirror.Registry
+	for host, up := range ups {
+		client, err := upstream.New(upstream.Options{Host: host, Endpoint: up.URL, CAFile: up.CAFile,
+			ConnectTimeout: 5 * time.Second, ReadTimeout: readTimeout, SendTimeout: 20 * time.Second,
+			Tokens: auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{}), Log: logx.From})
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, mirror.Registry{Host: host, Client: client})
 	}
 	rep := &replica{logs: &testutil.SyncBuffer{}}
 	log := logrus.New()
@@ -100,8 +111,7 @@ func startReplica(t *testing.T, driver storagedriver.StorageDriver, up *testreg.
 	}
 	rep.members = cluster.JoinMembers(t.Context(), rep.redis, rep.url, 3*time.Second)
 	fetcher := cluster.NewFetcher(rep.redis, rep.members, cluster.FetcherOptions{Secret: testSecret, LeaseTTL: 3 * time.Second, Log: log})
-	rep.mirror, err = mirror.New(store, []mirror.Registry{{Host: "registry.test", Client: client}},
-		mirror.Options{FillTimeout: time.Minute, Fetcher: fetcher})
+	rep.mirror, err = mirror.New(store, regs, mirror.Options{FillTimeout: time.Minute, Fetcher: fetcher})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +222,7 @@ func waitNoFills(t *testing.T, reps []*replica) {
 
 func ownerOf(t *testing.T, reps []*replica, d digest.Digest) *replica {
 	t.Helper()
-	owner := reps[0].members.Owner("fill:" + d.String())
+	owner := reps[0].members.Owner(cluster.LeaseKey("registry.test", d))
 	for _, r := range reps {
 		if r.url == owner {
 			return r
@@ -400,7 +410,7 @@ func TestFailoverWhenOwnerStallsWithoutItsLease(t *testing.T) {
 	up.WaitBlobsParked(t, 1)
 	waitFills(t, others, b.Digest)
 	// The owner's lease vanishes (it expired: the owner stopped renewing).
-	if err := owner.redis.Client().Del(t.Context(), owner.redis.Key("lease", "fill:"+b.Digest.String())).Err(); err != nil {
+	if err := owner.redis.Client().Del(t.Context(), owner.redis.Key("lease", cluster.LeaseKey("registry.test", b.Digest))).Err(); err != nil {
 		t.Fatal(err)
 	}
 	up.WaitBlobsParked(t, 2) // a follower took the lease and fetches
@@ -420,4 +430,87 @@ func TestFailoverWhenOwnerStallsWithoutItsLease(t *testing.T) {
 	if stalled == 0 {
 		t.Error("no replica noticed the stalled owner")
 	}
+}
+
+// TestFillsOfOneDigestFromTwoUpstreams: fills of one digest from two
+// upstreams are two fills across the replicas too, each under a lease of
+// its own. A replica streaming the genuine blob from the owner of its
+// fill finishes (commits, its fill ends) once that fill is stored, while
+// a fill of the same digest from another upstream that sends other bytes
+// still stalls on the same owner; that fill's client is cut short.
+func TestFillsOfOneDigestFromTwoUpstreams(t *testing.T) {
+	t.Parallel()
+	rd := testutil.StartRedis(t)
+	good := testreg.Start(t, testreg.Options{})
+	b := good.PushBlob(t, "app", testreg.RandomLayer(t, 1<<20))
+	bad := testreg.Start(t, testreg.Options{})
+	bad.ClaimBlob(b.Digest, b.Size)
+	ups := map[string]*testreg.Registry{"good.test": good, "bad.test": bad}
+	driver := &countingDriver{StorageDriver: inmemory.New()}
+	prefix := "t" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	// The bad upstream stalls for longer than the fills are waited for.
+	reps := []*replica{startReplicaOf(t, driver, ups, rd.Addr, prefix, 2*time.Minute), startReplicaOf(t, driver, ups, rd.Addr, prefix, 2*time.Minute)}
+	waitMembers(t, reps)
+	owner, other := reps[0], reps[1]
+	if reps[0].members.Owner(cluster.LeaseKey("good.test", b.Digest)) != owner.url {
+		owner, other = other, owner
+	}
+	get := func(rep *replica, host string) (string, error) {
+		resp, err := http.Get(rep.url + "/v2/" + host + "/app/blobs/" + b.Digest.String())
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		h := sha256.New()
+		_, err = io.Copy(h, resp.Body)
+		return "sha256:" + hex.EncodeToString(h.Sum(nil)), err
+	}
+
+	good.SetFault(testreg.FaultBlobDelay)
+	bad.SetFault(testreg.FaultBlobDelay)
+	goodDone := make(chan error, 1)
+	go func() {
+		sum, err := get(other, "good.test")
+		if err == nil && sum != b.Digest.String() {
+			err = fmt.Errorf("got %s", sum)
+		}
+		goodDone <- err
+	}()
+	good.WaitBlobsParked(t, 1)
+	badDone := make(chan string, 1)
+	go func() {
+		sum, _ := get(other, "bad.test")
+		badDone <- sum
+	}()
+	bad.WaitBlobsParked(t, 1)
+	good.ReleaseBlobs()
+	if err := <-goodDone; err != nil {
+		t.Fatalf("pull from the good upstream: %v", err)
+	}
+	// The other replica's fill from the good upstream ends while the bad
+	// upstream still stalls.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := 0
+		for _, f := range other.mirror.Fills() {
+			if f.Namespace == "good.test" {
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s still fills from good.test: %+v", other.url, other.mirror.Fills())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := good.Count("GET", "blob"); n != 1 {
+		t.Fatalf("the good upstream served %d blob GETs, want 1", n)
+	}
+	bad.ReleaseBlobs()
+	if sum := <-badDone; sum == b.Digest.String() {
+		t.Fatal("the bad upstream's client got the blob")
+	}
+	waitNoFills(t, reps)
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -111,6 +112,29 @@ func (c *Config) validateAuth() error {
 	}
 	if ca.UpstreamCheckTTL <= 0 {
 		return &KeyError{Key: c.keyFor("clientAuth.upstreamCheckTTL"), Value: ca.UpstreamCheckTTL.String(), Err: errors.New("must be positive")}
+	}
+	if ca.MaxFailedLogins < 0 {
+		return &KeyError{Key: c.keyFor("clientAuth.maxFailedLogins"), Value: strconv.Itoa(ca.MaxFailedLogins), Err: errors.New("must be 0 (off) or more")}
+	}
+	return c.validateAdmin()
+}
+
+// MinAdminToken is the shortest admin token accepted.
+const MinAdminToken = 16
+
+// validateAdmin checks the admin token settings: one of them, a token
+// file that is readable.
+func (c *Config) validateAdmin() error {
+	a := &c.Admin
+	switch {
+	case a.Token != "" && a.TokenFile != "":
+		return &KeyError{Key: c.keyFor("admin.tokenFile"), Value: a.TokenFile, Err: fmt.Errorf("%s is set too; give one of them", c.keyFor("admin.token"))}
+	case a.Token != "" && len(a.Token) < MinAdminToken:
+		return &KeyError{Key: c.keyFor("admin.token"), Err: noValue(fmt.Errorf("too short: at least %d characters (e.g. openssl rand -hex 32)", MinAdminToken))}
+	case a.TokenFile != "":
+		if err := checkReadable(a.TokenFile); err != nil {
+			return &KeyError{Key: c.keyFor("admin.tokenFile"), Value: a.TokenFile, Err: err}
+		}
 	}
 	return nil
 }

@@ -12,8 +12,8 @@ type Config struct {
 	// Listen is the main listener address, host:port (--listen, LISTEN,
 	// YAML listen; default ":3128"). Port 0 picks a free port.
 	Listen string `yaml:"listen"`
-	// MetricsListen is an extra listener serving only /metrics, /healthz
-	// and /readyz, host:port (--metrics-listen, METRICS_LISTEN, YAML
+	// MetricsListen is an extra listener serving only /metrics, /healthz,
+	// /readyz and POST /_admin/gc, host:port (--metrics-listen, METRICS_LISTEN, YAML
 	// metricsListen; default empty: off). They are on the main listener
 	// in any case.
 	MetricsListen string `yaml:"metricsListen"`
@@ -56,6 +56,13 @@ type Config struct {
 	// FillTimeout bounds one blob download from upstream (YAML fillTimeout,
 	// FILL_TIMEOUT; default 30m).
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// MaxFills bounds the blob downloads from upstream in flight, all
+	// upstreams together, and MaxFillsPerUpstream those from one upstream
+	// (YAML maxFills, maxFillsPerUpstream; MAX_FILLS,
+	// MAX_FILLS_PER_UPSTREAM; defaults 256 and 64): a pull that would
+	// start one more is answered 503 with Retry-After.
+	MaxFills            int `yaml:"maxFills"`
+	MaxFillsPerUpstream int `yaml:"maxFillsPerUpstream"`
 	// OutageHold is how long, after a tag revalidation failed because
 	// upstream was unreachable or answered 5xx/429, that upstream's cached
 	// tags are answered stale without asking it (YAML outageHold,
@@ -68,6 +75,8 @@ type Config struct {
 	ShutdownGrace Duration `yaml:"shutdownGrace"`
 	// RateLimit holds the upstream rate-limit awareness settings.
 	RateLimit RateLimit `yaml:"rateLimit"`
+	// TagList bounds the tag lists gathered from upstream.
+	TagList TagList `yaml:"tagList"`
 	// Client holds the client-side timeouts of the listener.
 	Client Client `yaml:"client"`
 	// Connect holds the CONNECT shim's tunnel settings.
@@ -114,6 +123,10 @@ type Config struct {
 	Redis Redis `yaml:"redis"`
 	// Cluster is how replicas sharing one Redis reach each other.
 	Cluster Cluster `yaml:"cluster"`
+	// Status holds the status page's settings.
+	Status Status `yaml:"status"`
+	// Admin holds the admin endpoints' settings.
+	Admin Admin `yaml:"admin"`
 
 	// src maps a setting's YAML path ("manifestCache.primaryTime") to the
 	// key the user wrote it under (the YAML path, an environment variable or
@@ -182,6 +195,10 @@ type Registry struct {
 	// TokenRealms lists extra hosts (host[:port]) allowed as Bearer token
 	// realms besides the registry's own domain.
 	TokenRealms []string `yaml:"tokenRealms"`
+	// AllowNetworks are CIDRs (or IPs) that this registry's redirect hops
+	// and token realms may reach although they are internal, besides
+	// upstream.allowNetworks.
+	AllowNetworks []string `yaml:"allowNetworks"`
 
 	// from is the key that added this entry when it did not come from the
 	// YAML list ("REGISTRIES", "--registries"), for error messages.
@@ -208,6 +225,12 @@ type ManifestCache struct {
 	SecondaryTime Duration `yaml:"secondaryTime"`
 	// DefaultTime is every other tag's TTL (MANIFEST_CACHE_DEFAULT_TIME).
 	DefaultTime Duration `yaml:"defaultTime"`
+	// RevalidateWait bounds how long a pull of a cached tag waits for its
+	// revalidation upstream before the cached copy is answered stale and
+	// the revalidation finishes in the background
+	// (MANIFEST_CACHE_REVALIDATE_WAIT; default 2s; 0 waits for upstream).
+	// It applies whether or not Enabled is set.
+	RevalidateWait Duration `yaml:"revalidateWait"`
 
 	// Primary is PrimaryRegex compiled as "^(?:" + PrimaryRegex + ")", set
 	// by Validate; nil when the tier is disabled.
@@ -231,6 +254,12 @@ type Upstream struct {
 	// SendTimeout bounds each write of a request body to upstream
 	// (PROXY_SEND_TIMEOUT, 60s).
 	SendTimeout Duration `yaml:"sendTimeout"`
+	// AllowNetworks are CIDRs (or IPs) that every upstream's redirect
+	// hops and token realms may reach although they are internal
+	// (private, loopback, link-local, …) — blob storage on a private
+	// network (UPSTREAM_ALLOW_NETWORKS). A registry's endpoint is always
+	// reachable at its own address and port.
+	AllowNetworks []string `yaml:"allowNetworks"`
 }
 
 // Cache holds the cache's bounds (nginx sizes and durations).
@@ -254,6 +283,17 @@ type RateLimit struct {
 	// (RATE_LIMIT_MIN_REMAINING, YAML rateLimit.minRemaining; default 10;
 	// 0 turns it off).
 	MinRemaining int `yaml:"minRemaining"`
+}
+
+// TagList bounds one tags/list answer gathered from upstream over all its
+// pages: a list past either bound is answered 502 and not stored.
+type TagList struct {
+	// MaxBytes bounds the bytes read from upstream for one list
+	// (TAG_LIST_MAX_BYTES, YAML tagList.maxBytes; default 16m).
+	MaxBytes Size `yaml:"maxBytes"`
+	// MaxTags bounds its tags (TAG_LIST_MAX_TAGS, YAML tagList.maxTags;
+	// default 100000).
+	MaxTags int `yaml:"maxTags"`
 }
 
 // AuthEntry is one AUTH_REGISTRIES entry: credentials used towards Host,
@@ -286,6 +326,30 @@ type ClientAuth struct {
 	// remembered per client and repository (YAML clientAuth.upstreamCheckTTL;
 	// default 5m).
 	UpstreamCheckTTL Duration `yaml:"upstreamCheckTTL"`
+	// MaxFailedLogins is how many refused logins a client address may make
+	// per minute before its credentials are answered 429 unchecked until
+	// the minute ends (YAML clientAuth.maxFailedLogins; default 10; 0 turns
+	// the limit off).
+	MaxFailedLogins int `yaml:"maxFailedLogins"`
+}
+
+// Status holds the status page's settings.
+type Status struct {
+	// ShowRepositories lists repository names on the status page (the
+	// most pulled ones, and those of downloads in flight); false shows
+	// the registries only (YAML status.showRepositories,
+	// STATUS_SHOW_REPOSITORIES; default true).
+	ShowRepositories bool `yaml:"showRepositories"`
+}
+
+// Admin holds the admin endpoints' settings (POST /_admin/gc).
+type Admin struct {
+	// Token is the bearer token the admin endpoints require on the main
+	// listener (YAML admin.token, ADMIN_TOKEN). Exclusive with TokenFile.
+	Token string `yaml:"token"`
+	// TokenFile is a file holding Token (one trailing newline dropped),
+	// read at start (YAML admin.tokenFile, ADMIN_TOKEN_FILE).
+	TokenFile string `yaml:"tokenFile"`
 }
 
 // Client holds the nginx-style client-side timeouts.
@@ -339,6 +403,7 @@ func Default() *Config {
 			SecondaryRegex: `(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+`,
 			SecondaryTime:  Duration(60 * 24 * time.Hour),
 			DefaultTime:    Duration(time.Hour),
+			RevalidateWait: Duration(2 * time.Second),
 		},
 		Upstream: Upstream{
 			VerifySSL:      true,
@@ -354,6 +419,10 @@ func Default() *Config {
 		FillTimeout:   Duration(30 * time.Minute),
 		OutageHold:    Duration(10 * time.Second),
 		ShutdownGrace: Duration(30 * time.Second),
+
+		MaxFills:            256,
+		MaxFillsPerUpstream: 64,
+
 		Client: Client{
 			SendTimeout:      Duration(60 * time.Second),
 			BodyTimeout:      Duration(60 * time.Second),
@@ -368,8 +437,10 @@ func Default() *Config {
 		},
 		ProxyRequestBuffering: true,
 		RateLimit:             RateLimit{MinRemaining: 10},
+		TagList:               TagList{MaxBytes: Size(16 << 20), MaxTags: 100000},
 		Redis:                 Redis{Prefix: "crp"},
-		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute)},
+		ClientAuth:            ClientAuth{UpstreamCheckTTL: Duration(5 * time.Minute), MaxFailedLogins: 10},
+		Status:                Status{ShowRepositories: true},
 	}
 }
 

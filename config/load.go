@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/pflag"
 )
@@ -125,15 +126,21 @@ func envSettings(c *Config) []envSetting {
 		{"MANIFEST_CACHE_SECONDARY_REGEX", "manifestCache.secondaryRegex", setString(&m.SecondaryRegex)},
 		{"MANIFEST_CACHE_SECONDARY_TIME", "manifestCache.secondaryTime", setDuration(&m.SecondaryTime)},
 		{"MANIFEST_CACHE_DEFAULT_TIME", "manifestCache.defaultTime", setDuration(&m.DefaultTime)},
+		{"MANIFEST_CACHE_REVALIDATE_WAIT", "manifestCache.revalidateWait", setDuration(&m.RevalidateWait)},
 		{"CACHE_MAX_SIZE", "cache.maxSize", setSize(&c.Cache.MaxSize)},
 		{"CACHE_MIN_FREE", "cache.minFree", setSize(&c.Cache.MinFree)},
 		{"CACHE_INACTIVE_TIME", "cache.inactiveTime", setDuration(&c.Cache.InactiveTime)},
+		{"TAG_LIST_MAX_BYTES", "tagList.maxBytes", setSize(&c.TagList.MaxBytes)},
+		{"TAG_LIST_MAX_TAGS", "tagList.maxTags", setInt(&c.TagList.MaxTags)},
 		{"VERIFY_SSL", "upstream.verifySSL", setBool(&u.VerifySSL)},
 		{"FORCE_UPSTREAM_HTTP_1_1", "upstream.forceHTTP11", setBool(&u.ForceHTTP11)},
 		{"PROXY_CONNECT_TIMEOUT", "upstream.connectTimeout", setDuration(&u.ConnectTimeout)},
 		{"PROXY_READ_TIMEOUT", "upstream.readTimeout", setDuration(&u.ReadTimeout)},
 		{"PROXY_SEND_TIMEOUT", "upstream.sendTimeout", setDuration(&u.SendTimeout)},
+		{"UPSTREAM_ALLOW_NETWORKS", "upstream.allowNetworks", setList(&u.AllowNetworks)},
 		{"FILL_TIMEOUT", "fillTimeout", setDuration(&c.FillTimeout)},
+		{"MAX_FILLS", "maxFills", setInt(&c.MaxFills)},
+		{"MAX_FILLS_PER_UPSTREAM", "maxFillsPerUpstream", setInt(&c.MaxFillsPerUpstream)},
 		{"OUTAGE_HOLD", "outageHold", setDuration(&c.OutageHold)},
 		{"SHUTDOWN_GRACE", "shutdownGrace", setDuration(&c.ShutdownGrace)},
 		{"PROXY_REQUEST_BUFFERING", "proxyRequestBuffering", setBool(&c.ProxyRequestBuffering)},
@@ -156,6 +163,9 @@ func envSettings(c *Config) []envSetting {
 		{"CLUSTER_ADVERTISE", "cluster.advertise", setString(&c.Cluster.Advertise)},
 		{"CLUSTER_SECRET", "cluster.secret", setString(&c.Cluster.Secret)},
 		{"STORAGE_REDIRECT", "storage.redirect", setBool(&c.StorageRedirect)},
+		{"STATUS_SHOW_REPOSITORIES", "status.showRepositories", setBool(&c.Status.ShowRepositories)},
+		{"ADMIN_TOKEN", "admin.token", setString(&c.Admin.Token)},
+		{"ADMIN_TOKEN_FILE", "admin.tokenFile", setString(&c.Admin.TokenFile)},
 	}
 }
 
@@ -194,6 +204,14 @@ func setDuration(p *Duration) func(string) error {
 			return err
 		}
 		*p = Duration(v)
+		return nil
+	}
+}
+
+// setList reads a list separated by spaces or commas.
+func setList(p *[]string) func(string) error {
+	return func(s string) error {
+		*p = strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 		return nil
 	}
 }

@@ -53,6 +53,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"minFree", int64(c.Cache.MinFree), int64(1 << 30)},
 		{"inactiveTime", time.Duration(c.Cache.InactiveTime), 60 * day},
 		{"fillTimeout", time.Duration(c.FillTimeout), 30 * time.Minute},
+		{"maxFills", c.MaxFills, 256},
+		{"maxFillsPerUpstream", c.MaxFillsPerUpstream, 64},
 		{"rateLimit.minRemaining", c.RateLimit.MinRemaining, 10},
 		{"metricsListen", c.MetricsListen, ""},
 		{"shutdownGrace", time.Duration(c.ShutdownGrace), 30 * time.Second},
@@ -137,6 +139,7 @@ func TestLoadEnv(t *testing.T) {
 		"MANIFEST_CACHE_SECONDARY_REGEX": `v\d`,
 		"MANIFEST_CACHE_SECONDARY_TIME":  "1d",
 		"MANIFEST_CACHE_DEFAULT_TIME":    "1h30m",
+		"MANIFEST_CACHE_REVALIDATE_WAIT": "500ms",
 		"CACHE_MAX_SIZE":                 "100g",
 		"CACHE_MIN_FREE":                 "512m",
 		"CACHE_INACTIVE_TIME":            "1w",
@@ -146,6 +149,8 @@ func TestLoadEnv(t *testing.T) {
 		"PROXY_READ_TIMEOUT":             "2m",
 		"PROXY_SEND_TIMEOUT":             "3m",
 		"FILL_TIMEOUT":                   "1h",
+		"MAX_FILLS":                      "32",
+		"MAX_FILLS_PER_UPSTREAM":         "8",
 		"OUTAGE_HOLD":                    "0",
 		"ALLOW_PUSH":                     "On",
 		"DOCKER_HUB":                     "false",
@@ -162,6 +167,7 @@ func TestLoadEnv(t *testing.T) {
 	want.ManifestCache = ManifestCache{
 		Enabled: true, PrimaryRegex: "(main)", PrimaryTime: Duration(5 * time.Minute),
 		SecondaryRegex: `v\d`, SecondaryTime: Duration(day), DefaultTime: Duration(90 * time.Minute),
+		RevalidateWait: Duration(500 * time.Millisecond),
 	}
 	want.Cache = Cache{MaxSize: 100 << 30, MinFree: 512 << 20, InactiveTime: Duration(7 * day)}
 	want.Upstream = Upstream{VerifySSL: false, ForceHTTP11: true, ConnectTimeout: Duration(5 * time.Second),
@@ -179,6 +185,7 @@ func TestLoadEnv(t *testing.T) {
 		{"cache", got.Cache, want.Cache},
 		{"upstream", got.Upstream, want.Upstream},
 		{"fillTimeout", got.FillTimeout, want.FillTimeout},
+		{"fill caps", []int{got.MaxFills, got.MaxFillsPerUpstream}, []int{32, 8}},
 		{"outageHold", got.OutageHold, Duration(0)},
 		{"rateLimit", got.RateLimit, RateLimit{MinRemaining: 0}},
 		{"metricsListen", got.MetricsListen, "127.0.0.1:9090"},

@@ -82,13 +82,22 @@ func (c *Config) validateRegistries() error {
 		if err := c.validateRegistryAuth(r, key); err != nil {
 			return err
 		}
-		for j, h := range r.TokenRealms {
-			if err := checkHost(h); err != nil {
-				return &KeyError{Key: fmt.Sprintf("registries[%d].tokenRealms[%d]", i, j), Value: h, Err: err}
-			}
+		if err := validateRegistryLists(i, r); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// validateRegistryLists checks registries[i]'s tokenRealms and
+// allowNetworks.
+func validateRegistryLists(i int, r *Registry) error {
+	for j, h := range r.TokenRealms {
+		if err := checkHost(h); err != nil {
+			return &KeyError{Key: fmt.Sprintf("registries[%d].tokenRealms[%d]", i, j), Value: h, Err: err}
+		}
+	}
+	return checkNetworks(fmt.Sprintf("registries[%d].allowNetworks", i), r.AllowNetworks)
 }
 
 // checkHost accepts a DNS name or IP address (IPv6 in brackets) with an

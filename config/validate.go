@@ -24,6 +24,8 @@ func (c *Config) Validate() error {
 		c.validateBasics,
 		c.validateManifestCache,
 		c.validateLimits,
+		c.validateTagList,
+		c.validateFills,
 		c.validateAuth,
 		c.validateRegistries,
 		c.validateStorage,
@@ -79,6 +81,9 @@ func checkListen(s string) error {
 
 func (c *Config) validateManifestCache() error {
 	m := &c.ManifestCache
+	if m.RevalidateWait < 0 {
+		return &KeyError{Key: c.keyFor("manifestCache.revalidateWait"), Value: m.RevalidateWait.String(), Err: errors.New("must not be negative (0 waits for upstream)")}
+	}
 	var err error
 	if m.Primary, err = c.compileTier("manifestCache.primaryRegex", m.PrimaryRegex); err != nil {
 		return err
@@ -109,6 +114,19 @@ func compileTier(src string) (*regexp.Regexp, error) {
 	// From the parsed form, not src: a \Q in src (literal text to its
 	// end) would swallow the closing parenthesis of `^(?:` + src + `)`.
 	return regexp.Compile(`^(?:` + re.String() + `)`)
+}
+
+// validateFills checks the caps on blob downloads in flight.
+func (c *Config) validateFills() error {
+	for _, k := range []struct {
+		path string
+		n    int
+	}{{"maxFills", c.MaxFills}, {"maxFillsPerUpstream", c.MaxFillsPerUpstream}} {
+		if k.n <= 0 {
+			return &KeyError{Key: c.keyFor(k.path), Value: strconv.Itoa(k.n), Err: errors.New("must be positive")}
+		}
+	}
+	return nil
 }
 
 func (c *Config) validateLimits() error {
@@ -160,12 +178,38 @@ func (c *Config) validateLimits() error {
 			return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowPorts"), i), Value: strconv.Itoa(p), Err: errors.New("not a TCP port")}
 		}
 	}
+	if err := checkNetworks(c.keyFor("upstream.allowNetworks"), c.Upstream.AllowNetworks); err != nil {
+		return err
+	}
 	for i, n := range c.Connect.AllowNetworks {
 		if _, err := netip.ParsePrefix(n); err != nil {
 			if _, err2 := netip.ParseAddr(n); err2 != nil {
 				return &KeyError{Key: fmt.Sprintf("%s[%d]", c.keyFor("connect.allowNetworks"), i), Value: n, Err: errors.New("want a CIDR such as 127.0.0.1/32 or an IP address")}
 			}
 		}
+	}
+	return nil
+}
+
+// checkNetworks checks a list of CIDRs or IPs given by key.
+func checkNetworks(key string, list []string) error {
+	for i, n := range list {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			if _, err2 := netip.ParseAddr(n); err2 != nil {
+				return &KeyError{Key: fmt.Sprintf("%s[%d]", key, i), Value: n, Err: errors.New("want a CIDR such as 10.0.0.0/8 or an IP address")}
+			}
+		}
+	}
+	return nil
+}
+
+// validateTagList checks the bounds of a tag listing: both positive.
+func (c *Config) validateTagList() error {
+	if c.TagList.MaxBytes <= 0 {
+		return &KeyError{Key: c.keyFor("tagList.maxBytes"), Value: c.TagList.MaxBytes.String(), Err: errors.New("must be positive")}
+	}
+	if c.TagList.MaxTags <= 0 {
+		return &KeyError{Key: c.keyFor("tagList.maxTags"), Value: strconv.Itoa(c.TagList.MaxTags), Err: errors.New("must be positive")}
 	}
 	return nil
 }

@@ -84,6 +84,9 @@ func TestLoadErrors(t *testing.T) {
 			env:  map[string]string{"REDIS_PREFIX": "a{b}", "REDIS_ADDR": "r:1"},
 			yaml: "storage:\n  s3: {bucket: b, region: r}\n",
 			key:  "REDIS_PREFIX"},
+		{name: "negative revalidation wait",
+			env: map[string]string{"MANIFEST_CACHE_REVALIDATE_WAIT": "-2s"},
+			key: "MANIFEST_CACHE_REVALIDATE_WAIT"},
 		{name: "negative outage hold",
 			yaml: "outageHold: -1s\n",
 			key:  "outageHold"},
@@ -238,6 +241,14 @@ func TestLoadErrors(t *testing.T) {
 			yaml: "cache:\n  maxSize: 0\n",
 			key:  "cache.maxSize",
 			want: `cache.maxSize: invalid value "0": must be positive`},
+		{name: "zero fill cap in env",
+			env:  map[string]string{"MAX_FILLS": "0"},
+			key:  "MAX_FILLS",
+			want: `MAX_FILLS: invalid value "0": must be positive`},
+		{name: "negative fill cap per upstream",
+			yaml: "maxFillsPerUpstream: -1\n",
+			key:  "maxFillsPerUpstream",
+			want: `maxFillsPerUpstream: invalid value "-1": must be positive`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

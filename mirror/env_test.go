@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,7 @@ type env struct {
 	s3     *testutil.S3Server // the "s3" backend's server and bucket
 	logs   *testutil.SyncBuffer
 	clock  *testutil.FakeClock
+	life   *cache.Lifecycle // with envOptions.lifecycle
 }
 
 type envOptions struct {
@@ -57,6 +59,9 @@ type envOptions struct {
 	observer     mirror.Observer
 	minRemaining int64
 	downHold     time.Duration
+	// revalidateWait sets Options.RevalidateWait; readTimeout the
+	// upstream clients' ReadTimeout (default 20s).
+	revalidateWait, readTimeout time.Duration
 	// fetcher sets Options.Fetcher.
 	fetcher mirror.Fetcher
 	// wrap, when set, wraps the storage driver (fault injection).
@@ -68,6 +73,15 @@ type envOptions struct {
 	// cache.Lifecycle over the env's storage (with a MemIndex).
 	cache     mirror.Cache
 	lifecycle bool
+	// evict are the lifecycle's bounds (with lifecycle).
+	evict storage.EvictOptions
+	// tune, when set, changes the Options last.
+	tune func(*mirror.Options)
+	// allowNetworks sets the upstream clients' AllowNetworks (internal
+	// networks redirects and token realms may reach).
+	allowNetworks []netip.Prefix
+	// maxFills and maxFillsPerUpstream set the Options of those names.
+	maxFills, maxFillsPerUpstream int
 }
 
 // newEnvWithCreds is a mirror of one upstream that needs credentials.
@@ -104,6 +118,10 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		t.Fatal(err)
 	}
 	tokens := auth.NewTokenCache(&http.Client{Timeout: 10 * time.Second}, auth.TokenOptions{})
+	readTimeout := 20 * time.Second
+	if opts.readTimeout > 0 {
+		readTimeout = opts.readTimeout
+	}
 	var regs []mirror.Registry
 	for _, u := range ups {
 		endpoint, caFile := u.endpoint, ""
@@ -115,10 +133,11 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 			Endpoint:       endpoint,
 			CAFile:         caFile,
 			ConnectTimeout: 5 * time.Second,
-			ReadTimeout:    20 * time.Second,
+			ReadTimeout:    readTimeout,
 			SendTimeout:    20 * time.Second,
 			Tokens:         tokens,
 			Credentials:    opts.creds,
+			AllowNetworks:  opts.allowNetworks,
 			Log:            logx.From,
 			Now:            e.clock.Now,
 		})
@@ -128,16 +147,20 @@ func newEnv(t *testing.T, opts envOptions, ups ...upstreamSpec) *env {
 		regs = append(regs, mirror.Registry{Host: u.host, Client: client})
 	}
 	mopts := mirror.Options{Now: e.clock.Now, FillTimeout: time.Minute, Observer: opts.observer, RateLimitMinRemaining: opts.minRemaining, DownHold: opts.downHold, Fetcher: opts.fetcher, Cache: opts.cache,
-		Access: opts.access, Redirect: opts.redirect}
+		Access: opts.access, Redirect: opts.redirect, RevalidateWait: opts.revalidateWait,
+		MaxFills: opts.maxFills, MaxFillsPerUpstream: opts.maxFillsPerUpstream}
 	if opts.tagTTL > 0 {
 		mopts.TagTTL = func(string) time.Duration { return opts.tagTTL }
 	}
 	var lc *cache.Lifecycle
 	if opts.lifecycle {
-		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{}); err != nil {
+		if lc, err = cache.Open(t.Context(), e.store, storage.NewMemIndex(), cache.Options{Evict: opts.evict}); err != nil {
 			t.Fatal(err)
 		}
-		mopts.Cache = lc
+		mopts.Cache, e.life = lc, lc
+	}
+	if opts.tune != nil {
+		opts.tune(&mopts)
 	}
 	e.mirror, err = mirror.New(e.store, regs, mopts)
 	if err != nil {

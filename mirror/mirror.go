@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/flight"
@@ -80,10 +81,36 @@ type Options struct {
 	// timeout of a hanging upstream) before its stale answer. 0 means
 	// DefaultDownHold, negative never holds.
 	DownHold time.Duration
+	// RevalidateWait bounds how long a request for a cached tag (or
+	// referrers index) waits for its revalidation upstream: past it the
+	// cached copy is answered stale (a Warning says why) and the
+	// revalidation finishes in the background, one per record, so that a
+	// hanging upstream does not hold pulls for its whole timeout. A miss
+	// still waits for upstream. 0 means DefaultRevalidateWait, negative
+	// waits as long as upstream takes (up to its timeouts).
+	RevalidateWait time.Duration
+	// TagListMaxBytes bounds the bytes one tags/list reads from upstream
+	// over all its pages, TagListMaxTags the tags it gathers: a list past
+	// either is answered 502 and not stored. 0 means
+	// DefaultTagListMaxBytes and DefaultTagListMaxTags.
+	TagListMaxBytes int64
+	TagListMaxTags  int
+	// MaxFills bounds the blob downloads in flight (fills), all upstreams
+	// together, and MaxFillsPerUpstream those from one upstream: a
+	// request that would start one more is answered 503 with Retry-After
+	// (joining a download in flight and hits never are). 0 means
+	// DefaultMaxFills and DefaultMaxFillsPerUpstream, negative no bound.
+	MaxFills, MaxFillsPerUpstream int
 }
 
 // DefaultDownHold is Options.DownHold's default.
 const DefaultDownHold = 10 * time.Second
+
+// Defaults of Options.MaxFills and Options.MaxFillsPerUpstream.
+const (
+	DefaultMaxFills            = 256
+	DefaultMaxFillsPerUpstream = 64
+)
 
 // Mirror is the pull-through registry. It is an http.Handler.
 type Mirror struct {
@@ -98,15 +125,30 @@ type Mirror struct {
 	// requests (internal/flight: detached, bounded by ManifestTimeout).
 	manifests *flight.Group[*manifest]
 	links     *flight.Group[struct{}]
+	// tagLists shares one upstream listing per repository (listing.go).
+	tagLists *flight.Group[[]string]
+	// listingSlots bounds the upstream listings of different
+	// repositories running at once (maxListings); listingsQueued counts
+	// those waiting for a slot.
+	listingSlots   chan struct{}
+	listingsQueued atomic.Int64
 
-	mu    sync.Mutex
-	fills map[string]*fill // digest → fill in flight
+	mu sync.Mutex
+	// fills are the fills in flight, by upstream namespace and digest: a
+	// client only ever reads bytes from the upstream it asked for.
+	fills map[fillKey]*fill
+	// perUpstream counts the fill goroutines of each upstream namespace
+	// (Options.MaxFillsPerUpstream).
+	perUpstream map[string]int
 	// running counts fill goroutines, so that a shutdown can let them
 	// end; idle is closed (and replaced) whenever it drops to zero. Both
 	// are guarded by mu: a counter, not a WaitGroup, because fills may
 	// start while Drain waits.
 	running int
 	idle    chan struct{}
+	// commits orders the commits of one digest (fills of it from several
+	// upstreams): the first stores the blob, the others link it.
+	commits [16]sync.Mutex
 	// purging orders a purge of a fill in flight (a blob deleted through
 	// the shim) and the fill's commit: see purge.go.
 	purging sync.RWMutex
@@ -116,8 +158,12 @@ type Mirror struct {
 
 	// rates holds the rate-limit windows that postpone tag revalidation.
 	rates rateGate
-	// outages holds the upstreams left alone after a failed revalidation.
+	// outages holds the upstreams left alone after a failed revalidation
+	// or after they asked to wait.
 	outages outageGate
+	// revals runs revalidations of cached records, in the background
+	// once they outlast RevalidateWait.
+	revals revalidations
 
 	// abandoned is closed by Abandon: every fill then ends.
 	abandoned   chan struct{}
@@ -128,13 +174,22 @@ type Mirror struct {
 // removes its upload (nothing partial is kept) and cuts its waiting
 // clients short. It is for a shutdown whose grace period is over; Drain
 // then waits for the fills to end.
-func (m *Mirror) Abandon() { m.abandonOnce.Do(func() { close(m.abandoned) }) }
+// Revalidations running in the background are cancelled too.
+func (m *Mirror) Abandon() {
+	m.abandonOnce.Do(func() { close(m.abandoned) })
+	m.revals.stop()
+}
 
 // Drain waits until every fill in flight has ended (committed or
 // abandoned), or ctx is done: a graceful shutdown does not throw away a
 // download that clients already received. Fills that start meanwhile are
-// waited for too.
+// waited for too. Revalidations running in the background (no client
+// waits for them) are cancelled, not waited for: the next pull asks
+// upstream again.
 func (m *Mirror) Drain(ctx context.Context) error {
+	if err := m.revals.drain(ctx, true); err != nil {
+		return err
+	}
 	for {
 		m.mu.Lock()
 		n, idle := m.running, m.idle
@@ -150,13 +205,19 @@ func (m *Mirror) Drain(ctx context.Context) error {
 	}
 }
 
-// fillStarted and fillEnded count fill goroutines; m.mu is held by the
-// caller of fillStarted.
-func (m *Mirror) fillStarted() { m.running++ }
+// fillStarted and fillEnded count fill goroutines, in all and of the
+// upstream namespace ns; m.mu is held by the caller of fillStarted.
+func (m *Mirror) fillStarted(ns string) {
+	m.running++
+	m.perUpstream[ns]++
+}
 
-func (m *Mirror) fillEnded() {
+func (m *Mirror) fillEnded(ns string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.perUpstream[ns]--; m.perUpstream[ns] == 0 {
+		delete(m.perUpstream, ns)
+	}
 	if m.running--; m.running == 0 {
 		close(m.idle)
 		m.idle = make(chan struct{})
@@ -168,6 +229,38 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if store == nil {
 		return nil, errors.New("mirror: nil store")
 	}
+	setDefaults(&opts)
+	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[fillKey]*fill{}, perUpstream: map[string]int{},
+		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
+		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout),
+		tagLists: flight.New[[]string](opts.ManifestTimeout), listingSlots: make(chan struct{}, maxListings)}
+	for i := range registries {
+		r := registries[i]
+		if r.Client == nil {
+			return nil, fmt.Errorf("mirror: registry %q has no client", r.Host)
+		}
+		r.Host = oci.CanonicalHost(r.Host)
+		if r.Namespace == "" {
+			r.Namespace = oci.NamespaceFor(r.Host)
+		}
+		r.Client = &heldUpstream{Upstream: r.Client, m: m, host: r.Host}
+		if strings.ContainsAny(r.Namespace, ":/") {
+			return nil, fmt.Errorf("mirror: registry %q: namespace %q may not contain ':' or '/'", r.Host, r.Namespace)
+		}
+		for _, name := range []string{r.Host, r.Namespace} {
+			if prev, dup := m.byName[name]; dup && prev.Host != r.Host {
+				return nil, fmt.Errorf("mirror: registries %q and %q share the name %q", prev.Host, r.Host, name)
+			}
+			m.byName[name] = &r
+		}
+		m.registers = append(m.registers, &r)
+	}
+	m.router = m.routes()
+	return m, nil
+}
+
+// setDefaults fills the unset Options with their defaults.
+func setDefaults(opts *Options) {
 	if opts.TagTTL == nil {
 		opts.TagTTL = func(string) time.Duration { return 0 }
 	}
@@ -183,9 +276,14 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.DownHold == 0 {
 		opts.DownHold = DefaultDownHold
 	}
+	if opts.RevalidateWait == 0 {
+		opts.RevalidateWait = DefaultRevalidateWait
+	}
+	opts.MaxFills, opts.MaxFillsPerUpstream = orDefault(opts.MaxFills, DefaultMaxFills), orDefault(opts.MaxFillsPerUpstream, DefaultMaxFillsPerUpstream)
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	tagListDefaults(opts)
 	if opts.Access == nil {
 		opts.Access = open{}
 	}
@@ -195,31 +293,14 @@ func New(store *storage.Store, registries []Registry, opts Options) (*Mirror, er
 	if opts.Fetcher == nil {
 		opts.Fetcher = fromUpstream{}
 	}
-	m := &Mirror{store: store, opts: opts, byName: map[string]*Registry{}, fills: map[string]*fill{},
-		errLogged: map[string]time.Time{}, abandoned: make(chan struct{}), idle: make(chan struct{}),
-		manifests: flight.New[*manifest](opts.ManifestTimeout), links: flight.New[struct{}](opts.ManifestTimeout)}
-	for i := range registries {
-		r := registries[i]
-		if r.Client == nil {
-			return nil, fmt.Errorf("mirror: registry %q has no client", r.Host)
-		}
-		r.Host = oci.CanonicalHost(r.Host)
-		if r.Namespace == "" {
-			r.Namespace = oci.NamespaceFor(r.Host)
-		}
-		if strings.ContainsAny(r.Namespace, ":/") {
-			return nil, fmt.Errorf("mirror: registry %q: namespace %q may not contain ':' or '/'", r.Host, r.Namespace)
-		}
-		for _, name := range []string{r.Host, r.Namespace} {
-			if prev, dup := m.byName[name]; dup && prev.Host != r.Host {
-				return nil, fmt.Errorf("mirror: registries %q and %q share the name %q", prev.Host, r.Host, name)
-			}
-			m.byName[name] = &r
-		}
-		m.registers = append(m.registers, &r)
+}
+
+// orDefault is n, or def when n is 0.
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
 	}
-	m.router = m.routes()
-	return m, nil
+	return n
 }
 
 // Registries returns the served upstreams with their path prefixes.

@@ -10,10 +10,12 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// boundedCache admits content up to max bytes and counts the room asked.
+// boundedCache admits content up to max bytes and counts the room asked;
+// its disk is low when low is set.
 type boundedCache struct {
 	max      int64
 	reserved atomic.Int64
+	low      atomic.Bool
 }
 
 func (c *boundedCache) Admit(size int64) bool { return size <= c.max }
@@ -28,6 +30,10 @@ func (c *boundedCache) Unlinked(context.Context, digest.Digest, string, string) 
 }
 func (c *boundedCache) Hit(digest.Digest)                {}
 func (c *boundedCache) Pin(digest.Digest) (unpin func()) { return func() {} }
+func (c *boundedCache) LowOnDisk() bool                  { return c.low.Load() }
+func (c *boundedCache) Repos(context.Context, digest.Digest) ([]string, bool, error) {
+	return nil, false, nil
+}
 
 // TestBlobWithoutLengthLargerThanTheCacheIsNotKept: a blob sent without
 // a Content-Length (chunked) that turns out larger than the cache's whole

@@ -28,6 +28,11 @@ type Observer interface {
 	// Postponed is told when a tag's revalidation was postponed because
 	// upstream's rate limit is nearly used up (the answer is stale).
 	Postponed(upstream string)
+	// Throttled is told when a request was answered without asking
+	// upstream because upstream asked to wait (a 429, or a 503 with
+	// Retry-After): a cached record answered stale, or anything else
+	// answered with upstream's status and the remaining Retry-After.
+	Throttled(upstream string)
 }
 
 // nopObserver is the default Observer.
@@ -39,6 +44,7 @@ func (nopObserver) FillStarted(string)                     {}
 func (nopObserver) FillEnded(string, time.Duration)        {}
 func (nopObserver) DigestMismatch(string)                  {}
 func (nopObserver) Postponed(string)                       {}
+func (nopObserver) Throttled(string)                       {}
 
 // Request kinds reported to Observer.Answered.
 const (

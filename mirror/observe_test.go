@@ -21,6 +21,7 @@ type recorder struct {
 	ended      int
 	mismatches int
 	postponed  int
+	throttled  int
 }
 
 func newRecorder() *recorder {
@@ -43,6 +44,7 @@ func (r *recorder) FillEnded(string, time.Duration) {
 }
 func (r *recorder) DigestMismatch(string) { r.mu.Lock(); r.mismatches++; r.mu.Unlock() }
 func (r *recorder) Postponed(string)      { r.mu.Lock(); r.postponed++; r.mu.Unlock() }
+func (r *recorder) Throttled(string)      { r.mu.Lock(); r.throttled++; r.mu.Unlock() }
 
 // settle waits until every handler and fill of e has finished, so that
 // everything they report has been recorded.

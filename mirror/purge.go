@@ -233,11 +233,12 @@ func (m *Mirror) purgeFill(t target, d digest.Digest) {
 	defer m.purging.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	f := m.fills[d.String()]
-	if f == nil || f.ns != t.reg.Namespace || f.repo != t.repo {
+	k := fillKey{ns: t.reg.Namespace, d: d}
+	f := m.fills[k]
+	if f == nil || f.repo != t.repo {
 		return
 	}
-	delete(m.fills, d.String())
+	delete(m.fills, k)
 	f.purged = true
 }
 

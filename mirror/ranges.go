@@ -16,6 +16,11 @@ type byteRange struct {
 	partial          bool
 }
 
+// maxRangeHeader bounds the Range header the proxy reads: the longest
+// single range a client writes ("bytes=" and two 19-digit offsets) with
+// room to spare. A longer one is ignored like a multi-range.
+const maxRangeHeader = 128
+
 // whole is the answer without a Range: every byte, 200.
 func whole(size int64) byteRange { return byteRange{start: 0, end: size, size: size} }
 
@@ -25,19 +30,22 @@ func whole(size int64) byteRange { return byteRange{start: 0, end: size, size: s
 // arriving (docs/architecture.md, "The fill"):
 //
 //   - no Range, a Range that is not "bytes=", malformed, invalid
-//     (bytes=5-3), multi-range (bytes=0-1,5-6: registry clients never
-//     ask for several; answering one body is what RFC 9110 §14.2 allows),
-//     or an If-Range that does not name this blob: the whole blob, 200;
+//     (bytes=5-3), longer than maxRangeHeader, multi-range (bytes=0-1,5-6:
+//     registry clients never ask for several; answering one body is what
+//     RFC 9110 §14.2 allows, and it is nginx's max_ranges 1, so no number
+//     of ranges, overlapping or not, makes an answer larger than the
+//     blob), or an If-Range that does not name this blob: the whole blob,
+//     200;
 //   - bytes=a-b, a- or -n that overlaps the blob: 206 with Content-Range,
 //     b and n clamped to the blob;
 //   - a first byte at or past the end (bytes=N- for a blob of N bytes),
 //     bytes=-0, or any range of an empty blob: 416 RANGE_INVALID.
 func blobRange(r *http.Request, d digest.Digest, size int64) (byteRange, error) {
 	h := r.Header.Get("Range")
-	if h == "" {
+	if h == "" || len(h) > maxRangeHeader {
 		return whole(size), nil
 	}
-	if ir := r.Header.Get("If-Range"); ir != "" && ir != etagOf(d) {
+	if ir := r.Header.Get("If-Range"); ir != "" && !isETagOf(ir, d) {
 		return whole(size), nil
 	}
 	spec, ok := strings.CutPrefix(h, "bytes=")
@@ -80,19 +88,27 @@ func blobRange(r *http.Request, d digest.Digest, size int64) (byteRange, error) 
 func etagOf(d digest.Digest) string { return `"` + d.String() + `"` }
 
 // notModified reports whether r's If-None-Match names blob d (or "*"):
-// the client has it, and the answer is 304 without a body.
+// the client has it, and the answer is 304 without a body. It allocates
+// nothing, whatever the header's length.
 func notModified(r *http.Request, d digest.Digest) bool {
 	inm := r.Header.Get("If-None-Match")
 	if inm == "" {
 		return false
 	}
-	for _, tag := range strings.Split(inm, ",") {
+	for tag := range strings.SplitSeq(inm, ",") {
 		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
-		if tag == "*" || tag == etagOf(d) {
+		if tag == "*" || isETagOf(tag, d) {
 			return true
 		}
 	}
 	return false
+}
+
+// isETagOf reports whether tag is etagOf(d), without building it.
+func isETagOf(tag string, d digest.Digest) bool {
+	inner, ok := strings.CutPrefix(tag, `"`)
+	inner, ok2 := strings.CutSuffix(inner, `"`)
+	return ok && ok2 && inner == d.String()
 }
 
 // writeBlobHead writes the headers of the answer to a blob request: the

@@ -3,6 +3,7 @@ package mirror
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/gmarcy/container-registry-proxy/oci"
@@ -21,6 +22,9 @@ func FuzzBlobRange(f *testing.F) {
 		{"bytes=0-1,5-6", "", 100}, {"bytes=-0", "", 100}, {"bytes=100-", "", 100}, {"bytes=0-", "", 0},
 		{"bytes=abc", "", 10}, {"items=0-1", "", 10}, {"bytes= 3 - 4 ", "", 10}, {"bytes=-99999999999999999999", "", 10},
 		{"bytes=5-14", `"sha256:other"`, 100}, {"bytes=9223372036854775807-", "", 1 << 62},
+		{"bytes=0-99,0-99,0-99,0-99", "", 100}, {"bytes=0-0,1-1,2-2,3-3,4-4,5-5,6-6,7-7", "", 10},
+		{"bytes=5-14" + strings.Repeat(" ", 200), "", 100}, {"bytes=" + strings.Repeat("0", 200) + "1-2", "", 100},
+		{"bytes=-9223372036854775808", "", 100}, {"bytes=1-2", `W/"sha256:` + strings.Repeat("a", 64) + `"`, 100},
 	} {
 		f.Add(seed.rng, seed.ifRange, seed.size)
 	}
@@ -49,6 +53,9 @@ func FuzzBlobRange(f *testing.F) {
 		}
 		if !br.partial && (br.start != 0 || br.end != size) {
 			t.Fatalf("Range %q, size %d: not partial, yet [%d, %d)", rng, size, br.start, br.end)
+		}
+		if br.partial && (len(rng) > maxRangeHeader || strings.Contains(rng, ",")) {
+			t.Fatalf("Range %q, size %d: an overlong or multi-range header was answered with a part", rng, size)
 		}
 	})
 }

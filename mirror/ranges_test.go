@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ func rangeCases(size int, d string) []rangeCase {
 		{"last byte", "GET", []string{"Range", fmt.Sprintf("bytes=%d-%d", size-1, size-1)}, 206, size - 1, size, fmt.Sprintf("bytes %d-%d/%s", size-1, size-1, n)},
 		{"inverted is ignored", "GET", []string{"Range", "bytes=5-3"}, 200, 0, size, ""},
 		{"multi-range is ignored", "GET", []string{"Range", "bytes=0-1,5-6"}, 200, 0, size, ""},
+		{"overlapping ranges are ignored", "GET", []string{"Range", "bytes=0-,0-,0-,0-"}, 200, 0, size, ""},
+		{"a thousand ranges are ignored", "GET", []string{"Range", "bytes=0-9" + strings.Repeat(",0-9", 999)}, 200, 0, size, ""},
+		{"an overlong range is ignored", "GET", []string{"Range", "bytes=" + strings.Repeat("0", 200) + "5-14"}, 200, 0, size, ""},
 		{"not bytes", "GET", []string{"Range", "items=0-1"}, 200, 0, size, ""},
 		{"malformed", "GET", []string{"Range", "bytes=abc"}, 200, 0, size, ""},
 		{"empty suffix", "GET", []string{"Range", "bytes=-0"}, 416, 0, -1, "bytes */" + n},

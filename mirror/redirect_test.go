@@ -264,6 +264,7 @@ func (bearerAccess) Authorize(r *http.Request, _, repo, _, _ string) (context.Co
 }
 
 func (bearerAccess) AuthorizeBase(*http.Request) error { return nil }
+func (bearerAccess) Restricted(string) bool            { return true }
 
 // TestRedirectAfterAccessControl: a stored blob is redirected only for a
 // client that may read it through that repository: the reader gets the

@@ -72,10 +72,15 @@ func (m *Mirror) referrers(ctx context.Context, t target, d digest.Digest) (*man
 		}
 	}
 	key := "referrers|" + t.reg.Host + "|" + t.repo + "|" + d.String()
-	mf, err := m.manifests.Do(ctx, key, func(fctx context.Context) (*manifest, error) {
+	refresh := func(fctx context.Context) (*manifest, error) {
 		return m.refreshReferrers(fctx, t, d, cached, rec.FetchedAt)
-	})
-	return mf, leftErr(ctx, err)
+	}
+	if cached == nil {
+		mf, err := m.manifests.Do(ctx, key, refresh)
+		return mf, leftErr(ctx, err)
+	}
+	// Like a tag's (manifestByTag): never longer than RevalidateWait.
+	return m.revalidate(ctx, key, func() *manifest { return slowStale(cached, rec.FetchedAt) }, refresh)
 }
 
 // referrersTTL is how long the referrers of d are answered without asking
@@ -100,7 +105,7 @@ func (m *Mirror) refreshReferrers(ctx context.Context, t target, d digest.Digest
 		m.markDown(ctx, t.reg.Host, err)
 		log.WithError(err).Warn("upstream unavailable; serving the last referrers index, which may be stale")
 		out := *cached
-		out.cache, out.warning = CacheStale, staleWarningFor(reasonUnavailable, cachedAt)
+		out.cache, out.warning = CacheStale, staleWarningFor(staleReason(err), cachedAt)
 		return &out, nil
 	}
 	m.markUp(ctx, t.reg.Host)

@@ -37,6 +37,17 @@ type Cache interface {
 	// Pin marks d as in use (being filled or served) until unpin is
 	// called: it must not be evicted meanwhile.
 	Pin(d digest.Digest) (unpin func())
+	// Repos returns the repositories known to link the cached content d,
+	// as storage.RepoKey values; known is false when the cache cannot
+	// tell (no index, or one being rebuilt). They decide whether another
+	// registry's word suffices to link d (docs/security.md, "Who can read
+	// what").
+	Repos(ctx context.Context, d digest.Digest) (repos []string, known bool, err error)
+	// LowOnDisk reports whether the disk holding the cache has less free
+	// space than the cache must leave (its floor): a fill spooling there
+	// stops spooling, relays the rest of its blob and keeps nothing. It
+	// is asked every few MiB a fill spools, so it must be cheap.
+	LowOnDisk() bool
 }
 
 // Access decides who may read what (auth.Guard implements it with the
@@ -50,6 +61,12 @@ type Access interface {
 	Authorize(r *http.Request, host, repo, kind, ref string) (context.Context, string, error)
 	// AuthorizeBase decides the registry base endpoint (/v2/) for r.
 	AuthorizeBase(r *http.Request) error
+	// Restricted reports whether what is cached from the registry host
+	// is not served to anyone who reaches the proxy (an access mode other
+	// than public): a blob such a registry links is linked to another
+	// registry's repository only after a fill through that registry
+	// verified it.
+	Restricted(host string) bool
 }
 
 // Fetcher decides where a fill gets a blob's bytes when several processes
@@ -118,6 +135,10 @@ func (unbounded) Linked(context.Context, digest.Digest, string, string) error   
 func (unbounded) Unlinked(context.Context, digest.Digest, string, string) error { return nil }
 func (unbounded) Hit(digest.Digest)                                             {}
 func (unbounded) Pin(digest.Digest) func()                                      { return func() {} }
+func (unbounded) LowOnDisk() bool                                               { return false }
+func (unbounded) Repos(context.Context, digest.Digest) ([]string, bool, error) {
+	return nil, false, nil
+}
 
 // open is the Access of a Mirror given none: everyone may read, and
 // nobody is identified.
@@ -127,3 +148,4 @@ func (open) Authorize(r *http.Request, _, _, _, _ string) (context.Context, stri
 	return r.Context(), "", nil
 }
 func (open) AuthorizeBase(*http.Request) error { return nil }
+func (open) Restricted(string) bool            { return false }

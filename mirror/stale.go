@@ -1,6 +1,8 @@
 package mirror
 
 import (
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,7 +17,24 @@ const (
 	reasonUnavailable = "upstream unavailable"
 	// reasonRateLimit: revalidation postponed by upstream's rate limit.
 	reasonRateLimit = "revalidation postponed, upstream rate limit nearly used up"
+	// reasonSlow: the revalidation outlasted Options.RevalidateWait and
+	// goes on in the background.
+	reasonSlow = "upstream slow to answer, revalidating in the background"
 )
+
+// staleReason is the reason of an answer made stale by cause, an
+// upstream failure.
+func staleReason(cause error) string {
+	if status, _, ok := throttleOf(cause); ok {
+		return reasonThrottled(status)
+	}
+	return reasonUnavailable
+}
+
+// reasonThrottled: upstream asked to wait (status 429 or 503).
+func reasonThrottled(status int) string {
+	return "upstream asked to wait (" + strconv.Itoa(status) + " " + http.StatusText(status) + ")"
+}
 
 // staleWarningFor returns the Warning header value of an answer that is
 // stale for reason, from a record upstream last confirmed at cached (zero

@@ -13,7 +13,9 @@ import (
 
 // manifestByTag answers a tag: from the tag record inside its TTL tier
 // (no upstream request), else after one upstream HEAD (GET only when the
-// digest moved), else stale when upstream fails.
+// digest moved), else stale when upstream fails, asked to wait, or takes
+// longer than Options.RevalidateWait (the revalidation then finishes in
+// the background).
 func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*manifest, error) {
 	rec, err := m.store.GetTag(ctx, t.reg.Namespace, t.repo, tag)
 	var cached *manifest
@@ -29,21 +31,39 @@ func (m *Mirror) manifestByTag(ctx context.Context, t target, tag string) (*mani
 		}
 	}
 	key := "tag|" + t.reg.Host + "|" + t.repo + "|" + tag
-	mf, err := m.manifests.Do(ctx, key, func(fctx context.Context) (*manifest, error) {
+	refresh := func(fctx context.Context) (*manifest, error) {
 		return m.refreshTag(fctx, t, tag, rec, cached)
-	})
-	return mf, leftErr(ctx, err)
+	}
+	if cached == nil {
+		mf, err := m.manifests.Do(ctx, key, refresh)
+		return mf, leftErr(ctx, err)
+	}
+	return m.revalidate(ctx, key, func() *manifest { return slowStale(cached, rec.FetchedAt) }, refresh)
+}
+
+// slowStale returns cached (confirmed at fetchedAt) answered stale while
+// its revalidation goes on in the background.
+func slowStale(cached *manifest, fetchedAt time.Time) *manifest {
+	out := *cached
+	out.cache, out.warning = CacheStale, staleWarningFor(reasonSlow, fetchedAt)
+	return &out
 }
 
 // withoutUpstream answers a cached record (fetched or confirmed at
 // fetchedAt) without asking upstream: as it is within its ttl, stale when
-// the revalidation is postponed by the rate limit or the upstream is held
-// after a failure. nil: ask upstream.
+// the revalidation is postponed by the rate limit, or the upstream is
+// held after it asked to wait or after a failure. nil: ask upstream.
 func (m *Mirror) withoutUpstream(ctx context.Context, t target, cached *manifest, fetchedAt time.Time, ttl time.Duration) *manifest {
 	if ttl > 0 && m.opts.Now().Sub(fetchedAt) < ttl {
 		return cached
 	}
 	out := *cached
+	if h, throttled := m.throttleHold(t.reg.Host); throttled {
+		m.opts.Observer.Throttled(t.reg.Host)
+		logx.From(ctx).WithField(logx.FieldDigest, cached.digest).Debug("upstream asked to wait; serving a cached answer that may be stale")
+		out.cache, out.warning = CacheStale, staleWarningFor(reasonThrottled(h.status), fetchedAt)
+		return &out
+	}
 	switch {
 	case m.postponeRevalidation(ctx, t.reg):
 		m.opts.Observer.Postponed(t.reg.Host)
@@ -102,18 +122,23 @@ func (m *Mirror) refreshTag(ctx context.Context, t target, tag string, rec stora
 	m.markUp(ctx, t.reg.Host)
 	nrec := storage.TagRecord{Digest: mf.digest, MediaType: mf.mediaType, Size: int64(len(mf.body)), FetchedAt: m.opts.Now().UTC()}
 	if err := m.store.PutTag(ctx, t.reg.Namespace, t.repo, tag, nrec); err != nil {
-		log.WithError(err).Warn("storing tag record")
+		logx.Every(log, "storing tag record", time.Minute).WithError(err).Warn("storing tag record")
 	}
 	return mf, nil
 }
 
 // stale returns cached, the manifest of rec, marked as a stale answer, and
-// logs why.
+// logs why (quietly for a revalidation stopped by a shutdown).
 func stale(ctx context.Context, cached *manifest, rec storage.TagRecord, cause error) *manifest {
-	logx.From(ctx).WithError(cause).WithField(logx.FieldDigest, cached.digest).
-		Warn("upstream unavailable; serving a cached manifest that may be stale")
+	log := logx.From(ctx).WithError(cause).WithField(logx.FieldDigest, cached.digest)
+	reason := staleReason(cause)
+	if stopped(ctx) {
+		log.Debug("revalidation stopped; serving a cached manifest that may be stale")
+	} else {
+		log.Warn(reason + "; serving a cached manifest that may be stale")
+	}
 	out := *cached
 	out.cache = CacheStale
-	out.warning = staleWarningFor(reasonUnavailable, rec.FetchedAt)
+	out.warning = staleWarningFor(reason, rec.FetchedAt)
 	return &out
 }

@@ -13,8 +13,10 @@ import (
 // Upstream is what the mirror needs from one upstream registry. Errors are
 // (or wrap) *oci.Error so they map to the right client status:
 // 404 → MANIFEST_UNKNOWN/BLOB_UNKNOWN/NAME_UNKNOWN, 401 → UNAUTHORIZED,
-// 403 → DENIED, 429 → TOOMANYREQUESTS (RetryAfter set), upstream 5xx →
-// 502 UNAVAILABLE, connection failures → 502, timeouts → 504.
+// 403 → DENIED, 429 → TOOMANYREQUESTS (RetryAfter set, delay-seconds),
+// 503 with Retry-After → 503 UNAVAILABLE (RetryAfter set), other upstream
+// 5xx → 502 UNAVAILABLE, connection failures → 502, timeouts → 504. A 429
+// or a 503 with RetryAfter holds the upstream (throttle.go).
 type Upstream interface {
 	// Manifest fetches /v2/<repo>/manifests/<ref> with the full Accept set.
 	// With head=true it sends HEAD and returns a nil body. The descriptor

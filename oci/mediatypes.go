@@ -99,7 +99,7 @@ func Accepts(accept []string, mediaType string) bool {
 	}
 	seen := false
 	for _, h := range accept {
-		for _, part := range strings.Split(h, ",") {
+		for part := range strings.SplitSeq(h, ",") {
 			t := strings.TrimSpace(part)
 			if i := strings.IndexByte(t, ';'); i >= 0 {
 				t = strings.TrimSpace(t[:i])

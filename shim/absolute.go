@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
@@ -27,30 +26,42 @@ func (s *Shim) handleAbsolute(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusBadRequest, "only http:// URLs can be proxied in absolute form; use CONNECT for https")
 		return
 	}
-	hostport := r.URL.Host
-	if _, _, err := net.SplitHostPort(hostport); err != nil {
-		hostport = net.JoinHostPort(strings.Trim(r.URL.Hostname(), "[]"), "80")
-	}
-	canon := CanonicalTarget(strings.TrimSuffix(hostport, ":80"))
-	if rt := s.routes[canon]; rt != nil && rt.namespace != "" {
-		info.Set("forward", canon)
-		s.route(w, rewrite(r, r.URL.Path), canon)
-		return
-	}
-	policy := s.policy
-	policy.Intercepted = nil
-	policy.AllowPorts = append([]int{80}, policy.AllowPorts...)
-	dec, reason, err := Decide(hostport, policy)
+	t, err := ParseTarget(r.URL.Host, 80)
 	if err != nil {
 		plainError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	info.Set("forward", hostport)
-	info.Set("decision", dec.String())
-	if dec != Tunnel {
-		plainError(w, http.StatusForbidden, r.Method+" "+r.URL.Host+" refused: "+reason)
+	key := t.String()
+	if t.Port == 80 {
+		key = t.Host
+	}
+	canon := CanonicalTarget(key)
+	if rt := s.routes[canon]; rt != nil && rt.namespace != "" {
+		info.Set("forward", canon)
+		// Checked before rewrite, which keeps the decoded path only.
+		if err := checkPath(r.URL); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.route(w, rewrite(r, r.URL.Path), canon)
 		return
 	}
+	policy := s.policy
+	policy.Intercepted, policy.ByAddress = nil, nil
+	policy.AllowPorts = append([]int{80}, policy.AllowPorts...)
+	v, err := Decide(t.String(), policy)
+	if err != nil {
+		plainError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	info.Set("forward", t.String())
+	info.Set("decision", v.Decision.String())
+	if v.Decision != Tunnel {
+		plainError(w, http.StatusForbidden, r.Method+" "+r.URL.Host+" refused: "+v.Reason)
+		return
+	}
+	r = r.Clone(r.Context())
+	r.URL.Host = t.String()
 	s.forwardPlain(w, r)
 }
 

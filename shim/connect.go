@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -24,37 +25,41 @@ func (s *Shim) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.opts.Observer.Connect("proxy-auth-failed")
 		return
 	}
-	dec, reason, err := Decide(target, s.policy)
+	v, err := Decide(target, s.policy)
 	if err != nil {
 		s.opts.Observer.Connect("bad-request")
 		info.Set("decision", "bad-request")
 		plainError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	info.Set("decision", dec.String())
-	s.opts.Observer.Connect(dec.String())
-	s.carryOut(w, r, dec, reason, target, user)
+	info.Set("decision", v.Decision.String())
+	if v.Decision == Intercept && v.Registry != v.Target.canonical() {
+		info.Set("registry", v.Registry)
+	}
+	s.opts.Observer.Connect(v.Decision.String())
+	s.carryOut(w, r, v, user)
 }
 
-// carryOut acts on a decision. Only Tunnel and Intercept open anything:
+// carryOut acts on a verdict. Only Tunnel and Intercept open anything:
 // Deny, and any value this switch does not know, is answered 403.
-func (s *Shim) carryOut(w http.ResponseWriter, r *http.Request, dec Decision, reason, target, user string) {
-	switch dec {
+func (s *Shim) carryOut(w http.ResponseWriter, r *http.Request, v Verdict, user string) {
+	switch v.Decision {
 	case Tunnel:
-		s.tunnel(w, r, target)
+		s.tunnel(w, r, v.Target.String())
 	case Intercept:
 		client, ok := s.takeOver(w, nil)
 		if !ok {
 			return
 		}
 		defer s.active.Done()
-		s.intercept(client, target, user, logx.InfoFrom(r.Context()))
+		s.intercept(client, v, user, logx.InfoFrom(r.Context()))
 	default:
+		reason := v.Reason
 		if reason == "" {
 			reason = "no decision to open it"
 		}
 		logx.InfoFrom(r.Context()).Set("reason", reason)
-		plainError(w, http.StatusForbidden, "CONNECT "+target+" refused: "+reason)
+		plainError(w, http.StatusForbidden, "CONNECT "+r.Host+" refused: "+reason)
 	}
 }
 
@@ -122,17 +127,14 @@ func closeConn(c net.Conn) {
 	}
 }
 
-// intercept terminates TLS on client with a certificate for target and
-// hands the connection to the inner server; it returns when the inner
-// server is done with it.
-func (s *Shim) intercept(client *bufConn, target, user string, info *logx.Info) {
-	host, _, err := net.SplitHostPort(target)
-	if err != nil { // Decide accepted target as host:port; keep it whole
-		host = target
-	}
+// intercept terminates TLS on client with a certificate for the
+// verdict's target and hands the connection to the inner server as a
+// connection to the verdict's registry; it returns when the inner server
+// is done with it.
+func (s *Shim) intercept(client *bufConn, v Verdict, user string, info *logx.Info) {
 	counted := &countConn{Conn: client}
-	var tc net.Conn = tls.Server(&SendTimeoutConn{Conn: counted, Timeout: s.opts.SendTimeout}, s.minter.TLSConfig(host))
-	ic := &interceptedConn{target: CanonicalTarget(target), user: user, done: make(chan struct{})}
+	var tc net.Conn = tls.Server(&SendTimeoutConn{Conn: counted, Timeout: s.opts.SendTimeout}, s.tlsConfig(v))
+	ic := &interceptedConn{target: v.Registry, user: user, done: make(chan struct{})}
 	s.conns.Store(tc, ic)
 	if !s.ln.push(tc) { // the inner server is shut down
 		s.conns.Delete(tc)
@@ -142,6 +144,34 @@ func (s *Shim) intercept(client *bufConn, target, user string, info *logx.Info) 
 	<-ic.done
 	info.Set("bytes_up", counted.read.Load())
 	info.Set("bytes_down", counted.written.Load())
+}
+
+// ErrServerNameMismatch is the cause of a refused handshake whose SNI
+// names neither the CONNECT target nor the registry it is intercepted as.
+var ErrServerNameMismatch = errors.New("TLS server name does not match the CONNECT target")
+
+// tlsConfig is the server configuration of one interception: the leaf
+// for the client's SNI when it names the CONNECT target's host or the
+// intercepted registry (Docker Hub's names are one registry), for the
+// target's host when the client sent none; any other SNI gets no
+// certificate, so leaves are minted for intercepted hosts only.
+func (s *Shim) tlsConfig(v Verdict) *tls.Config {
+	cfg := s.minter.TLSConfig(v.Target.Host)
+	mint := cfg.GetCertificate
+	registry := v.Registry
+	if reg, err := ParseTarget(v.Registry, 443); err == nil {
+		registry = CanonicalTarget(reg.Host)
+	}
+	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if sni := hello.ServerName; sni != "" {
+			name, err := ParseTarget(sni, 443)
+			if err != nil || (name.Host != v.Target.Host && CanonicalTarget(name.Host) != registry) {
+				return nil, fmt.Errorf("%w: %q inside CONNECT %s", ErrServerNameMismatch, sni, v.Target)
+			}
+		}
+		return mint(hello)
+	}
+	return cfg
 }
 
 // bufConn reads first what the HTTP server had already buffered.

@@ -69,7 +69,12 @@ func TestOnlyTunnelDecisionsOpenTunnels(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				sh.carryOut(w, r, tc.dec, "", r.Host, "")
+				tgt, err := ParseTarget(r.Host, 0)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				sh.carryOut(w, r, Verdict{Decision: tc.dec, Target: tgt}, "")
 			}))
 			defer srv.Close()
 			conn, _, line := connectTo(t, srv.Listener.Addr().String(), target)

@@ -3,12 +3,11 @@ package shim
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
@@ -51,6 +50,11 @@ type Policy struct {
 	// stripped, Docker Hub's names folded into "docker.io") is a registry
 	// or token host the shim terminates.
 	Intercepted func(host string) bool
+	// ByAddress returns the canonical hosts of the intercepted registries
+	// that addr is one of the addresses of (their host or endpoint
+	// resolved, at that port). It may look names up (the shim caches
+	// them); nil matches nothing.
+	ByAddress func(addr netip.AddrPort) []string
 	// AllowPorts are the ports tunnels may reach (443 only when empty).
 	AllowPorts []int
 	// AllowNetworks are prefixes tunnels may reach although they are
@@ -58,64 +62,85 @@ type Policy struct {
 	AllowNetworks []netip.Prefix
 }
 
+// Verdict is what Decide chose for a CONNECT target.
+type Verdict struct {
+	Decision Decision
+	// Target is the target in its one spelling: tunnels dial
+	// Target.String(), interceptions mint for Target.Host when the client
+	// sends no SNI.
+	Target Target
+	// Registry is the canonical intercepted host an Intercept serves.
+	Registry string
+	// Reason says why: the cause of a denial, or how the registry of an
+	// interception was found.
+	Reason string
+}
+
 // ErrBadTarget reports a CONNECT target that is not host:port.
 var ErrBadTarget = errors.New("bad CONNECT target")
 
-// metadataAddrs are the cloud instance metadata services.
-var metadataAddrs = []netip.Addr{
-	netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, OpenStack…
-	netip.MustParseAddr("169.254.170.2"),   // AWS ECS task metadata
-	netip.MustParseAddr("fd00:ec2::254"),   // AWS IPv6
-	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
-}
-
-// metadataNames are host names of metadata services.
-var metadataNames = []string{"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
-
-// Decide chooses what to do with CONNECT target ("host:port"). It is pure:
-// it resolves nothing (the tunnel's dialer checks resolved addresses with
-// Allowed). The reason is for the access log and the 403 body.
-func Decide(target string, p Policy) (Decision, string, error) {
-	host, portStr, err := net.SplitHostPort(target)
+// Decide chooses what to do with CONNECT target ("host:port"), parsed
+// into its one spelling first (ParseTarget: errors wrap ErrBadTarget).
+// An intercepted registry's name, in any case, with a trailing dot or a
+// zero-padded port, is intercepted; so is an IP literal and port that are
+// one registry's (Policy.ByAddress), while an address several registries
+// share is refused: the client names the one it means. Everything else
+// is a tunnel under the address and port rules, or denied. Decide
+// resolves no name itself (the tunnel's dialer checks resolved addresses
+// with Allowed).
+func Decide(target string, p Policy) (Verdict, error) {
+	t, err := ParseTarget(target, 0)
 	if err != nil {
-		return Deny, "", fmt.Errorf("%w %q: want host:port", ErrBadTarget, target)
+		return Verdict{}, err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 {
-		return Deny, "", fmt.Errorf("%w %q: bad port %q", ErrBadTarget, target, portStr)
+	if host := t.canonical(); p.Intercepted != nil && p.Intercepted(host) {
+		return Verdict{Decision: Intercept, Target: t, Registry: host, Reason: "cached registry"}, nil
 	}
-	if host == "" || (!oci.ValidHost(host) && !validIPv6(host)) {
-		return Deny, "", fmt.Errorf("%w %q: bad host %q", ErrBadTarget, target, host)
-	}
-	if p.Intercepted != nil && p.Intercepted(CanonicalTarget(target)) {
-		return Intercept, "cached registry", nil
-	}
-	if addr, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		if !Allowed(addr, p.AllowNetworks) {
-			return Deny, fmt.Sprintf("address %s is loopback, link-local, unspecified or a metadata service", addr), nil
+	if t.Addr.IsValid() {
+		if v, ok := p.decideAddr(t); ok {
+			return v, nil
 		}
-	} else if deniedName(host) && !p.allowsAll() {
-		return Deny, fmt.Sprintf("host %s is local or a metadata service", host), nil
+	} else if deniedName(t.Host) && !p.allowsAll() {
+		return deny(t, "host %s is local or a metadata service", t.Host), nil
 	}
 	ports := p.AllowPorts
 	if len(ports) == 0 {
 		ports = defaultAllowPorts
 	}
-	if slices.Contains(ports, port) {
-		return Tunnel, "", nil
+	if slices.Contains(ports, t.Port) {
+		return Verdict{Decision: Tunnel, Target: t}, nil
 	}
-	return Deny, fmt.Sprintf("port %d is not open for tunnels", port), nil
+	return deny(t, "port %d is not open for tunnels", t.Port), nil
+}
+
+// decideAddr decides a target that is an IP literal when the address
+// settles it: one registry's (Intercept), several registries' or a
+// forbidden one (Deny).
+func (p Policy) decideAddr(t Target) (Verdict, bool) {
+	var regs []string
+	if p.ByAddress != nil {
+		regs = p.ByAddress(netip.AddrPortFrom(t.Addr, uint16(t.Port))) //nolint:gosec // G115: ParseTarget bounds the port to 1-65535
+	}
+	switch {
+	case len(regs) == 1:
+		return Verdict{Decision: Intercept, Target: t, Registry: regs[0], Reason: "address of cached registry " + regs[0]}, true
+	case len(regs) > 1:
+		return deny(t, "address %s is shared by the cached registries %s: CONNECT the one you mean by name",
+			t.String(), strings.Join(regs, ", ")), true
+	case !Allowed(t.Addr, p.AllowNetworks):
+		return deny(t, "address %s is loopback, link-local, unspecified or a metadata service", t.Addr), true
+	}
+	return Verdict{}, false
+}
+
+func deny(t Target, format string, args ...any) Verdict {
+	return Verdict{Decision: Deny, Target: t, Reason: fmt.Sprintf(format, args...)}
 }
 
 // allowsAll reports whether the policy opens loopback, so local names may
 // be tunnelled too.
 func (p Policy) allowsAll() bool {
 	return Allowed(netip.MustParseAddr("127.0.0.1"), p.AllowNetworks)
-}
-
-func validIPv6(h string) bool {
-	_, err := netip.ParseAddr(strings.Trim(h, "[]"))
-	return err == nil
 }
 
 // CanonicalTarget lower-cases a CONNECT target, strips ":443" and folds
@@ -133,39 +158,15 @@ func deniedName(host string) bool {
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
-	return slices.Contains(metadataNames, h)
+	return slices.Contains(netguard.MetadataNames, h)
 }
 
 // Allowed reports whether a tunnel may reach addr: never loopback,
-// link-local, unspecified, multicast or metadata addresses, unless one of
-// allow contains it.
+// link-local, unspecified, multicast or metadata addresses
+// (netguard.LocalReason), unless one of allow contains it.
 func Allowed(addr netip.Addr, allow []netip.Prefix) bool {
-	addr = addr.Unmap()
-	for _, p := range allow {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	if addr.IsLoopback() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
-		addr.IsUnspecified() || addr.IsMulticast() || addr.IsInterfaceLocalMulticast() {
-		return false
-	}
-	return !slices.Contains(metadataAddrs, addr)
+	return netguard.Contains(allow, addr) || netguard.LocalReason(addr) == ""
 }
 
 // ParseNetworks parses CIDRs or single addresses.
-func ParseNetworks(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("network %q: want a CIDR or an IP address: %w", s, err)
-		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
+func ParseNetworks(ss []string) ([]netip.Prefix, error) { return netguard.ParseNetworks(ss) }

@@ -2,9 +2,10 @@
 // HTTPS_PROXY instead of a mirror configuration (Docker daemons, Kubernetes
 // nodes, CI runners). It owns:
 //
-//   - the decision per CONNECT: intercept the configured registries and
-//     Docker Hub, tunnel other hosts, deny loopback, link-local and metadata
-//     addresses;
+//   - the decision per CONNECT, on the target in one spelling
+//     (ParseTarget): intercept the configured registries and Docker Hub,
+//     by name or by one of their addresses, tunnel other hosts, deny
+//     loopback, link-local and metadata addresses;
 //   - the certificate authority (CA, LoadOrCreateCA), kept in the CA
 //     directory and created there once, and the leaf certificates minted
 //     from it on demand, cached per host (Minter);

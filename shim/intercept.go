@@ -32,6 +32,10 @@ func (s *Shim) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 // route sends a request for target (a canonical intercepted host) to the
 // mirror or to the real host.
 func (s *Shim) route(w http.ResponseWriter, r *http.Request, target string) {
+	if err := checkPath(r.URL); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var ns string
 	if rt := s.routes[target]; rt != nil {
 		ns = rt.namespace

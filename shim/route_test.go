@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,6 +107,8 @@ func (f *purgeRecorder) list() []string {
 }
 
 type testShim struct {
+	sh     *Shim
+	up     *tlsUpstream
 	addr   string
 	pool   *x509.CertPool
 	rec    *recorder
@@ -117,6 +121,9 @@ type testShimOptions struct {
 	allowPush, ownAuth bool
 	tagErr             error
 	pushHint           string
+	// hosts are the intercepted registries, all served by the recording
+	// registry; default docker.io, registry.test:5000 and quay.io.
+	hosts []string
 }
 
 // newTestShim serves a Shim on loopback in front of a recording mirror and
@@ -134,9 +141,17 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 	reg := func(host string) Registry { return Registry{Host: host, Endpoint: up.srv.URL, CAFile: up.caFile} }
 	logger := logrus.New()
 	logger.Out = ts.logs
+	hosts := o.hosts
+	if hosts == nil {
+		hosts = []string{"docker.io", "registry.test:5000", "quay.io"}
+	}
+	var regs []Registry
+	for _, h := range hosts {
+		regs = append(regs, reg(h))
+	}
 	sh, err := New(ts.rec.handler("mirror"), NewMinter(ca, MinterOptions{}), Options{
-		Registries:           []Registry{reg("docker.io"), reg("registry.test:5000"), reg("quay.io")},
-		DockerHub:            true,
+		Registries:           regs,
+		DockerHub:            slices.Contains(hosts, "docker.io"),
 		AllowPush:            o.allowPush,
 		AllowPushWithOwnAuth: o.ownAuth,
 		PushHint:             o.pushHint,
@@ -151,7 +166,11 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 	}
 	// The token host's real endpoint is on the internet: the test keeps
 	// to loopback by aiming its route at the recording registry.
-	sh.routes[dockerHubAuth] = &hostRoute{base: up.url, rt: sh.routes["quay.io"].rt}
+	// No test looks real names up: only IP literals have addresses.
+	sh.addrs.lookup = func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("no DNS in tests") }
+	if sh.routes[dockerHubAuth] != nil {
+		sh.routes[dockerHubAuth] = &hostRoute{base: up.url, rt: sh.routes[hosts[0]].rt}
+	}
 	srv := httptest.NewServer(sh)
 	t.Cleanup(func() {
 		srv.Close()
@@ -160,6 +179,7 @@ func newTestShim(t *testing.T, o testShimOptions) *testShim {
 		}
 	})
 	ts.addr = srv.Listener.Addr().String()
+	ts.sh, ts.up = sh, up
 	return ts
 }
 

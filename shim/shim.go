@@ -27,6 +27,8 @@ type Shim struct {
 	// after New.
 	routes map[string]*hostRoute
 	policy Policy
+	// addrs finds the intercepted hosts of an address (Policy.ByAddress).
+	addrs *addrIndex
 
 	inner *http.Server
 	ln    *chanListener
@@ -71,8 +73,8 @@ func New(mirror http.Handler, minter *Minter, opts Options) (*Shim, error) {
 		return nil, err
 	}
 	opts = withDefaults(opts)
-	s := &Shim{mirror: mirror, minter: minter, opts: opts, routes: routes, ln: newChanListener()}
-	s.policy = Policy{Intercepted: s.intercepted, AllowPorts: opts.Tunnel.AllowPorts, AllowNetworks: opts.Tunnel.AllowNetworks}
+	s := &Shim{mirror: mirror, minter: minter, opts: opts, routes: routes, addrs: newAddrIndex(routes), ln: newChanListener()}
+	s.policy = Policy{Intercepted: s.intercepted, ByAddress: s.addrs.registries, AllowPorts: opts.Tunnel.AllowPorts, AllowNetworks: opts.Tunnel.AllowNetworks}
 	s.inner = s.newInnerServer()
 	go s.serveInner()
 	return s, nil

@@ -31,7 +31,10 @@ import (
 //	│           │   └── sha256/
 //	│           │       └── abcdef…     JSON ReferrersRecord: the last referrers
 //	│           │                       index of that subject, fetched at
-//	│           └── _taglist            JSON: the last tags/list answer
+//	│           └── _taglist            JSON: the blob holding the last
+//	│                                   tags/list answer ({"name","tags"}:
+//	│                                   indexed and evicted like any
+//	│                                   content) and when it was fetched
 //	└── _uploads/
 //	    └── <id>/
 //	        └── data                    fills in progress; never served,
@@ -68,8 +71,11 @@ func tagPath(ns, repo, tag string) string {
 	return path.Join(tagsDir(ns, repo), tag)
 }
 
+// tagListName is the file name of a repository's tag list record.
+const tagListName = "_taglist"
+
 func tagListPath(ns, repo string) string {
-	return path.Join(repoPath(ns, repo), "_taglist")
+	return path.Join(repoPath(ns, repo), tagListName)
 }
 
 func uploadDir(id string) string {

@@ -55,7 +55,7 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: spool directory %s: %w", opts.SpoolDir, err)
 	}
-	return &Store{driver: d, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
+	return &Store{driver: causeDriver{d}, localRoot: opts.LocalRoot, spoolDir: opts.SpoolDir, probeID: newUploadID()}, nil
 }
 
 func notFound(err error) bool {
@@ -137,7 +137,7 @@ func (s *Store) PutSmallBlob(ctx context.Context, d digest.Digest, content []byt
 	}
 	id := newUploadID()
 	if err := s.driver.PutContent(ctx, uploadPath(id), content); err != nil {
-		return fmt.Errorf("blob %s: write upload: %w", d, err)
+		return errors.Join(fmt.Errorf("blob %s: write upload: %w", d, err), s.removeUpload(context.WithoutCancel(ctx), id))
 	}
 	if err := s.driver.Move(ctx, uploadPath(id), BlobPath(d)); err != nil {
 		return errors.Join(fmt.Errorf("blob %s: commit: %w", d, err), s.removeUpload(ctx, id))
@@ -228,24 +228,6 @@ func (s *Store) DeleteTag(ctx context.Context, ns, repo, tag string) error {
 		return err
 	}
 	return nil
-}
-
-// TagList is the last tags/list answer of a repository.
-type TagList struct {
-	Tags      []string  `json:"tags"`
-	FetchedAt time.Time `json:"fetchedAt"`
-}
-
-// GetTagList returns the last stored tag list, or ErrNotFound.
-func (s *Store) GetTagList(ctx context.Context, ns, repo string) (TagList, error) {
-	var tl TagList
-	err := s.getJSON(ctx, tagListPath(ns, repo), &tl)
-	return tl, err
-}
-
-// PutTagList stores a tag list.
-func (s *Store) PutTagList(ctx context.Context, ns, repo string, tl TagList) error {
-	return s.putJSON(ctx, tagListPath(ns, repo), tl)
 }
 
 // maxRecord bounds every JSON record read back from storage.

@@ -368,22 +368,54 @@ func testUnlink(t *testing.T, s *Store, d digest.Digest) {
 }
 
 // testTagList: a repository's tag list is missing until stored, then
-// reads back as stored and is replaced by the next one.
+// reads back as stored and is replaced by the next one. It is a blob of
+// its own (two repositories with the same tags store two), read back
+// within the bound given; once the blob is gone (evicted) the list reads
+// as missing. A record of an older version, holding the tags itself,
+// still reads.
 func testTagList(t *testing.T, s *Store) {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := s.GetTagList(ctx, "quay.io", "org/app"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetTagList(ctx, "quay.io", "org/app", 1<<20); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("tag list before PutTagList: %v", err)
 	}
-	for _, tags := range [][]string{{"v1", "latest"}, {"v2"}} {
-		tl := TagList{Tags: tags, FetchedAt: time.Now().UTC().Truncate(time.Second)}
-		if err := s.PutTagList(ctx, "quay.io", "org/app", tl); err != nil {
+	var last digest.Digest
+	for _, tags := range [][]string{{"latest", "v1"}, {"v2"}} {
+		at := time.Now().UTC().Truncate(time.Second)
+		body, d, err := EncodeTagList("quay.io", "org/app", tags)
+		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.GetTagList(ctx, "quay.io", "org/app")
-		if err != nil || !slices.Equal(got.Tags, tags) || !got.FetchedAt.Equal(tl.FetchedAt) {
-			t.Fatalf("GetTagList = %+v, %v; want %+v", got, err, tl)
+		if err := s.PutTagList(ctx, "quay.io", "org/app", d, body, at); err != nil {
+			t.Fatal(err)
 		}
+		got, err := s.GetTagList(ctx, "quay.io", "org/app", 1<<20)
+		if err != nil || !slices.Equal(got.Tags, tags) || !got.FetchedAt.Equal(at) || got.Digest != d {
+			t.Fatalf("GetTagList = %+v, %v; want %v at %v in %s", got, err, tags, at, d)
+		}
+		if size, err := s.StatBlob(ctx, d); err != nil || size != int64(len(body)) {
+			t.Fatalf("the list's blob: %d bytes, %v; want %d", size, err, len(body))
+		}
+		last = d
+	}
+	if _, other, _ := EncodeTagList("quay.io", "org/other", []string{"v2"}); other == last {
+		t.Fatal("two repositories with the same tags share one blob")
+	}
+	if _, err := s.GetTagList(ctx, "quay.io", "org/app", 10); err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("a list over the bound read back: %v", err)
+	}
+	if err := s.DeleteBlob(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetTagList(ctx, "quay.io", "org/app", 1<<20); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tag list whose blob was evicted: %v, want ErrNotFound", err)
+	}
+	old := []byte(`{"tags":["b","a"],"fetchedAt":"2025-01-01T00:00:00Z"}`)
+	if err := s.driver.PutContent(ctx, tagListPath("quay.io", "org/app"), old); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetTagList(ctx, "quay.io", "org/app", 1<<20); err != nil || !slices.Equal(got.Tags, []string{"b", "a"}) || got.Digest != "" {
+		t.Fatalf("record of an older version: %+v, %v", got, err)
 	}
 }
 

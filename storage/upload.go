@@ -65,6 +65,9 @@ type UploadOptions struct {
 	Deferred bool
 }
 
+// spoolPrefix starts the names of spool files (remote drivers).
+const spoolPrefix = "crp-spool-"
+
 func newUploadID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -90,7 +93,7 @@ func (s *Store) NewUpload(ctx context.Context, alg digest.Algorithm, opts Upload
 		u.hash = newHasher(f, u.digest.Hash())
 		return u, nil
 	}
-	f, err := os.CreateTemp(s.spoolDir, "crp-spool-*")
+	f, err := os.CreateTemp(s.spoolDir, spoolPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("upload: spool: %w", err)
 	}

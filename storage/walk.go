@@ -359,16 +359,22 @@ func blobPathDigest(p string) (digest.Digest, bool) {
 }
 
 // walkLinks returns, per digest, the repositories linking it and the time
-// of the newest link.
+// of the newest link; the blob of a repository's stored tag list counts
+// as linked by it (addTagLists).
 func (s *Store) walkLinks(ctx context.Context) (map[digest.Digest]*linkSet, error) {
 	links := make(map[digest.Digest]*linkSet)
-	reset := func() { clear(links) }
+	var lists []tagListFile
+	reset := func() { clear(links); lists = nil }
 	err := s.walk(ctx, reposRoot, func(fi storagedriver.FileInfo) error {
 		p := fi.Path()
 		if fi.IsDir() {
 			if strings.HasSuffix(p, "/_tags") {
 				return storagedriver.ErrSkipDir
 			}
+			return nil
+		}
+		if strings.HasSuffix(p, "/"+tagListName) {
+			lists = append(lists, tagListFile{path: p, size: fi.Size(), mtime: fi.ModTime()})
 			return nil
 		}
 		rel := strings.TrimPrefix(p, reposRoot+"/")
@@ -395,5 +401,8 @@ func (s *Store) walkLinks(ctx context.Context) (map[digest.Digest]*linkSet, erro
 		}
 		return nil
 	}, reset)
-	return links, err
+	if err != nil {
+		return links, err
+	}
+	return links, s.addTagLists(ctx, lists, links)
 }

@@ -41,10 +41,16 @@ func regHost(t *testing.T, reg *testreg.Registry) string {
 	return "registry.test:" + port
 }
 
-// newFor builds a Registry for a testreg registry.
+// newFor builds a Registry for a testreg registry. Configured token
+// realms (testreg's RealmHost listener, on another loopback port) are
+// internal addresses: their network is opened as an operator would.
 func newFor(t *testing.T, reg *testreg.Registry, kc auth.Source, realms ...string) *Registry {
 	t.Helper()
-	r, err := New(Options{Host: regHost(t, reg), Endpoint: reg.URL, CAFile: reg.CAFile, Keychain: kc, TokenRealms: realms})
+	opts := Options{Host: regHost(t, reg), Endpoint: reg.URL, CAFile: reg.CAFile, Keychain: kc, TokenRealms: realms}
+	if len(realms) > 0 {
+		opts.AllowNetworks = loopback
+	}
+	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -25,8 +26,9 @@ var (
 	ErrInvalidOptions = errors.New("invalid upstream options")
 	// ErrNoCertificates means a CA file held no PEM certificate.
 	ErrNoCertificates = errors.New("no PEM certificates found")
-	// ErrForbiddenAddress refuses a connection to a link-local, multicast
-	// or unspecified address other than the configured endpoint's.
+	// ErrForbiddenAddress refuses a connection to an internal address
+	// (internal/netguard) other than the configured endpoint's, or to the
+	// proxy's own listeners.
 	ErrForbiddenAddress = errors.New("address not allowed")
 	// ErrTooManyRedirects stops a redirect chain longer than maxRedirects.
 	ErrTooManyRedirects = errors.New("too many redirects")
@@ -130,11 +132,9 @@ func (r *Registry) responseError(resp *http.Response, k kind) *oci.Error {
 		e.Status, e.Code, e.Message = s, oci.CodeDenied, msg("access denied")
 	case s == http.StatusTooManyRequests:
 		e.Status, e.Code, e.Message = s, oci.CodeTooManyRequests, msg("too many requests")
-		e.RetryAfter = retryAfter(resp, "60")
+		e.RetryAfter = r.retryAfter(resp, DefaultThrottleWait)
 	case s >= 500:
-		e.Status, e.Code = http.StatusBadGateway, oci.CodeUnavailable
-		e.Message = fmt.Sprintf("upstream %s answered %d", r.host, s)
-		e.RetryAfter = retryAfter(resp, "")
+		r.serverError(e, resp)
 	case s >= 400:
 		e.Status, e.Code, e.Message = s, upCode, msg(http.StatusText(s))
 		if e.Code == "" {
@@ -147,13 +147,31 @@ func (r *Registry) responseError(resp *http.Response, k kind) *oci.Error {
 	return e
 }
 
-// retryAfter returns a sane Retry-After value of resp, or def.
-func retryAfter(resp *http.Response, def string) string {
-	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
-	if v == "" || len(v) > 64 || strings.ContainsAny(v, "\r\n") {
-		return def
+// serverError fills e for a 5xx answer: 502 UNAVAILABLE, but a 503 with
+// a Retry-After keeps its status, so that clients (and the mirror's
+// hold) honour the wait upstream named.
+func (r *Registry) serverError(e *oci.Error, resp *http.Response) {
+	e.Status, e.Code = http.StatusBadGateway, oci.CodeUnavailable
+	e.Message = fmt.Sprintf("upstream %s answered %d", r.host, resp.StatusCode)
+	e.RetryAfter = r.retryAfter(resp, 0)
+	if resp.StatusCode == http.StatusServiceUnavailable && e.RetryAfter != "" {
+		e.Status = http.StatusServiceUnavailable
+		e.Message = fmt.Sprintf("upstream %s answered 503 and asked to wait %ss", r.host, e.RetryAfter)
 	}
-	return v
+}
+
+// retryAfter returns resp's Retry-After (either form, see
+// ParseRetryAfter) as delay-seconds, bounded by MaxRetryAfter; def in
+// seconds when it has none or an unreadable one, "" when def is 0.
+func (r *Registry) retryAfter(resp *http.Response, def time.Duration) string {
+	d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), r.now())
+	switch {
+	case ok:
+		return RetryAfterSeconds(d)
+	case def > 0:
+		return RetryAfterSeconds(def)
+	}
+	return ""
 }
 
 // sanitize bounds an upstream message (cut at a character boundary) and

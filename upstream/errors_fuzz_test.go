@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -42,7 +43,7 @@ func FuzzResponseError(f *testing.F) {
 	} {
 		f.Add(seed.status, []byte(seed.body), false)
 	}
-	r := &Registry{host: "reg.test"}
+	r := &Registry{host: "reg.test", now: time.Now}
 	f.Fuzz(func(t *testing.T, status int, body []byte, blob bool) {
 		if status < 100 || status > 999 {
 			status = 400 + (status%200+200)%200

@@ -41,7 +41,13 @@ func TestErrorMapping(t *testing.T) {
 		{name: "401", call: "manifest", status: 401, body: ociBody("UNAUTHORIZED", "authentication required"), wantStatus: 401, wantCode: oci.CodeUnauthorized, wantHits: 1},
 		{name: "403", call: "blob", status: 403, wantStatus: 403, wantCode: oci.CodeDenied, wantHits: 1},
 		{name: "429 with Retry-After", call: "manifest", status: 429, header: map[string]string{"Retry-After": "120"}, body: ociBody("TOOMANYREQUESTS", "pull rate limit"), wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "120", wantHits: 1},
-		{name: "429 default Retry-After", call: "manifest", status: 429, wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "60", wantHits: 1},
+		{name: "429 default Retry-After", call: "manifest", status: 429, wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "10", wantHits: 1},
+		{name: "429 unreadable Retry-After", call: "manifest", status: 429, header: map[string]string{"Retry-After": "soon"}, wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "10", wantHits: 1},
+		{name: "429 Retry-After as a date", call: "get", status: 429, header: map[string]string{"Retry-After": "Thu, 01 Jan 2026 00:01:30 GMT"}, wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "90", wantHits: 1},
+		{name: "429 Retry-After bounded", call: "blob", status: 429, header: map[string]string{"Retry-After": "86400"}, wantStatus: 429, wantCode: oci.CodeTooManyRequests, wantRetryAfter: "600", wantHits: 1},
+		{name: "503 with Retry-After not retried", call: "manifest", status: 503, header: map[string]string{"Retry-After": "120"}, wantStatus: 503, wantCode: oci.CodeUnavailable, wantRetryAfter: "120", wantHits: 1},
+		{name: "503 with a date not retried", call: "stat", status: 503, header: map[string]string{"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"}, wantStatus: 503, wantCode: oci.CodeUnavailable, wantRetryAfter: "600", wantHits: 1},
+		{name: "503 Retry-After 0 retried", call: "blob", status: 503, header: map[string]string{"Retry-After": "0"}, wantStatus: 503, wantCode: oci.CodeUnavailable, wantRetryAfter: "0", wantHits: 3},
 		{name: "500", call: "manifest", status: 500, wantStatus: 502, wantCode: oci.CodeUnavailable, wantHits: 1},
 		{name: "503 retried twice", call: "blob", status: 503, wantStatus: 502, wantCode: oci.CodeUnavailable, wantHits: 3},
 		{name: "400 keeps standard code", call: "manifest", status: 400, body: ociBody("MANIFEST_INVALID", "bad"), wantStatus: 400, wantCode: oci.CodeManifestInvalid, wantHits: 1},
@@ -57,7 +63,7 @@ func TestErrorMapping(t *testing.T) {
 				}
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, tt.body)
-			}, Options{})
+			}, Options{Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }})
 			err := call(t.Context(), r, tt.call)
 			var oe *oci.Error
 			if !errors.As(err, &oe) {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
@@ -51,6 +52,17 @@ type Options struct {
 	// TokenRealms lists extra hosts allowed as Bearer token realms
 	// besides the registry's own domain.
 	TokenRealms []string
+	// AllowNetworks are internal networks (private, loopback, …: see
+	// internal/netguard) that redirect hops and token realms may reach,
+	// e.g. blob storage on a private network. Without them only the
+	// endpoint's own address, at its port, is internal and reachable.
+	AllowNetworks []netip.Prefix
+	// Self are the proxy's own listeners: never reached, whatever
+	// AllowNetworks or the endpoint say. Nil: none known.
+	Self *netguard.Self
+	// Loop, when set, marks every request with the proxy's Via entry, so
+	// a request that comes back to the proxy is recognised.
+	Loop *netguard.Loop
 	// ForceHTTP11 disables HTTP/2 (FORCE_UPSTREAM_HTTP_1_1).
 	ForceHTTP11 bool
 	// ConnectTimeout bounds the TCP connect and TLS handshake;
@@ -101,7 +113,7 @@ func New(opts Options) (*Registry, error) {
 		return nil, err
 	}
 	setDefaults(&opts)
-	ht, err := newHTTPTransport(opts, net.ParseIP(ep.Hostname()))
+	ht, err := newHTTPTransport(opts, ep)
 	if err != nil {
 		return nil, err
 	}
@@ -164,14 +176,17 @@ func setDefaults(opts *Options) {
 	}
 }
 
-// newStack builds the round-tripper stack over ht, bottom up: observe
-// (when there is an Observer) → logging → retry → auth. Token requests go
+// newStack builds the round-tripper stack over ht, bottom up: Via (when
+// there is a Loop) → observe (when there is an Observer) → logging → retry → auth. Token requests go
 // through retry and below, not through auth. It returns the retry layer
 // and the top.
 func newStack(opts Options, ep *url.URL, ht *http.Transport) (*retryTransport, *auth.Transport) {
 	var bottom http.RoundTripper = ht
+	if opts.Loop != nil {
+		bottom = &viaTransport{base: bottom, loop: opts.Loop}
+	}
 	if opts.Observer != nil {
-		bottom = &observeTransport{base: ht, upstream: opts.Host, obs: opts.Observer}
+		bottom = &observeTransport{base: bottom, upstream: opts.Host, obs: opts.Observer}
 	}
 	logged := &logTransport{base: bottom, upstream: opts.Host, log: opts.Log}
 	retry := &retryTransport{base: logged, backoff: defaultBackoff[:]}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -311,7 +312,7 @@ func TestRedirectedBlob(t *testing.T) {
 			return
 		}
 		http.Redirect(w, req, cdnURL, http.StatusTemporaryRedirect)
-	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}})
+	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}, AllowNetworks: loopback})
 
 	t.Run("get", func(t *testing.T) {
 		rc, size, err := r.Blob(t.Context(), "team/app", testDigest)
@@ -444,16 +445,17 @@ func TestRealmOnAnotherPort(t *testing.T) {
 	tests := []struct {
 		name      string
 		realms    []string
+		allow     []netip.Prefix
 		wantHits  int64
 		wantError bool
 	}{
 		{name: "not configured", wantError: true},
-		{name: "configured", realms: []string{hostOnly(t, realm.URL)}, wantHits: 1},
+		{name: "configured", realms: []string{hostOnly(t, realm.URL)}, wantHits: 1, allow: loopback},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			realmHits.Store(0)
-			r, _ := newTestRegistry(t, handler, Options{Credentials: creds, TokenRealms: tt.realms})
+			r, _ := newTestRegistry(t, handler, Options{Credentials: creds, TokenRealms: tt.realms, AllowNetworks: tt.allow})
 			_, rc, err := r.Manifest(t.Context(), "team/app", "latest", false)
 			if tt.wantError {
 				if oci.StatusOf(err) != http.StatusBadGateway || !errors.Is(err, auth.ErrRealmNotAllowed) {

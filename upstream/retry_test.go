@@ -35,6 +35,13 @@ func status(code int) func() (*http.Response, error) {
 	}
 }
 
+// statusRA answers code with a Retry-After header.
+func statusRA(code int, retryAfter string) func() (*http.Response, error) {
+	return func() (*http.Response, error) {
+		return &http.Response{StatusCode: code, Header: http.Header{"Retry-After": {retryAfter}}, Body: io.NopCloser(strings.NewReader("x"))}, nil
+	}
+}
+
 func fail(err error) func() (*http.Response, error) {
 	return func() (*http.Response, error) { return nil, err }
 }
@@ -62,6 +69,12 @@ func TestRetryTransport(t *testing.T) {
 		{name: "connection refused forever", method: "GET", outcomes: []func() (*http.Response, error){fail(refused)}, wantCalls: 3},
 		{name: "timeout not retried", method: "GET", outcomes: []func() (*http.Response, error){fail(timeout)}, wantCalls: 1},
 		{name: "forbidden address not retried", method: "GET", outcomes: []func() (*http.Response, error){fail(&net.OpError{Op: "dial", Net: "tcp", Err: ErrForbiddenAddress})}, wantCalls: 1},
+		{name: "503 with Retry-After not retried", method: "GET", outcomes: []func() (*http.Response, error){statusRA(503, "120"), status(200)}, wantCalls: 1, wantStatus: 503},
+		{name: "503 with a Retry-After date not retried", method: "HEAD", outcomes: []func() (*http.Response, error){statusRA(503, "Fri, 01 Jan 2100 00:00:00 GMT"), status(200)}, wantCalls: 1, wantStatus: 503},
+		{name: "502 with Retry-After not retried", method: "GET", outcomes: []func() (*http.Response, error){statusRA(502, "30"), status(200)}, wantCalls: 1, wantStatus: 502},
+		{name: "503 with Retry-After 0 retried", method: "GET", outcomes: []func() (*http.Response, error){statusRA(503, "0"), status(200)}, wantCalls: 2, wantStatus: 200},
+		{name: "503 with an unreadable Retry-After retried", method: "GET", outcomes: []func() (*http.Response, error){statusRA(503, "later"), status(200)}, wantCalls: 2, wantStatus: 200},
+		{name: "429 with Retry-After not retried", method: "GET", outcomes: []func() (*http.Response, error){statusRA(429, "1"), status(200)}, wantCalls: 1, wantStatus: 429},
 		{name: "POST not retried", method: "POST", body: strings.NewReader("x"), outcomes: []func() (*http.Response, error){status(503)}, wantCalls: 1, wantStatus: 503},
 	}
 	for _, tt := range tests {
@@ -100,5 +113,46 @@ func TestRetryTransportRespectsContext(t *testing.T) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the context's error", err)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"120", 2 * time.Minute, true},
+		{" 7 ", 7 * time.Second, true},
+		{"0", 0, true},
+		{"600", MaxRetryAfter, true},
+		{"601", MaxRetryAfter, true},
+		{"99999999999999999999999999", MaxRetryAfter, true},
+		{"Thu, 01 Jan 2026 00:01:30 GMT", 90 * time.Second, true},    // IMF-fixdate
+		{"Thursday, 01-Jan-26 00:00:10 GMT", 10 * time.Second, true}, // obsolete RFC 850
+		{"Thu Jan  1 00:00:05 2026", 5 * time.Second, true},          // obsolete asctime
+		{"Wed, 31 Dec 2025 23:00:00 GMT", 0, true},                   // in the past
+		{"Fri, 01 Jan 2100 00:00:00 GMT", MaxRetryAfter, true},
+		{"", 0, false},
+		{"-5", 0, false},
+		{"+5", 0, false},
+		{"1.5", 0, false},
+		{"5s", 0, false},
+		{"soon", 0, false},
+		{"2026-01-01T00:01:00Z", 0, false},
+		{strings.Repeat("1", 65), 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseRetryAfter(tt.in, now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ParseRetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+	for d, want := range map[time.Duration]string{0: "0", time.Second: "1", 1500 * time.Millisecond: "2", MaxRetryAfter: "600"} {
+		if got := RetryAfterSeconds(d); got != want {
+			t.Errorf("RetryAfterSeconds(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/upstream"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -116,6 +117,9 @@ func New(proxyURL string, opts Options) (*Warmer, error) {
 		ReadTimeout:    opts.ReadTimeout,
 		SendTimeout:    opts.ReadTimeout,
 		UserAgent:      opts.UserAgent,
+		// The proxy is the operator's own: its redirects (to its
+		// bucket, storage.redirect) are followed wherever they lead.
+		AllowNetworks: netguard.All,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: proxy %s: %w", ErrInvalidOptions, proxyURL, err)

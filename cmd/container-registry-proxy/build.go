@@ -13,6 +13,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/health"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/shim"
 	"github.com/gmarcy/container-registry-proxy/storage"
@@ -41,6 +42,9 @@ type app struct {
 	lock *os.File
 	// cluster is what the replicas share through Redis; nil alone.
 	cluster *replicas
+	// out holds the proxy's listeners (upstream connections never reach
+	// them; serveOn and serveMetrics add them) and its Via marker.
+	out outbound
 }
 
 // build assembles every part from cfg, in order: storage, upstreams and
@@ -48,7 +52,7 @@ type app struct {
 // error whatever was opened is closed again (the cache directory's lock
 // included).
 func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app, err error) {
-	a := &app{log: log}
+	a := &app{log: log, out: outbound{self: &netguard.Self{}, loop: netguard.NewLoop()}}
 	defer func() {
 		if err != nil {
 			if cerr := a.close(); cerr != nil {
@@ -61,7 +65,7 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 	}
 	tokens := newTokens(cfg)
 	a.metrics = newMetrics(cfg, tokens)
-	if a.ups, err = newUpstreams(cfg, tokens, a.metrics); err != nil {
+	if a.ups, err = newUpstreams(cfg, tokens, a.metrics, a.out); err != nil {
 		return nil, err
 	}
 	a.ups.logServed(cfg, log)
@@ -74,15 +78,20 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 	if err = a.buildMirror(cfg); err != nil {
 		return nil, err
 	}
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	admin := adminGC(a.life, token)
 	page := newStatusPage(cfg, a.mirror, a.life, a.metrics, a.cluster)
-	tracked := page.Track(a.mirror)
+	tracked := refuseLoops(a.out.loop, page.Track(a.mirror))
 	if a.shim, a.setup, err = buildShim(cfg, log, tracked, a.ups, a.mirror, a.metrics); err != nil {
 		return nil, err
 	}
 	a.health = newHealth(a.store, a.life, a.cluster)
-	a.handler = a.front(rootHandler(tracked, page, a.setup, a.life, a.metrics, a.cluster.peerHandler(a.mirror)))
+	a.handler = a.front(rootHandler(tracked, page, a.setup, admin, a.metrics, a.cluster.peerHandler(a.mirror)))
 	a.reload = newReloader(cfg, a.ups)
-	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler()); err != nil {
+	if err = serveMetrics(ctx, cfg, log, a.metrics, a.health.Handler(), admin, a.out.self); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -91,7 +100,8 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (_ *app,
 // openStore creates the storage driver from cfg.Storage and clears uploads
 // that fills abandoned (a crash): all of them when this process holds the
 // filesystem driver's cache directory alone, else only those idle longer
-// than a fill may take (other processes may share the storage).
+// than a fill may take (other processes may share the storage); and the
+// temporary files of writes that a crash cut short.
 func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 	var root string
 	if a.store, root, err = newStore(ctx, cfg); err != nil {
@@ -113,6 +123,12 @@ func (a *app) openStore(ctx context.Context, cfg *config.Config) (err error) {
 		a.log.WithError(err).Warn("clearing abandoned uploads")
 	} else if n > 0 {
 		a.log.WithField("count", n).Info("cleared uploads abandoned by an earlier run (nothing partial is ever served)")
+	}
+	// A driver's temporary file lives for one write: a minute is old.
+	if n, err := a.store.PurgeTemp(ctx, min(age, time.Minute)); err != nil {
+		a.log.WithError(err).Warn("clearing temporary files")
+	} else if n > 0 {
+		a.log.WithField("count", n).Info("cleared temporary files left by writes of an earlier run")
 	}
 	purgeDriverUploads(ctx, a.log, name, params, time.Duration(cfg.FillTimeout))
 	a.log.WithField("driver", name).WithField("cacheDir", cfg.CacheDir).Info("cache storage ready")
@@ -172,12 +188,17 @@ func (a *app) buildMirror(cfg *config.Config) error {
 		TagTTL:                tagTTL,
 		FillTimeout:           time.Duration(cfg.FillTimeout),
 		DownHold:              downHold(cfg),
+		RevalidateWait:        revalidateWait(cfg),
 		Access:                a.ups.guard,
 		Cache:                 a.life,
 		Fetcher:               a.cluster.fetcherOf(),
 		Observer:              a.metrics,
 		RateLimitMinRemaining: int64(cfg.RateLimit.MinRemaining),
 		Redirect:              cfg.StorageRedirect,
+		TagListMaxBytes:       int64(cfg.TagList.MaxBytes),
+		TagListMaxTags:        cfg.TagList.MaxTags,
+		MaxFills:              cfg.MaxFills,
+		MaxFillsPerUpstream:   cfg.MaxFillsPerUpstream,
 	})
 	if err != nil {
 		return &configError{err}
@@ -207,6 +228,16 @@ func (a *app) close() error {
 		a.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// revalidateWait maps manifestCache.revalidateWait (0: wait for
+// upstream) to mirror.Options.RevalidateWait (0 is the default there,
+// negative waits).
+func revalidateWait(cfg *config.Config) time.Duration {
+	if cfg.ManifestCache.RevalidateWait == 0 {
+		return -1
+	}
+	return time.Duration(cfg.ManifestCache.RevalidateWait)
 }
 
 // downHold maps outageHold (0: off) to mirror.Options.DownHold (0 is the

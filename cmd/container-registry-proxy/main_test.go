@@ -119,6 +119,21 @@ func TestServeEndpoints(t *testing.T) {
 	}
 }
 
+// TestRevalidateWaitSetting: MANIFEST_CACHE_REVALIDATE_WAIT reaches the
+// mirror; 0 waits for upstream rather than meaning the mirror's default.
+func TestRevalidateWaitSetting(t *testing.T) {
+	t.Parallel()
+	for env, want := range map[string]time.Duration{"": 2 * time.Second, "500ms": 500 * time.Millisecond, "0": -1} {
+		cfg, err := config.Load(nil, envMap(map[string]string{"MANIFEST_CACHE_REVALIDATE_WAIT": env}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := revalidateWait(cfg); got != want {
+			t.Errorf("MANIFEST_CACHE_REVALIDATE_WAIT=%q: mirror RevalidateWait %v, want %v", env, got, want)
+		}
+	}
+}
+
 // TestOutageHoldSetting: OUTAGE_HOLD reaches the mirror; 0 turns the hold
 // off rather than meaning the mirror's default.
 func TestOutageHoldSetting(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/metrics"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/sirupsen/logrus"
 )
@@ -29,9 +30,10 @@ func newMetrics(cfg *config.Config, tokens *auth.TokenCache) *metrics.Metrics {
 }
 
 // serveMetrics starts the --metrics-listen listener, serving only
-// /metrics and health's /healthz and /readyz, until ctx ends; without the
-// setting it does nothing.
-func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health http.Handler) error {
+// /metrics, health's /healthz and /readyz and the admin gc (which needs
+// its token there too), until ctx ends; without the setting it does
+// nothing. Its address joins self, which upstream connections never reach.
+func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, mt *metrics.Metrics, health, admin http.Handler, self *netguard.Self) error {
 	if cfg.MetricsListen == "" {
 		return nil
 	}
@@ -39,10 +41,12 @@ func serveMetrics(ctx context.Context, cfg *config.Config, log *logrus.Logger, m
 	if err != nil {
 		return &configError{err: &config.KeyError{Key: "metricsListen", Value: cfg.MetricsListen, Err: err}}
 	}
+	self.Add(ln.Addr())
 	mux := http.NewServeMux()
 	mux.Handle(metricsPath, mt.Handler())
 	mux.Handle("/healthz", health)
 	mux.Handle("/readyz", health)
+	mux.Handle(adminGCPath, admin)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -30,7 +30,8 @@ func serve(ctx context.Context, cfg *config.Config, log *logrus.Logger, reread f
 	return serveOn(ctx, shim.SendTimeoutListener(ln, time.Duration(cfg.Client.SendTimeout)), app, log, cfg)
 }
 
-// serveOn runs the HTTP server on ln until ctx ends, then shuts down
+// serveOn runs the HTTP server on ln (which upstream connections never
+// reach from then on) until ctx ends, then shuts down
 // gracefully within cfg.ShutdownGrace: the listener closes at once,
 // requests and fills in progress may finish; after the grace period the
 // remaining connections are closed and unfinished fills abandoned (their
@@ -43,6 +44,7 @@ func serveOn(ctx context.Context, ln net.Listener, app *app, log *logrus.Logger,
 		IdleTimeout:       time.Duration(cfg.Client.KeepaliveTimeout),
 		ErrorLog:          logx.ServerLog(log, "http: "),
 	}
+	app.out.self.Add(ln.Addr())
 	log.WithField("listen", ln.Addr().String()).WithField("version", Version).Info("container-registry-proxy listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

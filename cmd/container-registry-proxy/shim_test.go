@@ -51,6 +51,9 @@ func runProxyFull(t *testing.T, dir, yaml string) (addr string, logs *testutil.S
 	logs = &testutil.SyncBuffer{}
 	log := logrus.New()
 	log.SetOutput(logs)
+	if cfg.Debug { // as main does
+		log.SetLevel(logrus.DebugLevel)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	a, err = build(ctx, cfg, log)
 	if err != nil {
@@ -167,7 +170,7 @@ connect:
 		target string
 		status string
 	}{
-		{"127.0.0.1:" + port, "403"},
+		{"127.0.0.2:" + port, "403"}, // 127.0.0.1:port is the registry's endpoint: intercepted
 		{"[::1]:443", "403"},
 		{"localhost:443", "502"}, // loopback is opened by allowNetworks; nothing listens
 		{"no-port", "400"},

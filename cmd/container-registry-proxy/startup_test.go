@@ -80,3 +80,42 @@ func TestStartupFailureAfterTheShim(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStartupClearsTemporaryFiles: the temporary files that writes of a
+// killed run left in the cache directory (a link, a tag record, the
+// readiness probe's) are removed at start; the content beside them stays
+// and the start says how many it removed.
+func TestStartupClearsTemporaryFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	repo := filepath.Join(cache, "repositories", "docker.io", "library", "alpine")
+	uuid := "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+	link := filepath.Join(repo, "_links", "sha256", strings.Repeat("ab", 32))
+	stale := []string{
+		link + "." + uuid + ".tmp",
+		filepath.Join(repo, "_tags", "latest."+uuid+".tmp"),
+		filepath.Join(cache, "_health", "probe-5f3c."+uuid+".tmp"),
+	}
+	for _, p := range append([]string{link}, stale...) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(`{"size":5}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, logs, _, stop := runProxyIn(t, dir, "dockerHub: false\n")
+	stop()
+	for _, p := range stale {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived the start (%v)", p, err)
+		}
+	}
+	if _, err := os.Stat(link); err != nil {
+		t.Errorf("the link was removed: %v", err)
+	}
+	if !strings.Contains(logs.String(), "cleared temporary files left by writes of an earlier run") || !strings.Contains(logs.String(), "count=3") {
+		t.Errorf("the start does not say what it cleared:\n%s", logs)
+	}
+}

@@ -42,5 +42,7 @@ func newStatusPage(cfg *config.Config, m *mirror.Mirror, life *cache.Lifecycle, 
 		DockerHub:  hub && cfg.DockerHub,
 		Version:    Version,
 		Banner:     "container-registry-proxy " + Version + ": caching proxy for container images; pull through /v2/\n",
+
+		HideRepositories: !cfg.Status.ShowRepositories,
 	})
 }

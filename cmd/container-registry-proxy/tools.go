@@ -176,16 +176,27 @@ func printReport(w io.Writer, rep storage.Report, dryRun bool) {
 }
 
 // gcViaProxy asks the proxy running on this cache to make an eviction
-// pass now (POST /_admin/gc on its listener, loopback only).
+// pass now (POST /_admin/gc on its listener, with the admin token).
 func gcViaProxy(cfg *config.Config, stdout, stderr io.Writer) int {
 	base, err := localURL(cfg.Listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and it cannot be reached: %v\n", err)
 		return 1
 	}
-	url := base + "/_admin/gc"
+	token, err := adminTokenFor(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and asking it needs its admin token: %v\n", err)
+		return 1
+	}
+	url := base + adminGCPath
 	// The URL is the configured listen address's own port on loopback.
-	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Post(url, "application/json", nil) //nolint:gosec // G704: see above
+	req, err := http.NewRequest(http.MethodPost, url, nil) //nolint:gosec // G704: see above
+	if err != nil {
+		fmt.Fprintf(stderr, "container-registry-proxy gc: %v\n", err)
+		return 1
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req) //nolint:gosec // G704: see above
 	if err != nil {
 		fmt.Fprintf(stderr, "container-registry-proxy gc: a proxy holds the cache index, and asking it at %s failed: %v\n", url, err)
 		return 1

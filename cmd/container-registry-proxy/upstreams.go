@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/config"
 	"github.com/gmarcy/container-registry-proxy/internal/logx"
+	"github.com/gmarcy/container-registry-proxy/internal/netguard"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/gmarcy/container-registry-proxy/upstream"
@@ -28,6 +30,17 @@ type upstreams struct {
 	// started is the keychain at start, for the start-up log.
 	started *auth.Keychain
 	obs     upstream.Observer
+	// out is what every client's connections know of the proxy itself:
+	// its listeners (never dialled) and its Via marker.
+	out outbound
+}
+
+// outbound is the proxy's own side of its upstream connections: the
+// listeners they must never reach (filled in once they are bound) and the
+// Via marker by which a request that comes back is recognised.
+type outbound struct {
+	self *netguard.Self
+	loop *netguard.Loop
 }
 
 // newTokens is the token cache every upstream client shares.
@@ -37,15 +50,19 @@ func newTokens(cfg *config.Config) *auth.TokenCache {
 
 // newUpstreams builds the credentials, a client per registry (sharing
 // tokens, reporting to obs) and the access policy of cfg.
-func newUpstreams(cfg *config.Config, tokens *auth.TokenCache, obs upstream.Observer) (*upstreams, error) {
-	u := &upstreams{tokens: tokens, clients: map[string]*upstream.Registry{}, regs: cfg.Upstreams(), obs: obs}
+func newUpstreams(cfg *config.Config, tokens *auth.TokenCache, obs upstream.Observer, out outbound) (*upstreams, error) {
+	u := &upstreams{tokens: tokens, clients: map[string]*upstream.Registry{}, regs: cfg.Upstreams(), obs: obs, out: out}
 	kc, err := newKeychain(cfg)
 	if err != nil {
 		return nil, &configError{err}
 	}
 	u.keys, u.started = auth.NewSwapSource(kc), kc
 	for _, rc := range u.regs {
-		client, err := upstream.New(clientOptions(cfg, rc, u))
+		opts := clientOptions(cfg, rc, u)
+		if opts.AllowNetworks, err = allowNetworks(cfg, rc); err != nil {
+			return nil, &configError{err}
+		}
+		client, err := upstream.New(opts)
 		if err != nil {
 			return nil, &configError{fmt.Errorf("registries[%s]: %w", rc.Host, err)}
 		}
@@ -56,6 +73,7 @@ func newUpstreams(cfg *config.Config, tokens *auth.TokenCache, obs upstream.Obse
 		return nil, &configError{err}
 	}
 	u.guard = auth.NewGuard(policy, cfg.AllowOwnAuth)
+	u.guard.LimitLogins(cfg.ClientAuth.MaxFailedLogins, 0)
 	return u, nil
 }
 
@@ -77,7 +95,23 @@ func clientOptions(cfg *config.Config, rc config.Registry, u *upstreams) upstrea
 		Keychain:       u.keys,
 		Log:            logx.From,
 		Observer:       u.obs,
+		Self:           u.out.self,
+		Loop:           u.out.loop,
 	}
+}
+
+// allowNetworks are the internal networks registry rc's redirect hops and
+// token realms may reach: upstream.allowNetworks and its own.
+func allowNetworks(cfg *config.Config, rc config.Registry) ([]netip.Prefix, error) {
+	all, err := netguard.ParseNetworks(cfg.Upstream.AllowNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("upstream.allowNetworks: %w", err)
+	}
+	own, err := netguard.ParseNetworks(rc.AllowNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("registries[%s].allowNetworks: %w", rc.Host, err)
+	}
+	return append(all, own...), nil
 }
 
 // mirrorRegistries are the registries as the mirror serves them.

@@ -20,11 +20,11 @@ var allowed = map[string][]string{
 	"internal/health": {},
 	"storage":         {"oci"},
 	"auth":            {"oci", "internal/flight"},
-	"upstream":        {"auth", "oci", "internal/flight", "internal/logx"},
+	"upstream":        {"auth", "oci", "internal/flight", "internal/logx", "internal/netguard"},
 	"cache":           {"storage", "oci"},
 	"mirror":          {"storage", "oci", "internal/logx", "internal/flight"},
-	"shim":            {"oci", "auth", "internal/flight", "internal/logx"},
-	"warm":            {"upstream", "auth", "oci", "internal/flight", "internal/logx"},
+	"shim":            {"oci", "auth", "internal/flight", "internal/logx", "internal/netguard"},
+	"warm":            {"upstream", "auth", "oci", "internal/flight", "internal/logx", "internal/netguard"},
 	// internal/metrics implements the observer interfaces that mirror,
 	// upstream and shim define, without importing them: only cmd wires it.
 	"internal/metrics": {},
@@ -47,6 +47,9 @@ var allowed = map[string][]string{
 	// storage.Index, the eviction lease, and the fill coordinator (a
 	// mirror.Fetcher); internal/flight comes with mirror.
 	"cluster": {"mirror", "storage", "oci", "internal/logx", "internal/flight"},
+	// internal/netguard is the address policy of the proxy's own
+	// connections and its loop marker: standard library only.
+	"internal/netguard": {},
 }
 
 // testHelpers are the packages that only _test.go files may import.

@@ -3,6 +3,7 @@ package flight
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -14,6 +15,9 @@ import (
 type Group[T any] struct {
 	g       singleflight.Group
 	timeout time.Duration
+
+	mu      sync.Mutex
+	waiting map[string]int // callers of Do attached to a call, by key
 }
 
 // New returns a Group whose calls run at most timeout each (a timeout <= 0
@@ -41,6 +45,8 @@ func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) 
 		defer cancel()
 		return fn(fctx)
 	})
+	g.attach(key, 1)
+	defer g.attach(key, -1)
 	var zero T
 	select {
 	case res := <-ch:
@@ -58,4 +64,25 @@ func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) 
 // context ended while it waited (not an error of the shared work).
 func Left(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, ctx.Err())
+}
+
+// Waiting returns how many callers of Do are attached to the call of key
+// now: each was counted once DoChan had joined it to the call, so when it
+// reaches n, n callers share one call (tests make sure concurrent requests
+// overlap before the shared work ends, without timing).
+func (g *Group[T]) Waiting(key string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting[key]
+}
+
+func (g *Group[T]) attach(key string, delta int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.waiting == nil {
+		g.waiting = map[string]int{}
+	}
+	if g.waiting[key] += delta; g.waiting[key] <= 0 {
+		delete(g.waiting, key)
+	}
 }

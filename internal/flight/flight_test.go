@@ -141,3 +141,35 @@ func TestNewNeedsTimeout(t *testing.T) {
 	}()
 	New[int](0)
 }
+
+// TestWaiting: Waiting counts the callers attached to a call, and drops
+// to zero once they have their result.
+func TestWaiting(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[int](time.Minute)
+		release := make(chan struct{})
+		var runs atomic.Int32
+		fn := func(context.Context) (int, error) {
+			runs.Add(1)
+			<-release
+			return 1, nil
+		}
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Go(func() { _, _ = g.Do(t.Context(), "k", fn) })
+		}
+		synctest.Wait()
+		if n := g.Waiting("k"); n != 5 {
+			t.Fatalf("Waiting = %d, want 5 callers on one call", n)
+		}
+		if n := g.Waiting("other"); n != 0 {
+			t.Fatalf("Waiting(other) = %d", n)
+		}
+		close(release)
+		wg.Wait()
+		if n, r := g.Waiting("k"), runs.Load(); n != 0 || r != 1 {
+			t.Fatalf("after the call: Waiting = %d, runs = %d; want 0 and 1", n, r)
+		}
+	})
+}

@@ -32,6 +32,7 @@ const (
 	NameRateLimitLimit     = "crp_ratelimit_limit"
 	NameRateLimitRemaining = "crp_ratelimit_remaining"
 	NameRateLimitPostponed = "crp_ratelimit_postponed_total"
+	NameUpstreamThrottled  = "crp_upstream_throttled_total"
 	NamePeerFills          = "crp_peer_fills_total"
 	NameFailovers          = "crp_fill_failovers_total"
 	NameLeaseLosses        = "crp_fill_lease_losses_total"
@@ -82,6 +83,7 @@ type Metrics struct {
 	rateLimit        *prometheus.GaugeVec
 	rateRemaining    *prometheus.GaugeVec
 	postponed        *prometheus.CounterVec
+	throttled        *prometheus.CounterVec
 	peerFills        prometheus.Counter
 	failovers        prometheus.Counter
 	leaseLosses      prometheus.Counter
@@ -111,6 +113,7 @@ func New(opts Options) *Metrics {
 	m.rateLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameRateLimitLimit, Help: "Last ratelimit-limit header seen from upstream (requests per window)."}, []string{"upstream"})
 	m.rateRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameRateLimitRemaining, Help: "Last ratelimit-remaining header seen from upstream."}, []string{"upstream"})
 	m.postponed = counterVec(NameRateLimitPostponed, "Tag revalidations postponed because upstream's remaining rate limit was below rateLimit.minRemaining (answered stale).", "upstream")
+	m.throttled = counterVec(NameUpstreamThrottled, "Requests answered without asking upstream because it asked to wait (429, or 503 with Retry-After): cached content stale, the rest with upstream's status and Retry-After.", "upstream")
 
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -132,7 +135,7 @@ func New(opts Options) *Metrics {
 		m.evictions, m.evictedBytes, newCacheCollector(m),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: NameTokenRequests, Help: "Requests sent to token realms (Bearer token flow)."},
 			func() float64 { return float64(tokens()) }),
-		m.tunnelsOpen, m.connects, m.rateLimit, m.rateRemaining, m.postponed,
+		m.tunnelsOpen, m.connects, m.rateLimit, m.rateRemaining, m.postponed, m.throttled,
 		m.peerFills, m.failovers, m.leaseLosses, m.redisErrors,
 	)
 	for _, d := range []string{"intercept", "tunnel", "deny", "bad-request", "proxy-auth-failed"} {
@@ -163,6 +166,7 @@ func (m *Metrics) AddUpstream(upstream string) {
 	m.fillDuration.WithLabelValues(upstream)
 	m.digestMismatches.WithLabelValues(upstream)
 	m.postponed.WithLabelValues(upstream)
+	m.throttled.WithLabelValues(upstream)
 }
 
 // SetCacheUsage sets the source of crp_cache_bytes and crp_cache_objects
@@ -215,6 +219,10 @@ func (m *Metrics) DigestMismatch(upstream string) {
 
 // Postponed records a tag revalidation postponed by the rate limit.
 func (m *Metrics) Postponed(upstream string) { m.postponed.WithLabelValues(upstream).Inc() }
+
+// Throttled records a request answered without asking upstream because
+// upstream asked to wait.
+func (m *Metrics) Throttled(upstream string) { m.throttled.WithLabelValues(upstream).Inc() }
 
 // UpstreamRequest records one HTTP request sent upstream; status is the
 // numeric code or "error".

@@ -99,7 +99,7 @@ func TestAddUpstreamCreatesZeroSeries(t *testing.T) {
 	if n := len(family(t, m, NameRequests)); n != len(kinds)*len(cacheStatuses) {
 		t.Fatalf("%d request series, want %d", n, len(kinds)*len(cacheStatuses))
 	}
-	for _, name := range []string{NameServedBytes, NameUpstreamBytes, NameFillDuration, NameDigestMismatches, NameRateLimitPostponed} {
+	for _, name := range []string{NameServedBytes, NameUpstreamBytes, NameFillDuration, NameDigestMismatches, NameRateLimitPostponed, NameUpstreamThrottled} {
 		rows := family(t, m, name)
 		if len(rows) == 0 {
 			t.Errorf("%s: no series", name)
@@ -123,6 +123,8 @@ func TestFillsRateLimitsEvictionsTunnels(t *testing.T) {
 	m.FillEnded("docker.io", 300*time.Millisecond)
 	m.DigestMismatch("docker.io")
 	m.Postponed("docker.io")
+	m.Throttled("docker.io")
+	m.Throttled("docker.io")
 	m.UpstreamRequest("docker.io", "200")
 	m.UpstreamRequest("docker.io", "200")
 	m.UpstreamRequest("docker.io", "error")
@@ -143,6 +145,7 @@ func TestFillsRateLimitsEvictionsTunnels(t *testing.T) {
 		{"fills in flight", m.fillsInFlight, 1},
 		{"mismatches", m.digestMismatches.WithLabelValues("docker.io"), 1},
 		{"postponed", m.postponed.WithLabelValues("docker.io"), 1},
+		{"throttled", m.throttled.WithLabelValues("docker.io"), 2},
 		{"upstream 200", m.upstreamRequests.WithLabelValues("docker.io", "200"), 2},
 		{"upstream error", m.upstreamRequests.WithLabelValues("docker.io", "error"), 1},
 		{"limit kept", m.rateLimit.WithLabelValues("docker.io"), 100},

@@ -47,6 +47,7 @@ type pageData struct {
 	CachePct                           float64
 	UsageUnknown                       bool
 	Repos                              []repoRow
+	ReposHidden                        bool
 	RegistriesConf, HostsToml, Daemon  string
 	Systemd, CACert, Containerd, Setup string
 }
@@ -81,7 +82,7 @@ func (p *Page) collect(r *http.Request) pageData {
 	d.Fills = p.fills(now)
 	d.Members = p.members()
 	p.usage(ctx, &d)
-	d.Repos = p.topRepos(reposShown)
+	d.Repos, d.ReposHidden = p.topRepos(reposShown), p.src.HideRepositories
 	p.snippets(&d)
 	return d
 }
@@ -158,6 +159,9 @@ func (p *Page) fills(now time.Time) []fillRow {
 	for _, f := range p.src.Fills() {
 		fr := fillRow{Digest: short(f.Digest), Upstream: f.Upstream, Repo: f.Repo, Written: f.Written, Size: f.Size, Clients: f.Clients,
 			Age: now.Sub(f.Started).Round(time.Second).String(), Source: f.Source, ForPeer: f.ForPeer}
+		if p.src.HideRepositories {
+			fr.Repo = ""
+		}
 		if f.Size > 0 {
 			fr.Pct = 100 * float64(f.Written) / float64(f.Size)
 		}

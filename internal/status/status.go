@@ -49,6 +49,10 @@ type Source struct {
 	Version    string
 	// Banner answers clients that do not ask for HTML.
 	Banner string
+	// HideRepositories keeps repository names off the page (config
+	// status.showRepositories: false): pulls are not counted per
+	// repository, and downloads in flight show their registry only.
+	HideRepositories bool
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -78,8 +82,12 @@ func New(src Source) *Page {
 const maxTracked = 10000
 
 // Track wraps the mirror handler and counts a pull for every GET of a
-// manifest by tag.
+// manifest by tag; with HideRepositories it returns next, counting
+// nothing.
 func (p *Page) Track(next http.Handler) http.Handler {
+	if p.src.HideRepositories {
+		return next
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)

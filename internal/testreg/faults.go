@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Fault is a misbehaviour the registry can be switched into at runtime with
@@ -30,6 +32,10 @@ const (
 	// FaultNoLength sends blob GET bodies without Content-Length
 	// (chunked), as some registries and CDNs do.
 	FaultNoLength Fault = -4
+	// FaultStallMidBlob sends blob GET headers and the first half of the
+	// body, then parks the rest until ReleaseBlobs (or the client goes
+	// away, which it then does not get).
+	FaultStallMidBlob Fault = -5
 )
 
 // FaultStatus makes every /v2/ request except /v2/ itself answer code with
@@ -54,6 +60,8 @@ func (f Fault) String() string {
 		return "blob-delay"
 	case FaultNoLength:
 		return "no-length"
+	case FaultStallMidBlob:
+		return "stall-mid-blob"
 	default:
 		return fmt.Sprintf("status-%d", int(f))
 	}
@@ -69,6 +77,12 @@ type faultState struct {
 
 	rate      atomic.Int64 // blob body bytes per second; 0: unthrottled
 	blobBytes atomic.Int64 // blob body bytes sent by the front
+
+	reval    revalFaults             // Throttle and Stall (hostile_reval.go)
+	tagPages *TagPages               // made-up tags/list pages (hostile_tags.go)
+	tagGate  chan struct{}           // closed: held tags/list requests may go
+	tagsHeld atomic.Int64            // tags/list requests waiting at tagGate
+	claims   map[digest.Digest]int64 // ClaimBlob: digest → claimed size
 }
 
 func (s *faultState) init() {
@@ -92,7 +106,7 @@ func (r *Registry) SetFault(f Fault) {
 	defer s.mu.Unlock()
 	s.fault = f
 	s.releaseLocked()
-	if f == FaultBlobDelay {
+	if f == FaultBlobDelay || f == FaultStallMidBlob {
 		s.gate = make(chan struct{})
 	}
 }
@@ -206,6 +220,9 @@ func (r *Registry) applyBodyFault(w http.ResponseWriter, req *http.Request, resp
 	case FaultBlobDelay:
 		_ = rc.Flush()
 		r.park(req)
+	case FaultStallMidBlob:
+		r.stallMidBlob(w, req, resp)
+		return
 	}
 	r.copyBlob(w, req, resp.Body)
 }

@@ -49,6 +49,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			sw.Header()[http.CanonicalHeaderKey(k)] = v
 		}
 	}
+	if isV2 && req.URL.Path != "/v2/" && r.serveRevalFault(sw, req) {
+		return
+	}
 	if f := r.faults.get(); f > 0 && isV2 && req.URL.Path != "/v2/" {
 		if f == http.StatusTooManyRequests {
 			sw.Header().Set("Retry-After", "7")
@@ -56,8 +59,18 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 		writeOCIError(sw, int(f), errorCode(int(f)), fmt.Sprintf("testreg fault: status %d", int(f)))
 		return
 	}
+	if kind == KindBlob && r.serveClaimed(sw, req) {
+		return
+	}
 	if isV2 && !r.authorize(sw, req, repo) {
 		return
+	}
+	if kind == KindBlob && r.opts.RedirectBlob != nil && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+		if loc := r.opts.RedirectBlob(req.Method, req.URL.Path); loc != "" {
+			sw.Header().Set("Location", loc)
+			sw.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
 	}
 	if kind == KindBlob && req.Method == http.MethodGet {
 		if r.opts.BlobRedirect {
@@ -65,6 +78,9 @@ func (r *Registry) serveFront(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.serveBlobBody(sw, req)
+		return
+	}
+	if kind == KindTags && r.serveTagPages(sw, req, repo) {
 		return
 	}
 	if kind == KindManifest && req.Method == http.MethodGet && r.opts.CanonicalManifestDigest {

@@ -63,6 +63,12 @@ type Options struct {
 	// BlobRedirect answers blob GETs with 307 to a second loopback server
 	// (the "CDN") that serves the bytes without needing credentials.
 	BlobRedirect bool
+	// RedirectBlob, when set, is asked for every blob GET and HEAD that
+	// passed authentication (method, request path); a non-empty answer is
+	// sent as a 307 Location, anywhere — a hostile registry steering its
+	// clients to internal addresses or back to themselves. Empty: the
+	// usual answer.
+	RedirectBlob func(method, path string) string
 	// DisableHTTP2 serves HTTPS with HTTP/1.1 only (default: h2 and 1.1).
 	DisableHTTP2 bool
 	// Headers, when set, is called for every /v2/ request of the front

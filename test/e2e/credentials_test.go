@@ -123,6 +123,9 @@ registries:
     endpoint: %q
     caFile: %q
     tokenRealms: [localhost]
+    # The realm listens on another loopback port: an internal address
+    # the operator opens for this registry.
+    allowNetworks: [127.0.0.0/8, "::1"]
     access:
       mode: public
 `, host, reg.URL, reg.CAFile)
