@@ -39,35 +39,66 @@ func LoadHtpasswd(path string) (*Htpasswd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
 	}
-	h := &Htpasswd{users: map[string][]byte{}, ok: map[[32]byte]time.Time{}, ttl: 5 * time.Minute, now: time.Now}
+	users, cost, err := parseHtpasswd(path, data)
+	if err != nil {
+		return nil, err
+	}
+	h := &Htpasswd{users: users, ok: map[[32]byte]time.Time{}, ttl: 5 * time.Minute, now: time.Now}
+	if h.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), cost); err != nil {
+		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// maxHtpasswdCost is the highest bcrypt cost accepted: htpasswd -B -C
+// allows 4 to 17. Each step doubles the time a check takes (17 is about
+// 10 s on one core); the bcrypt maximum, 31, would hold a request, and the
+// start-up that prepares the dummy hash, for days.
+const maxHtpasswdCost = 17
+
+// parseHtpasswd reads the user:bcrypt-hash lines of an htpasswd file
+// (path names it in errors, which never quote a hash) and returns the
+// users and their highest bcrypt cost.
+func parseHtpasswd(path string, data []byte) (map[string][]byte, int, error) {
+	users := map[string][]byte{}
+	lines := map[string]int{}
 	cost := bcrypt.MinCost
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	for line := 1; sc.Scan(); line++ {
+	line := 1
+	for ; sc.Scan(); line++ {
 		t := strings.TrimSpace(sc.Text())
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
 		user, hash, ok := strings.Cut(t, ":")
 		if !ok || user == "" {
-			return nil, fmt.Errorf("htpasswd %s:%d: want user:bcrypt-hash", path, line)
+			return nil, 0, fmt.Errorf("htpasswd %s:%d: want user:bcrypt-hash", path, line)
 		}
 		if !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") && !strings.HasPrefix(hash, "$2y$") {
-			return nil, fmt.Errorf("htpasswd %s:%d: user %q: only bcrypt hashes are accepted (htpasswd -B)", path, line, user)
+			return nil, 0, fmt.Errorf("htpasswd %s:%d: user %q: only bcrypt hashes are accepted (htpasswd -B)", path, line, user)
 		}
 		c, err := bcrypt.Cost([]byte(hash))
 		if err != nil {
-			return nil, fmt.Errorf("htpasswd %s:%d: user %q: %w", path, line, user, err)
+			return nil, 0, fmt.Errorf("htpasswd %s:%d: user %q: %w", path, line, user, err)
 		}
-		h.users[user] = []byte(hash)
+		if c > maxHtpasswdCost {
+			return nil, 0, fmt.Errorf("htpasswd %s:%d: user %q: bcrypt cost %d is above %d (htpasswd -B -C allows 4 to 17)", path, line, user, c, maxHtpasswdCost)
+		}
+		if prev, dup := lines[user]; dup {
+			return nil, 0, fmt.Errorf("htpasswd %s:%d: user %q is already given on line %d", path, line, user, prev)
+		}
+		users[user], lines[user] = []byte(hash), line
 		cost = max(cost, c)
 	}
-	if len(h.users) == 0 {
-		return nil, fmt.Errorf("htpasswd %s: no users", path)
+	if err := sc.Err(); err != nil {
+		// A line too long for the scanner would otherwise end the file
+		// there, silently dropping the users after it.
+		return nil, 0, fmt.Errorf("htpasswd %s:%d: %w", path, line, err)
 	}
-	if h.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), cost); err != nil {
-		return nil, fmt.Errorf("htpasswd %s: %w", path, err)
+	if len(users) == 0 {
+		return nil, 0, fmt.Errorf("htpasswd %s: no users", path)
 	}
-	return h, nil
+	return users, cost, nil
 }
 
 // Verify reports whether password is user's.

@@ -27,6 +27,9 @@ const (
 	DefaultTokenLifetime = 60 * time.Second
 	// DefaultTokenTimeout bounds one request to a token realm.
 	DefaultTokenTimeout = 30 * time.Second
+	// maxTokenLifetime bounds how long a token is kept, whatever
+	// expires_in says (an expires_in past 292 years would overflow).
+	maxTokenLifetime = 24 * time.Hour
 	// minExpiryMargin is how long before expiry a cached token is dropped.
 	minExpiryMargin = 5 * time.Second
 	// sweepThreshold is the cache size above which expired entries are
@@ -328,7 +331,7 @@ func (c *TokenCache) readAnswer(resp *http.Response, req TokenRequest, host stri
 	}
 	lifetime := DefaultTokenLifetime
 	if tr.ExpiresIn > 0 {
-		lifetime = time.Duration(tr.ExpiresIn) * time.Second
+		lifetime = time.Duration(min(tr.ExpiresIn, int64(maxTokenLifetime/time.Second))) * time.Second
 	}
 	// A token issued before we asked (clock skew, caching realm) expires
 	// earlier than its expires_in suggests; never later.

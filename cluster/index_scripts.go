@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,10 +224,16 @@ func timeArgs(t time.Time) (sec, nsec string) {
 	return strconv.FormatInt(t.Unix(), 10), strconv.Itoa(t.Nanosecond())
 }
 
-// accessMember is the member of an entry in idx:access.
+// accessMember is the member of an entry in idx:access: the access time
+// in Unix nanoseconds, times before 1970 as 0 and times past what an
+// int64 holds (2262) as its maximum, so that the members sort by time.
 func accessMember(d digest.Digest, t time.Time) string {
 	var ns uint64
-	if t.Unix() >= 0 {
+	switch {
+	case t.Unix() < 0:
+	case t.After(time.Unix(0, math.MaxInt64)):
+		ns = math.MaxInt64
+	default:
 		ns = uint64(t.UnixNano())
 	}
 	return fmt.Sprintf("%016x", ns) + string(d)

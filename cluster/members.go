@@ -3,8 +3,11 @@ package cluster
 import (
 	"context"
 	"hash/fnv"
+	"net"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,13 +62,28 @@ func JoinMembers(ctx context.Context, r *Redis, self string, ttl time.Duration) 
 }
 
 // ValidAdvertise reports whether u can be a member's URL: http or https,
-// a host and a port, nothing else. Entries of the members set that are
-// not are ignored: fills are never asked (with the cluster secret) from
-// a URL of another shape, whoever wrote it into Redis.
+// a host (an IP address or a name of letters, digits, '.', '-' and '_')
+// and a port from 1 to 65535, nothing else (not even an empty query or
+// fragment, which would swallow the peer path). Entries of the members set
+// that are not are ignored: fills are never asked (with the cluster
+// secret) from a URL of another shape, whoever wrote it into Redis.
 func ValidAdvertise(u string) bool {
 	p, err := url.Parse(u)
-	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Hostname() != "" && p.Port() != "" &&
-		(p.Path == "" || p.Path == "/") && p.RawQuery == "" && p.Fragment == "" && p.User == nil && p.Opaque == ""
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || (p.Path != "" && p.Path != "/") ||
+		strings.ContainsAny(u, "?#") || p.User != nil || p.Opaque != "" {
+		return false
+	}
+	port, err := strconv.Atoi(p.Port())
+	return err == nil && port >= 1 && port <= 65535 && strconv.Itoa(port) == p.Port() && validMemberHost(p.Hostname())
+}
+
+// validMemberHost reports whether h is an IP address (without a zone) or
+// a host name.
+func validMemberHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	return h != "" && strings.Trim(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == ""
 }
 
 // Self is this replica's advertised URL.

@@ -30,8 +30,9 @@ const authRegistriesKey = "AUTH_REGISTRIES"
 // delimiter, byte for byte (it may contain fieldDelim, spaces, newlines).
 // Entries that are empty or only white space are skipped; the host and
 // user are trimmed of surrounding white space. Errors name the entry's
-// position (from 1) and, when the entry has the full shape, its host —
-// never the password or any part of an entry that might be one.
+// position (from 1) and, when the entry has the full shape and a valid
+// host, that host — never the password or any part of an entry that might
+// be one.
 func parseAuthRegistries(s, entryDelim, fieldDelim string) ([]AuthEntry, error) {
 	var out []AuthEntry
 	for i, entry := range strings.Split(s, entryDelim) {
@@ -45,13 +46,20 @@ func parseAuthRegistries(s, entryDelim, fieldDelim string) ([]AuthEntry, error) 
 			// Nothing here is known to be a host: a password holding the
 			// entry delimiter splits into pieces that land here.
 			return nil, &KeyError{Key: authRegistriesKey, Err: noValue(fmt.Errorf(
-				"entry %d: want host%suser%spassword (a password containing %q needs another AUTH_REGISTRIES_DELIMITER)",
-				n, fieldDelim, fieldDelim, entryDelim))}
+				"entry %d: want host, user and password separated by %q (a password containing %q needs another AUTH_REGISTRIES_DELIMITER)",
+				n, fieldDelim, entryDelim))}
 		}
 		e := AuthEntry{Host: strings.TrimSpace(host), Username: strings.TrimSpace(user), Password: pass}
 		if strings.HasPrefix(e.Username, "//") {
 			// "https://quay.io:robot:pw" split on ":".
 			return nil, &KeyError{Key: authRegistriesKey, Err: noValue(fmt.Errorf("entry %d: want a host without a scheme (quay.io, not https://quay.io)", n))}
+		}
+		if checkHost(e.Host) != nil {
+			// Not quoted: what stands where the host belongs may be a
+			// piece of a password that holds the entry delimiter.
+			return nil, &KeyError{Key: authRegistriesKey, Err: noValue(fmt.Errorf(
+				"entry %d: no registry host[:port] before the first %q (a password containing %q needs another AUTH_REGISTRIES_DELIMITER)",
+				n, fieldDelim, entryDelim))}
 		}
 		if err := checkAuthEntry(e); err != nil {
 			return nil, &KeyError{Key: authRegistriesKey, Err: noValue(fmt.Errorf("entry %d (host %q): %w", n, e.Host, err))}

@@ -142,9 +142,21 @@ func checkHost(h string) error {
 		}
 	}
 	if port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("port %q is not a number from 1 to 65535", port)
-		}
+		return checkPort(port)
+	}
+	return nil
+}
+
+// checkPort accepts a port number from 1 to 65535 written without a sign
+// or leading zeros: "0443" or "+443" would name a host under a second
+// key, namespace and cache.
+func checkPort(port string) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	if strconv.Itoa(n) != port {
+		return fmt.Errorf("port %q: write it as %d", port, n)
 	}
 	return nil
 }

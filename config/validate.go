@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 )
@@ -106,7 +107,13 @@ func (c *Config) compileTier(path, src string) (*regexp.Regexp, error) {
 
 // compileTier anchors src at the start of the tag only.
 func compileTier(src string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^(?:` + src + `)`)
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	// From the parsed form, not src: a \Q in src (literal text to its
+	// end) would swallow the closing parenthesis of `^(?:` + src + `)`.
+	return regexp.Compile(`^(?:` + re.String() + `)`)
 }
 
 // validateFills checks the caps on blob downloads in flight.
@@ -248,8 +255,8 @@ func (c *Config) validateAdvertise() error {
 		return nil
 	}
 	u, err := url.Parse(adv)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || checkPort(u.Port()) != nil ||
+		(u.Path != "" && u.Path != "/") || strings.ContainsAny(adv, "?#") || u.User != nil {
 		return &KeyError{Key: c.keyFor("cluster.advertise"), Value: adv, Err: errors.New("want http://host:port (the address other replicas reach, e.g. http://$(POD_IP):3128)")}
 	}
 	if len(c.Cluster.Secret) < 16 {

@@ -202,14 +202,15 @@ func (m *Mirror) storeManifest(ctx context.Context, t target, mf *manifest) *man
 }
 
 // manifestType takes upstream's Content-Type unless it is generic, in which
-// case the body decides.
+// case the body decides. A type that is not a plain type/subtype (it is
+// served as Content-Type) makes the answer no manifest ("").
 func manifestType(contentType string, body []byte) string {
 	mt, _, err := mime.ParseMediaType(contentType)
 	switch {
 	case err != nil, mt == "", mt == "application/json", mt == "text/plain", mt == oci.MediaTypeOctetStream:
 		return oci.ManifestMediaType(body)
 	}
-	if !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+	if !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) || !oci.ValidMediaType(mt) {
 		return ""
 	}
 	return mt

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 )
 
@@ -58,6 +59,8 @@ func ManifestMediaType(body []byte) string {
 		return ""
 	}
 	switch {
+	case m.MediaType != "" && !ValidMediaType(m.MediaType):
+		return "" // it is served as Content-Type: never what upstream wrote there
 	case m.MediaType != "":
 		return m.MediaType
 	case m.SchemaVersion == 1 && m.FSLayers != nil:
@@ -72,6 +75,14 @@ func ManifestMediaType(body []byte) string {
 	}
 	return ""
 }
+
+// mediaTypeRe is a media type without parameters: type/subtype of RFC
+// 6838's restricted names (a letter or digit, then up to 126 of letters,
+// digits and !#$&-^_.+).
+var mediaTypeRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$`)
+
+// ValidMediaType reports whether mt is a media type without parameters.
+func ValidMediaType(mt string) bool { return mediaTypeRe.MatchString(mt) }
 
 // IsIndex reports whether mediaType is a multi-platform index or list.
 func IsIndex(mediaType string) bool {

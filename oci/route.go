@@ -57,11 +57,13 @@ func Resolve(name, ns string, lookup Lookup) (Route, error) {
 		}
 		return Route{}, Errorf(http.StatusForbidden, CodeDenied, "registry %q is not served by this proxy", host)
 	}
+	if up == DockerHub && ValidRepository(repo) && !strings.Contains(repo, "/") {
+		repo = "library/" + repo
+	}
+	// Checked after library/ is added: the repository asked of upstream
+	// and stored is what must be valid, 255 characters at most.
 	if !ValidRepository(repo) {
 		return Route{}, Errorf(http.StatusNotFound, CodeNameInvalid, "invalid repository name %q", repo)
-	}
-	if up == DockerHub && !strings.Contains(repo, "/") {
-		repo = "library/" + repo
 	}
 	return Route{Upstream: up, Repo: repo}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -162,11 +163,18 @@ func cloneEntry(e IndexEntry) IndexEntry {
 	return e
 }
 
+// maxAccessTime is the last time whose Unix nanoseconds fit an int64
+// (2262-04-11): UnixNano of a later one wraps around.
+var maxAccessTime = time.Unix(0, math.MaxInt64)
+
 // accessNanos is the sort key of ByLastAccess; times before 1970 sort
-// first.
+// first, times after maxAccessTime last.
 func accessNanos(t time.Time) uint64 {
-	if t.Unix() < 0 {
+	switch {
+	case t.Unix() < 0:
 		return 0
+	case t.After(maxAccessTime):
+		return math.MaxInt64
 	}
 	return uint64(t.UnixNano())
 }

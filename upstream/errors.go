@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
@@ -94,7 +96,7 @@ func (r *Registry) responseError(resp *http.Response, k kind) *oci.Error {
 	se := &StatusError{Upstream: r.host, Method: resp.Request.Method, Path: resp.Request.URL.Path, Status: resp.StatusCode}
 	var env oci.Envelope
 	if json.Unmarshal(body, &env) == nil && len(env.Errors) > 0 {
-		se.Code = strings.ToUpper(env.Errors[0].Code)
+		se.Code = errorCode(env.Errors[0].Code)
 		se.Message = sanitize(env.Errors[0].Message)
 	}
 	upCode := ""
@@ -172,18 +174,38 @@ func (r *Registry) retryAfter(resp *http.Response, def time.Duration) string {
 	return ""
 }
 
-// sanitize bounds an upstream message and drops control characters.
+// sanitize bounds an upstream message (cut at a character boundary) and
+// replaces control characters (C0, DEL, C1) and line separators with
+// spaces, invalid UTF-8 with U+FFFD.
 func sanitize(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
 			return ' '
 		}
 		return r
 	}, s)
 	if len(s) > maxMessage {
-		s = s[:maxMessage] + "…"
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return strings.TrimSpace(s)
+}
+
+// maxCode bounds the error code kept from an upstream's answer.
+const maxCode = 64
+
+// errorCode is upstream's error code in upper case when it looks like
+// one (letters, digits and '_', at most maxCode), else "": a code is
+// logged in StatusError's text, and only the spec's codes reach clients.
+func errorCode(c string) string {
+	c = strings.ToUpper(c)
+	if len(c) > maxCode || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != "" {
+		return ""
+	}
+	return c
 }
 
 // transportError maps a failure to get (or read) an upstream answer to an

@@ -55,6 +55,13 @@ func ParseReference(s string) (reference.Named, error) {
 	if err != nil {
 		return nil, &ReferenceError{Image: in, Reason: diagnose(s), Err: err}
 	}
+	if d, ok := named.(reference.Digested); ok {
+		// The reference package takes any registered algorithm; the proxy
+		// serves sha256 and sha512 only.
+		if _, err := oci.ParseDigest(d.Digest().String()); err != nil {
+			return nil, &ReferenceError{Image: in, Reason: fmt.Sprintf("unsupported digest algorithm %q (want sha256 or sha512)", d.Digest().Algorithm()), Err: err}
+		}
+	}
 	domain := reference.Domain(named)
 	if !oci.LooksLikeHost(domain) {
 		// The reference package takes an upper-case first component for
