@@ -313,7 +313,7 @@ func (r *runner) measure(ctx context.Context) error {
 	closed := time.Now()
 	r.res.Peak = sampler.stop()
 	r.res.Upstream = diffCounts(r.up.snapshot(), up0)
-	r.res.fill(run, r.requests)
+	r.res.fill(run)
 	r.o.Log("run: %d requests in %.1fs, %d errors; peak %s", r.res.Total.Requests, r.res.Took.Seconds(), r.res.Total.Errors, r.res.Peak)
 	if err := r.alive(); err != nil {
 		return err

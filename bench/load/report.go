@@ -17,7 +17,7 @@ type KindStats struct {
 }
 
 // fill sets the run's figures from the measured run.
-func (r *Result) fill(st *runStats, _ []request) {
+func (r *Result) fill(st *runStats) {
 	r.Took = st.took
 	var all []time.Duration
 	for i, k := range st.kinds {
