@@ -198,6 +198,13 @@ func (s *stream) choose() (string, error) {
 	}
 	if holder != "" && (holder != self || self == "") {
 		if !s.f.m.Suspected(holder) && holder != self {
+			if s.req.ForPeer {
+				// The asking replica goes to the holder itself: a chain
+				// of replicas would leave it nobody to fail over to
+				// when the holder dies.
+				return "", oci.Errorf(http.StatusConflict, oci.CodeUnavailable,
+					"the fill of %s is another replica's (%s)", s.req.Digest, holder)
+			}
 			return holder, nil
 		}
 		if self == "" {

@@ -514,3 +514,67 @@ func TestFillsOfOneDigestFromTwoUpstreams(t *testing.T) {
 	}
 	waitNoFills(t, reps)
 }
+
+// TestPeerAskedWhileAnotherHoldsTheLease: a replica asked by a peer for a
+// blob whose lease another replica holds answers 409 instead of streaming
+// that replica's fill in turn: a chain of peers would leave the asking
+// replica without a failover when the holder dies (it would follow the
+// middle one, which itself fails over). The asking replica then goes to
+// the holder; upstream is asked once.
+func TestPeerAskedWhileAnotherHoldsTheLease(t *testing.T) {
+	t.Parallel()
+	up, b, owner, others := threeReplicas(t, 1<<20)
+	up.SetFault(testreg.FaultBlobDelay)
+	var wg sync.WaitGroup
+	var sum string
+	var perr error
+	wg.Go(func() { sum, perr = pull(owner, b.Digest) })
+	up.WaitBlobsParked(t, 1)
+	waitFills(t, []*replica{owner}, b.Digest)
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet,
+		others[0].url+mirror.PeerPath+b.Digest.String()+"?upstream=registry.test&repo=app", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(cluster.SecretHeader, testSecret)
+	type answer struct {
+		status int
+		err    error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got <- answer{status: resp.StatusCode}
+	}()
+	var a answer
+	select {
+	case a = <-got:
+	case <-time.After(3 * time.Second):
+		// Streaming the holder's fill, parked upstream: release it to
+		// see what the peer got.
+		up.ReleaseBlobs()
+		a = <-got
+	}
+	if a.err != nil || a.status != http.StatusConflict {
+		t.Errorf("peer ask to %s while %s holds the lease: %d, %v; want 409", others[0].url, owner.url, a.status, a.err)
+	}
+	up.ReleaseBlobs()
+	wg.Wait()
+	if perr != nil || sum != b.Digest.String() {
+		t.Errorf("owner's client: %s, %v", sum, perr)
+	}
+	// The asking replica's own clients still get the blob.
+	if s, err := pull(others[1], b.Digest); err != nil || s != b.Digest.String() {
+		t.Errorf("other replica afterwards: %s, %v", s, err)
+	}
+	if n := up.Count("GET", "blob"); n != 1 {
+		t.Errorf("upstream served %d blob GETs, want 1", n)
+	}
+}

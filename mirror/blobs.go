@@ -51,10 +51,17 @@ func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, t target, d d
 		} else if f, rd, started, err = m.joinFill(r.Context(), t, d, forPeer, prove); err != nil {
 			return err
 		}
-		if forPeer && !started && f.fromPeer() {
-			f.detach(rd)
-			m.release(f)
-			return oci.Errorf(http.StatusConflict, oci.CodeUnavailable, "the fill of %s here streams from another replica", d)
+		if forPeer && !started {
+			// A peer is offered a fill only once it is known not to
+			// stream from a third replica.
+			if chained, err := f.streamsFromPeer(r.Context()); err != nil || chained {
+				f.detach(rd)
+				m.release(f)
+				if err != nil {
+					return err
+				}
+				return oci.Errorf(http.StatusConflict, oci.CodeUnavailable, "the fill of %s here streams from another replica", d)
+			}
 		}
 		err = m.serveFill(w, r, t, f, rd, started)
 		if errors.Is(err, errNoCache) {

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
 	"github.com/gmarcy/container-registry-proxy/mirror"
@@ -73,5 +76,81 @@ func TestFetcherSeam(t *testing.T) {
 	}
 	if fetcher.calls.Load() != 2 {
 		t.Fatalf("the Fetcher was asked %d times, want once per fill", fetcher.calls.Load())
+	}
+}
+
+// gatedFetcher decides a fill's source only when told to (decide), as a
+// cluster's coordinator does after asking Redis, then streams from
+// upstream while reporting source as the source.
+type gatedFetcher struct {
+	entered chan struct{}
+	decide  chan struct{}
+	source  string
+}
+
+func (g *gatedFetcher) Fetch(ctx context.Context, f mirror.FillRequest) (io.ReadCloser, int64, error) {
+	close(g.entered)
+	select {
+	case <-g.decide:
+	case <-ctx.Done():
+		return nil, -1, ctx.Err()
+	}
+	f.Source(g.source)
+	return f.FromUpstream(ctx, 0)
+}
+
+// TestPeerAskWaitsForTheFillsSource: a peer's request that joins a fill
+// whose Fetcher has not yet decided where the bytes come from waits for
+// that decision, and is refused (409) when the fill streams from another
+// replica: it is never served a fill that turns out to be a third
+// replica's stream (no chains, no loops between replicas).
+func TestPeerAskWaitsForTheFillsSource(t *testing.T) {
+	t.Parallel()
+	up := testreg.Start(t, testreg.Options{TLS: true})
+	b := up.PushBlob(t, "app", testreg.RandomLayer(t, 50_000))
+	g := &gatedFetcher{entered: make(chan struct{}), decide: make(chan struct{}), source: "http://replica-c.test:3128"}
+	e := newEnv(t, envOptions{fetcher: g}, upstreamSpec{host: "registry.test", reg: up})
+	peer := httptest.NewServer(e.mirror.PeerHandler())
+	t.Cleanup(peer.Close)
+
+	client := make(chan string, 1)
+	go func() {
+		_, sum, _, err := hashGET(e, "/v2/registry.test/app/blobs/"+b.Digest.String())
+		if err != nil {
+			sum = err.Error()
+		}
+		client <- sum
+	}()
+	<-g.entered
+	status := make(chan int, 1)
+	go func() {
+		resp, err := peer.Client().Get(peer.URL + mirror.PeerPath + b.Digest.String() + "?upstream=registry.test&repo=app")
+		if err != nil {
+			status <- -1
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	// The peer's request has joined the fill (two clients) before the
+	// Fetcher decides.
+	for {
+		fills := e.mirror.Fills()
+		if len(fills) == 1 && fills[0].Clients == 2 {
+			break
+		}
+		select {
+		case s := <-status:
+			t.Fatalf("the peer's request ended (%d) before the fill's source was decided", s)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	close(g.decide)
+	if s := <-status; s != http.StatusConflict {
+		t.Errorf("peer ask joined a fill that streams from another replica: %d, want 409", s)
+	}
+	if sum := <-client; sum != b.Digest.String() {
+		t.Errorf("the local client got %s, want %s", sum, b.Digest)
 	}
 }

@@ -61,6 +61,9 @@ type fill struct {
 	// source is where the bytes come from (FillRequest.Source), "" until
 	// the Fetcher said; guarded by mu.
 	source string
+	// sourced is closed once the Fetcher named the first source, or when
+	// the fill ended without one (closed under mu).
+	sourced chan struct{}
 	// purged says the blob was deleted through the shim while the fill
 	// ran (purge.go): it commits nothing. Guarded by Mirror.purging.
 	purged bool
@@ -130,7 +133,7 @@ func (m *Mirror) joinFill(ctx context.Context, t target, d digest.Digest, forPee
 	tctx, cancelTimeout := detached(ctx, m.opts.FillTimeout)
 	fctx, stop := context.WithCancelCause(tctx)
 	f = &fill{digest: d, ns: t.reg.Namespace, repo: t.repo, size: -1, forPeer: forPeer, stop: stop,
-		ready: make(chan struct{}), changed: make(chan struct{}), readers: map[*fillReader]struct{}{rd: {}},
+		ready: make(chan struct{}), sourced: make(chan struct{}), changed: make(chan struct{}), readers: map[*fillReader]struct{}{rd: {}},
 		refs: 2, started: m.opts.Now()}
 	m.fills[k] = f
 	m.fillStarted(k.ns)
@@ -489,7 +492,30 @@ func (m *Mirror) cancelUpload(ctx context.Context, up *storage.Upload) {
 func (f *fill) setSource(s string) {
 	f.mu.Lock()
 	f.source = s
+	f.sourcedLocked()
 	f.mu.Unlock()
+}
+
+// sourcedLocked closes f.sourced unless it is closed; f.mu is held.
+func (f *fill) sourcedLocked() {
+	select {
+	case <-f.sourced:
+	default:
+		close(f.sourced)
+	}
+}
+
+// streamsFromPeer waits until the fill's Fetcher chose its source (or the
+// fill ended, or ctx did) and reports whether that source is another
+// replica. Deciding asks only Redis, never a peer, so two replicas
+// waiting on each other's fills cannot deadlock.
+func (f *fill) streamsFromPeer(ctx context.Context) (bool, error) {
+	select {
+	case <-f.sourced:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	return f.fromPeer(), nil
 }
 
 // fromPeer reports whether the fill streams another replica's fill.
@@ -525,6 +551,7 @@ func (m *Mirror) endFill(f *fill, err error) {
 	f.mu.Lock()
 	f.done, f.err = true, err
 	f.changedLocked()
+	f.sourcedLocked()
 	f.mu.Unlock()
 	closeReady(f)
 }
