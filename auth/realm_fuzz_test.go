@@ -56,7 +56,9 @@ func FuzzRealmAllowed(f *testing.F) {
 		if (h != reg || p != regPort) && (h != ep || p != epPort) {
 			t.Fatalf("realm %q (host %q port %s, no registrable domain) allowed for registry %q at endpoint %q", realm, h, p, registry, endpoint)
 		}
-		if ip := net.ParseIP(h); ip != nil && h == ep {
+		// An IP realm allowed as the endpoint's (not as the registry's
+		// own host and port) is the endpoint's IP at its port.
+		if ip := net.ParseIP(h); ip != nil && h == ep && (h != reg || p != regPort) {
 			if epIP := net.ParseIP(ep); epIP == nil || !epIP.Equal(ip) || p != epPort {
 				t.Fatalf("realm %q on an IP allowed for endpoint %q", realm, endpoint)
 			}
