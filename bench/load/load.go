@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // Options configure a run. Zero values take the defaults in brackets.
@@ -102,7 +104,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := r.measure(ctx); err != nil {
 		return nil, err
 	}
-	r.res.Machine.Load1 = loadAvg()
+	r.res.Machine.Load1 = harness.LoadAvg()
 	return r.res, nil
 }
 
@@ -261,15 +263,15 @@ func (r *runner) pushImages(ctx context.Context) error {
 func (r *runner) startProxy(ctx context.Context) error {
 	if r.o.Addr != "" {
 		r.base, r.pid = r.o.Addr, r.o.PID
-		return waitStatus(ctx, nil, r.base+"/healthz", 200)
+		return harness.WaitHTTP(ctx, nil, r.base+"/healthz", 200, nil)
 	}
 	p, err := startProxy(ctx, r.o.ProxyBin, filepath.Join(r.dir, "proxy"), r.o.Registry, r.up.url)
 	if err != nil {
 		return err
 	}
-	r.proxy, r.base, r.pid = p, p.base, p.pid()
+	r.proxy, r.base, r.pid = p, p.base, p.Pid()
 	r.res.Machine.ProxyFDLimit = procFDLimit(r.pid)
-	r.o.Log("proxy pid %d at %s (log %s)", r.pid, r.base, p.log)
+	r.o.Log("proxy pid %d at %s (log %s)", r.pid, r.base, p.Log)
 	return nil
 }
 
@@ -332,7 +334,7 @@ func (r *runner) alive() error {
 	if r.proxy == nil {
 		return nil
 	}
-	return r.proxy.exited()
+	return r.proxy.Exited()
 }
 
 // waitAfter reads the proxy every 250 ms until its goroutines and

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // String prints a sample for the progress log.
@@ -33,7 +35,7 @@ func (r *runner) sample(ctx context.Context) (Sample, error) {
 	if r.pid == 0 {
 		return s, nil
 	}
-	kb, err := statusFields(r.pid, "VmRSS", "VmHWM")
+	kb, err := harness.StatusKB(r.pid, "VmRSS", "VmHWM")
 	if err != nil {
 		return s, err
 	}
@@ -76,43 +78,6 @@ func (r *runner) goroutines(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("no go_goroutines in %s/metrics", r.base)
-}
-
-// statusFields reads kB fields of /proc/<pid>/status.
-func statusFields(pid int, keys ...string) (map[string]int64, error) {
-	return kBFields(fmt.Sprintf("/proc/%d/status", pid), keys...)
-}
-
-// kBFields reads "Key: N kB" lines of a /proc file.
-func kBFields(path string, keys ...string) (map[string]int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		for _, want := range keys {
-			if k == want {
-				n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-				if err != nil {
-					return nil, fmt.Errorf("%s %s: %w", path, k, err)
-				}
-				out[k] = n
-			}
-		}
-	}
-	for _, want := range keys {
-		if _, ok := out[want]; !ok {
-			return nil, fmt.Errorf("no %s in %s", want, path)
-		}
-	}
-	return out, sc.Err()
 }
 
 // sampler reads the proxy every 200 ms during the run and keeps the
@@ -210,7 +175,7 @@ type Machine struct {
 }
 
 func machineInfo(bin string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), Go: goVersion, Load0: loadAvg(), Proxy: "a running proxy (--addr)"}
+	m := Machine{NProc: runtime.NumCPU(), Go: goVersion, Load0: harness.LoadAvg(), Proxy: "a running proxy (--addr)"}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -222,7 +187,7 @@ func machineInfo(bin string) Machine {
 			}
 		}
 	}
-	if kb, err := kBFields("/proc/meminfo", "MemTotal"); err == nil {
+	if kb, err := harness.KBFields("/proc/meminfo", "MemTotal"); err == nil {
 		m.MemTotal = fmt.Sprintf("%.0f GiB", float64(kb["MemTotal"])/(1<<20))
 	}
 	if bin != "" {
@@ -234,17 +199,4 @@ func machineInfo(bin string) Machine {
 		m.Proxy = line
 	}
 	return m
-}
-
-// loadAvg returns the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage driver registration
@@ -159,7 +159,7 @@ func (u *upstream) push(ctx context.Context, repo, tag string, sizes []int64) (*
 		if _, err := rand.Read(b); err != nil {
 			return nil, err
 		}
-		d := digestOf(b)
+		d := digest.FromBytes(b).String()
 		if err := u.pushBlob(ctx, c, repo, d, b); err != nil {
 			return nil, err
 		}
@@ -170,7 +170,7 @@ func (u *upstream) push(ctx context.Context, repo, tag string, sizes []int64) (*
 		"architecture": "amd64", "os": "linux",
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
-	img.config = blob{digestOf(cfg), int64(len(cfg))}
+	img.config = blob{digest.FromBytes(cfg).String(), int64(len(cfg))}
 	if err := u.pushBlob(ctx, c, repo, img.config.digest, cfg); err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ func (u *upstream) push(ctx context.Context, repo, tag string, sizes []int64) (*
 	if err := expect(c, req, http.StatusCreated); err != nil {
 		return nil, fmt.Errorf("pushing the manifest of %s: %w", repo, err)
 	}
-	img.manifest, img.manifestDigest = man, digestOf(man)
+	img.manifest, img.manifestDigest = man, digest.FromBytes(man).String()
 	return img, nil
 }
 
@@ -233,9 +233,4 @@ func expect(c *http.Client, req *http.Request, want int) error {
 		return errors.New("status " + resp.Status + ": " + string(body))
 	}
 	return nil
-}
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
 }

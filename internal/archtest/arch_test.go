@@ -148,6 +148,7 @@ var unconstrained = map[string]bool{
 	"bench/cmd/bench":              true,
 	"bench/cmd/load":               true,
 	"bench/load":                   true,
+	"bench/internal/harness":       true,
 	"test/e2e":                     true,
 	"internal/testreg":             true,
 	"internal/deploytest":          true,

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // newClient returns the HTTP client of one plain-HTTP client: its own
@@ -81,7 +83,7 @@ func pullImage(ctx context.Context, c *http.Client, sc *spliceClient, t target, 
 		return g, err
 	}
 	g.bytes, g.reqs, g.proto = int64(len(body)), 1, proto
-	if d := digestOf(body); d != img.manifestDigest {
+	if d := digest.FromBytes(body).String(); d != img.manifestDigest {
 		return g, fmt.Errorf("manifest %s:%s: digest %s, want %s", name, img.tag, d, img.manifestDigest)
 	}
 	var (

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // manifestInstance returns a running instance of sys whose cache holds the
@@ -58,7 +60,7 @@ func (b *bench) tagPulls(ctx context.Context, systems []string) error {
 				if err != nil {
 					return fmt.Errorf("%s: %w", in, err)
 				}
-				if d := digestOf(body); d != b.big.manifestDigest {
+				if d := digest.FromBytes(body).String(); d != b.big.manifestDigest {
 					return fmt.Errorf("%s: manifest digest %s, want %s", in, d, b.big.manifestDigest)
 				}
 			}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // nginxHead is the part of both nginx configurations outside the server
@@ -97,7 +99,7 @@ func startNginx(ctx context.Context, e *env, bin, name, dir, upstream, staticRoo
 	if err != nil {
 		return nil, "", err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -124,7 +126,7 @@ func startNginx(ctx context.Context, e *env, bin, name, dir, upstream, staticRoo
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	if err := waitHTTP(ctx, p, base+"/v2/", http.StatusOK); err != nil {
 		_ = e.stop(p)
-		return nil, "", fmt.Errorf("%w; error log: %s", err, tail(filepath.Join(dir, "error.log"), 2000))
+		return nil, "", fmt.Errorf("%w; error log: %s", err, harness.Tail(filepath.Join(dir, "error.log"), 2000))
 	}
 	return p, base, nil
 }

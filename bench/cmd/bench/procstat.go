@@ -1,51 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-)
 
-// statusKB reads the given kB fields (e.g. "VmHWM", "RssAnon") of
-// /proc/<pid>/status, in bytes.
-func statusKB(pid int, keys ...string) (map[string]int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := make(map[string]int64, len(keys))
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		for _, want := range keys {
-			if k != want {
-				continue
-			}
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("/proc/%d/status %s %q: %w", pid, k, v, err)
-			}
-			out[k] = kb << 10
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	for _, want := range keys {
-		if _, ok := out[want]; !ok {
-			return nil, fmt.Errorf("no %s in /proc/%d/status", want, pid)
-		}
-	}
-	return out, nil
-}
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
+)
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on
 // Linux everywhere that matters).
@@ -102,12 +66,12 @@ func descendants(pid int) []int {
 func sumStatus(pids []int, keys ...string) map[string]int64 {
 	out := map[string]int64{}
 	for _, pid := range pids {
-		m, err := statusKB(pid, keys...)
+		m, err := harness.StatusKB(pid, keys...)
 		if err != nil {
 			continue
 		}
 		for k, v := range m {
-			out[k] += v
+			out[k] += v << 10
 		}
 	}
 	return out
@@ -185,15 +149,6 @@ func (s *memSampler) close() {
 	<-s.done
 }
 
-// loadAvg returns the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
+// loadAvg returns the first three fields of /proc/loadavg, read at the
+// start of the run (run.go) and at its end (machineInfo).
+func loadAvg() string { return harness.LoadAvg() }

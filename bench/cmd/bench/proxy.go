@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // upstreamHost is the registry name clients use; the proxy maps it to the
@@ -20,17 +22,6 @@ const (
 	upstreamNS      = "upstream.test_5000"
 	upstreamTLSHost = "upstream.test:5443"
 )
-
-// proxyConfig is the proxy's YAML configuration.
-const proxyConfig = `listen: "127.0.0.1:%d"
-cacheDir: %q
-caDir: %q
-dockerHub: false
-logFormat: text
-registries:
-  - host: %q
-    endpoint: %q
-%s`
 
 // startProxy starts the proxy binary named name with cacheDir as its
 // cache, upstream as the endpoint of upstreamHost (plain HTTP) and the
@@ -49,7 +40,7 @@ func startTLSProxy(ctx context.Context, e *env, bin, name, cacheDir, upstream, c
 // the extra YAML lines extra, and waits for /healthz.
 func startProxyFor(ctx context.Context, e *env, bin, name, cacheDir, host, upstream, extra string, env []string) (*proc, string, error) {
 	return startProxyCfg(ctx, e, bin, name, "/healthz", env, func(port int) string {
-		return fmt.Sprintf(proxyConfig, port, cacheDir, filepath.Join(e.root, "ca"), host, upstream, extra)
+		return harness.ProxyConfig(port, cacheDir, filepath.Join(e.root, "ca"), host, upstream, extra)
 	})
 }
 
@@ -61,7 +52,7 @@ func startProxyCfg(ctx context.Context, e *env, bin, name, ready string, env []s
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -135,11 +126,11 @@ func waitFile(ctx context.Context, p *proc, path string, size int64) error {
 		if st, err := os.Stat(path); err == nil && st.Size() == size {
 			return nil
 		}
-		if err := p.exited(); err != nil {
+		if err := p.Exited(); err != nil {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %d-byte %s after 30s; log: %s", p.name, size, path, tail(p.log, 2000))
+			return fmt.Errorf("%s: no %d-byte %s after 30s; log: %s", p.Name, size, path, harness.Tail(p.Log, 2000))
 		}
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // The replicas group's systems: ours on S3 (versitygw) with its shared
@@ -65,12 +67,12 @@ func (b *bench) startShared(ctx context.Context) error {
 		return err
 	}
 	b.s3 = s
-	b.log("S3 server: %s pid %d at %s, bucket %s", b.s3Ver, s.proc.pid(), s.endpoint, s.bucket)
+	b.log("S3 server: %s pid %d at %s, bucket %s", b.s3Ver, s.proc.Pid(), s.endpoint, s.bucket)
 	b.redisVer = firstLine(b.o.redisBin, "--version")
 	if b.redis, b.redisAddr, err = startRedis(ctx, b.e, b.o.redisBin); err != nil {
 		return err
 	}
-	b.log("Redis: %s pid %d at %s", b.redisVer, b.redis.pid(), b.redisAddr)
+	b.log("Redis: %s pid %d at %s", b.redisVer, b.redis.Pid(), b.redisAddr)
 	return nil
 }
 
@@ -108,10 +110,10 @@ func (b *bench) startReplicas(ctx context.Context, in *instance, dir, cacheName 
 			return err
 		}
 		in.procs = append(in.procs, p)
-		in.logs = append(in.logs, p.log)
+		in.logs = append(in.logs, p.Log)
 		in.t.bases = append(in.t.bases, base)
 	}
-	in.pids = in.procs[0].pid
+	in.pids = in.procs[0].Pid
 	in.t.base = in.t.bases[0]
 	return nil
 }
@@ -123,7 +125,7 @@ func (b *bench) replicaConfig(sys string, port int, cacheDir, root, prefix strin
 	extra := "    insecure: true\n" + b.s3.storageYAML(root, sys == sysS3Redir) +
 		fmt.Sprintf("redis:\n  addr: %q\n  prefix: %q\ncluster:\n  advertise: %q\n  secret: %q\n",
 			b.redisAddr, prefix, "http://127.0.0.1:"+strconv.Itoa(port), clusterSecret)
-	return fmt.Sprintf(proxyConfig, port, cacheDir, filepath.Join(b.e.root, "ca"), upstreamHost, b.counted, extra)
+	return harness.ProxyConfig(port, cacheDir, filepath.Join(b.e.root, "ca"), upstreamHost, b.counted, extra)
 }
 
 // replicasGroup runs the replicas group: cold fills by --clients clients
@@ -323,7 +325,7 @@ func timedGET(ctx context.Context, c *http.Client, u string, b blob) (ttfb, tota
 func pidsOf(ps []*proc) []int {
 	out := make([]int, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, p.pid())
+		out = append(out, p.Pid())
 	}
 	return out
 }

@@ -23,7 +23,7 @@ func run(ctx context.Context, e *env, o options) error {
 	if err != nil {
 		return err
 	}
-	logf("upstream docker-registry pid %d at %s", reg.pid(), direct)
+	logf("upstream docker-registry pid %d at %s", reg.Pid(), direct)
 	logf("clients: --client %s (plain-HTTP blob bodies %s), --verify %s", o.client,
 		map[string]string{"splice": "spliced to /dev/null unless verified", "copy": "read into user space"}[o.client], o.verify)
 	b := &bench{e: e, o: o, reg: reg, direct: direct, log: logf, singles: map[int]*image{}, warm: map[string]*instance{}}
@@ -44,7 +44,7 @@ func run(ctx context.Context, e *env, o options) error {
 		}
 		defer stopTLSCounter()
 		b.tls = tu
-		logf("upstream docker-registry (TLS, same storage) pid %d at %s; counting proxy (TLS) at %s", tu.reg.pid(), tu.direct, tu.counted)
+		logf("upstream docker-registry (TLS, same storage) pid %d at %s; counting proxy (TLS) at %s", tu.reg.Pid(), tu.direct, tu.counted)
 	}
 
 	err = b.groups(ctx)

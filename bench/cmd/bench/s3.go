@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
 )
 
 // s3Server is versitygw's posix backend on a loopback port, with one
@@ -71,7 +72,7 @@ func startS3(ctx context.Context, e *env, bin string, noKeepAlive bool) (*s3Serv
 			return nil, err
 		}
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +93,12 @@ func startS3(ctx context.Context, e *env, bin string, noKeepAlive bool) (*s3Serv
 		if err == nil {
 			return s, nil
 		}
-		if perr := s.proc.exited(); perr != nil {
+		if perr := s.proc.Exited(); perr != nil {
 			return nil, perr
 		}
 		if time.Now().After(deadline) {
 			_ = e.stop(s.proc)
-			return nil, fmt.Errorf("versitygw on %s: creating bucket %s: %w; log: %s", s.endpoint, s.bucket, err, tail(s.proc.log, 2000))
+			return nil, fmt.Errorf("versitygw on %s: creating bucket %s: %w; log: %s", s.endpoint, s.bucket, err, harness.Tail(s.proc.Log, 2000))
 		}
 		select {
 		case <-ctx.Done():
@@ -233,7 +234,7 @@ func startRedis(ctx context.Context, e *env, bin string) (*proc, string, error) 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, "", err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -249,12 +250,12 @@ func startRedis(ctx context.Context, e *env, bin string) (*proc, string, error) 
 		if err == nil {
 			return p, addr, nil
 		}
-		if perr := p.exited(); perr != nil {
+		if perr := p.Exited(); perr != nil {
 			return nil, "", perr
 		}
 		if time.Now().After(deadline) {
 			_ = e.stop(p)
-			return nil, "", fmt.Errorf("redis-server on %s does not answer: %w; log: %s", addr, err, tail(p.log, 2000))
+			return nil, "", fmt.Errorf("redis-server on %s does not answer: %w; log: %s", addr, err, harness.Tail(p.Log, 2000))
 		}
 		select {
 		case <-ctx.Done():

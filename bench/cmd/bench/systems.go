@@ -88,8 +88,8 @@ func (in *instance) measured() []int {
 	main := in.pids()
 	out := descendants(main)
 	for _, p := range in.procs {
-		if p.pid() != main {
-			out = append(out, descendants(p.pid())...)
+		if p.Pid() != main {
+			out = append(out, descendants(p.Pid())...)
 		}
 	}
 	return out
@@ -102,7 +102,7 @@ func (in *instance) String() string {
 // alive returns an error if a process of the instance exited.
 func (in *instance) alive() error {
 	for _, p := range in.procs {
-		if err := p.exited(); err != nil {
+		if err := p.Exited(); err != nil {
 			return err
 		}
 	}
@@ -138,8 +138,8 @@ func (b *bench) start(ctx context.Context, sys, cacheName string) (*instance, er
 	}
 	if p != nil {
 		in.procs = []*proc{p}
-		in.pids = p.pid
-		in.logs = append(in.logs, p.log)
+		in.pids = p.Pid
+		in.logs = append(in.logs, p.Log)
 		if sys == sysNginx || sys == sysStatic {
 			in.logs = append(in.logs, filepath.Join(dir, "error.log"))
 		}
@@ -159,12 +159,12 @@ func (b *bench) startSystem(ctx context.Context, in *instance, dir, cacheName st
 	switch sys {
 	case sysDirect:
 		in.t.base, in.cnt = b.direct, nil
-		in.pids = b.reg.pid
+		in.pids = b.reg.Pid
 	case sysDirectTLS:
 		roots := b.tls.pki.roots
 		in.t.base, in.cnt, in.t.splice = b.tls.direct, nil, false
 		in.t.newClient = func() *http.Client { return newTLSClient(roots, nil, b.o.tlsHTTP1) }
-		in.pids = b.tls.reg.pid
+		in.pids = b.tls.reg.Pid
 	case sysOurs, sysOursOn, sysOursOff:
 		var env []string
 		if sys == sysOursOn {

@@ -16,6 +16,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/gmarcy/container-registry-proxy/bench/internal/harness"
+	"github.com/opencontainers/go-digest"
 )
 
 // Media types of the pushed image.
@@ -101,7 +104,7 @@ func startDistribution(ctx context.Context, e *env, bin, name, dir string, pki *
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, "", err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -169,7 +172,7 @@ func pushImage(ctx context.Context, base, label, repo, tag string, sizes []int64
 		"architecture": "amd64", "os": "linux",
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
-	img.config = blob{digestOf(cfg), int64(len(cfg))}
+	img.config = blob{digest.FromBytes(cfg).String(), int64(len(cfg))}
 	if err := p.pushSmall(ctx, repo, cfg, img.config.digest); err != nil {
 		return nil, fmt.Errorf("pushing config of %s: %w", repo, err)
 	}
@@ -188,7 +191,7 @@ func pushImage(ctx context.Context, base, label, repo, tag string, sizes []int64
 	if _, err := p.do(req, http.StatusCreated); err != nil {
 		return nil, fmt.Errorf("pushing manifest of %s: %w", repo, err)
 	}
-	img.manifest, img.manifestDigest = man, digestOf(man)
+	img.manifest, img.manifestDigest = man, digest.FromBytes(man).String()
 	return img, nil
 }
 
@@ -277,9 +280,4 @@ func withDigest(loc, d string) string {
 	q.Set("digest", d)
 	u.RawQuery = q.Encode()
 	return u.String()
-}
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
 }
