@@ -68,6 +68,11 @@ func ParseReference(s string) (reference.Named, error) {
 		// a host; docker users mean a Docker Hub organisation.
 		return nil, &ReferenceError{Image: in, Reason: "repository name must be lowercase", Err: reference.ErrNameContainsUppercase}
 	}
+	if !oci.ValidHost(domain) {
+		// The reference package takes a port of any length; the proxy
+		// serves registries at a port of at most five digits.
+		return nil, &ReferenceError{Image: in, Reason: fmt.Sprintf("invalid registry host %q", domain), Err: reference.ErrReferenceInvalidFormat}
+	}
 	if host := oci.CanonicalHost(domain); host != domain {
 		if named, err = withHost(named, host); err != nil {
 			return nil, &ReferenceError{Image: in, Reason: diagnose(s), Err: err}

@@ -21,6 +21,9 @@ func FuzzParseReference(f *testing.F) {
 		// Found by this target: a digest of an algorithm the proxy does
 		// not serve (sha384) was accepted, and the proxy then refused it.
 		"app@sha384:" + strings.Repeat("0", 96),
+		// Found by this target: a host with a six-digit port was accepted,
+		// and the proxy then refused the name.
+		"[0]:000000/0",
 	} {
 		f.Add(s)
 	}
