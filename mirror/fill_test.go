@@ -206,6 +206,10 @@ func TestSharedBlobTwoUpstreams(t *testing.T) {
 	}
 	resp, body := e.do("GET", "/v2/a.test/team/one/blobs/"+layer.String())
 	wantStatus(t, resp, body, 200, "")
+	// The client has every byte once they are verified; the commit comes
+	// just after. Fills are per upstream: a request through b.test before
+	// the commit would start its own fill.
+	e.drain()
 	b.ResetCounts()
 	// containerd style: ?ns= with a port.
 	resp, body = e.do("GET", "/v2/other/two/blobs/"+layer.String()+"?ns=b.test%3A8443")
