@@ -9,6 +9,7 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/mirror"
 )
 
@@ -189,7 +190,7 @@ func TestBlobRedirectWithoutCredentials(t *testing.T) {
 	t.Parallel()
 	reg := testreg.Start(t, testreg.Options{TLS: true, Auth: testreg.AuthToken, Username: "alice", Password: "s3cret", BlobRedirect: true})
 	img := reg.PushImage(t, "team/app", "v1", testreg.RandomLayer(t, 200_000))
-	e := newEnv(t, envOptions{creds: auth.Credentials{Username: "alice", Password: "s3cret"}, allowNetworks: loopbackNetworks}, upstreamSpec{host: "registry.test", reg: reg})
+	e := newEnv(t, envOptions{creds: auth.Credentials{Username: "alice", Password: "s3cret"}, allowNetworks: testutil.LoopbackNetworks}, upstreamSpec{host: "registry.test", reg: reg})
 	resp, body := e.do("GET", "/v2/registry.test/team/app/manifests/v1", "Accept", accept)
 	wantStatus(t, resp, body, 200, "")
 	_, sum, _, err := hashGET(e, "/v2/registry.test/team/app/blobs/"+img.Layers[0].Digest.String())

@@ -1,37 +1,14 @@
 package mirror_test
 
 import (
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 )
-
-// loopbackNetworks opens the loopback networks, as an operator's
-// allowNetworks would for blob storage on the proxy's own host.
-var loopbackNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-
-// internalService stands for a service on the proxy's host or network
-// that an upstream must not reach through the proxy (an admin API, a
-// database's HTTP port): it counts requests and answers 200 with a body
-// and a length of its own.
-func internalService(t *testing.T) (*httptest.Server, *atomic.Int64) {
-	t.Helper()
-	var hits atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		hits.Add(1)
-		w.Header().Set("Content-Length", "15")
-		_, _ = io.WriteString(w, "internal secret")
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &hits
-}
 
 // TestUpstreamRedirectToInternalService: a registry on loopback (its
 // configured endpoint) that redirects blob GETs and HEADs to another
@@ -40,7 +17,7 @@ func internalService(t *testing.T) (*httptest.Server, *atomic.Int64) {
 // nothing is stored.
 func TestUpstreamRedirectToInternalService(t *testing.T) {
 	t.Parallel()
-	internal, hits := internalService(t)
+	internal, hits := testutil.InternalService(t)
 	reg := testreg.Start(t, testreg.Options{TLS: true, RedirectBlob: func(string, string) string {
 		return internal.URL + "/admin?token=topsecret"
 	}})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/testreg"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
 
@@ -48,7 +49,7 @@ func newFor(t *testing.T, reg *testreg.Registry, kc auth.Source, realms ...strin
 	t.Helper()
 	opts := Options{Host: regHost(t, reg), Endpoint: reg.URL, CAFile: reg.CAFile, Keychain: kc, TokenRealms: realms}
 	if len(realms) > 0 {
-		opts.AllowNetworks = loopback
+		opts.AllowNetworks = testutil.LoopbackNetworks
 	}
 	r, err := New(opts)
 	if err != nil {

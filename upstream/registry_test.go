@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gmarcy/container-registry-proxy/auth"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/oci"
 	"github.com/opencontainers/go-digest"
 )
@@ -312,7 +313,7 @@ func TestRedirectedBlob(t *testing.T) {
 			return
 		}
 		http.Redirect(w, req, cdnURL, http.StatusTemporaryRedirect)
-	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}, AllowNetworks: loopback})
+	}, Options{Credentials: auth.Credentials{Username: "bob", Password: "pw"}, AllowNetworks: testutil.LoopbackNetworks})
 
 	t.Run("get", func(t *testing.T) {
 		rc, size, err := r.Blob(t.Context(), "team/app", testDigest)
@@ -450,7 +451,7 @@ func TestRealmOnAnotherPort(t *testing.T) {
 		wantError bool
 	}{
 		{name: "not configured", wantError: true},
-		{name: "configured", realms: []string{hostOnly(t, realm.URL)}, wantHits: 1, allow: loopback},
+		{name: "configured", realms: []string{hostOnly(t, realm.URL)}, wantHits: 1, allow: testutil.LoopbackNetworks},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,28 +14,9 @@ import (
 
 	"github.com/gmarcy/container-registry-proxy/auth"
 	"github.com/gmarcy/container-registry-proxy/internal/netguard"
+	"github.com/gmarcy/container-registry-proxy/internal/testutil"
 	"github.com/gmarcy/container-registry-proxy/oci"
 )
-
-// loopback opens the loopback networks, as an operator's allowNetworks
-// would for blob storage on this host.
-var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-
-// internalService is a loopback server standing for a service an
-// upstream must not reach through the proxy (an admin API, a database's
-// HTTP port): it counts requests and answers 200 with a body and length
-// of its own.
-func internalService(t *testing.T) (*httptest.Server, *atomic.Int64) {
-	t.Helper()
-	var hits atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		hits.Add(1)
-		w.Header().Set("Content-Length", "15")
-		_, _ = io.WriteString(w, "internal secret")
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &hits
-}
 
 // redirector is an upstream that answers every request with 307 to
 // location(path).
@@ -46,15 +27,15 @@ func redirector(location func(path string) string) http.HandlerFunc {
 	}
 }
 
-// TestRedirectToInternalAddress: an upstream on loopback that redirects
-// blob GETs and HEADs, manifests and listings to another loopback port,
+// TestRedirectToInternalAddress: an upstream on testutil.LoopbackNetworks that redirects
+// blob GETs and HEADs, manifests and listings to another testutil.LoopbackNetworks port,
 // in every spelling, gets a 502 for each and the internal service sees
 // no request; a HEAD never reports the internal service's status or
-// length. With the loopback network opened (allowNetworks) the same
+// length. With the testutil.LoopbackNetworks network opened (allowNetworks) the same
 // redirect is followed, since private blob storage is legitimate.
 func TestRedirectToInternalAddress(t *testing.T) {
 	t.Parallel()
-	internal, hits := internalService(t)
+	internal, hits := testutil.InternalService(t)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(internal.URL, "http://"))
 	// Spellings the resolver reads itself (no DNS query); the netguard
 	// table has the rest.
@@ -85,10 +66,10 @@ func TestRedirectToInternalAddress(t *testing.T) {
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the internal service got %d requests, want 0", n)
 	}
-	r, _ := newTestRegistry(t, redirector(func(string) string { return internal.URL + "/data" }), Options{AllowNetworks: loopback})
+	r, _ := newTestRegistry(t, redirector(func(string) string { return internal.URL + "/data" }), Options{AllowNetworks: testutil.LoopbackNetworks})
 	size, err := r.StatBlob(t.Context(), "team/app", testDigest)
 	if err != nil || size != 15 || hits.Load() != 1 {
-		t.Fatalf("HEAD with loopback allowed: size %d err %v, internal requests %d", size, err, hits.Load())
+		t.Fatalf("HEAD with testutil.LoopbackNetworks allowed: size %d err %v, internal requests %d", size, err, hits.Load())
 	}
 }
 
@@ -138,18 +119,18 @@ func TestRedirectToTheEndpoint(t *testing.T) {
 // address.
 func TestRedirectToOwnListener(t *testing.T) {
 	t.Parallel()
-	own, hits := internalService(t)
+	own, hits := testutil.InternalService(t)
 	self := &netguard.Self{}
 	ownAddr, err := net.ResolveTCPAddr("tcp", strings.TrimPrefix(own.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	self.Add(ownAddr)
-	r, _ := newTestRegistry(t, redirector(func(p string) string { return own.URL + p }), Options{AllowNetworks: loopback, Self: self})
+	r, _ := newTestRegistry(t, redirector(func(p string) string { return own.URL + p }), Options{AllowNetworks: testutil.LoopbackNetworks, Self: self})
 	_, err = r.StatBlob(t.Context(), "team/app", testDigest)
 	wantRefused(t, err)
 	// Configured as the endpoint itself: refused too.
-	direct := newRegistryFor(t, own.URL, Options{AllowNetworks: loopback, Self: self})
+	direct := newRegistryFor(t, own.URL, Options{AllowNetworks: testutil.LoopbackNetworks, Self: self})
 	_, err = direct.StatBlob(t.Context(), "team/app", testDigest)
 	wantRefused(t, err)
 	if n := hits.Load(); n != 0 {
